@@ -1,0 +1,73 @@
+"""Errors carry where they happened (object file, section) and why, and print as one line."""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+
+
+class LoaderError(Exception):
+    """Anything bpfloader reports: `file: section: reason`, on one line."""
+
+    def __init__(self, reason: str, *, file: str | None = None, section: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.file = file
+        self.section = section
+
+    def where(self, *, file: str | None = None, section: str | None = None) -> LoaderError:
+        """Fill in location fields that are still unknown; returns self for `raise e.where(...)`."""
+        if self.file is None:
+            self.file = file
+        if self.section is None:
+            self.section = section
+        return self
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.file, self.section) if p]
+        parts.append(one_line(self.reason))
+        return ": ".join(parts)
+
+
+class ObjectFormatError(LoaderError):
+    """The object file is malformed or uses something this loader does not support."""
+
+
+class PlanError(LoaderError):
+    """The object is well formed but cannot be loaded as declared (names, gates, collisions)."""
+
+
+class KernelError(LoaderError):
+    """A syscall failed; `errno` is the kernel's answer."""
+
+    def __init__(self, operation: str, err: int, detail: str = "", **where: str | None):
+        name = errno_mod.errorcode.get(err, str(err))
+        reason = f"{operation} failed: {name} ({os.strerror(err)})"
+        if detail:
+            reason += f": {detail}"
+        super().__init__(reason, **where)
+        self.operation = operation
+        self.errno = err
+
+
+class VerifierError(KernelError):
+    """BPF_PROG_LOAD was refused; `log` is the verifier's complete log."""
+
+    def __init__(self, err: int, log: str, **where: str | None):
+        super().__init__("BPF_PROG_LOAD", err, summarize_verifier_log(log), **where)
+        self.log = log
+
+
+def one_line(text: str) -> str:
+    """Collapse control characters so a message can never span lines or hide bytes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def summarize_verifier_log(log: str, lines: int = 2) -> str:
+    """The last meaningful lines of a verifier log: where the kernel says why it refused."""
+    meaningful = [
+        line.strip()
+        for line in log.splitlines()
+        if line.strip() and not line.startswith(("processed ", "verification time"))
+    ]
+    return " | ".join(meaningful[-lines:])

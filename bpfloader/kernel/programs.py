@@ -1,0 +1,117 @@
+"""Programs in the kernel: load (with the verifier log only when it is needed) and describe."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import time
+from dataclasses import dataclass
+
+from bpfloader.errors import KernelError, VerifierError
+from bpfloader.kernel.attrs import InfoAttr, ProgInfoStruct, ProgLoadAttr
+from bpfloader.kernel.maps import kernel_name
+from bpfloader.kernel.syscall import Cmd, bpf
+
+LOG_FIRST_SIZE = 256 * 1024
+LOG_MAX_SIZE = 128 * 1024 * 1024
+EAGAIN_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class ProgramInfo:
+    id: int
+    type: int
+    name: str
+    tag: str
+    verified_insns: int
+    jited_size: int
+    xlated_size: int
+
+
+@dataclass(frozen=True)
+class LoadedProgram:
+    fd: int
+    load_seconds: float  # time spent inside BPF_PROG_LOAD, all attempts
+
+
+def load_program(
+    *,
+    name: str,
+    prog_type: int,
+    expected_attach_type: int,
+    instructions: bytes,
+    license: str,
+    kern_version: int,
+) -> LoadedProgram:
+    """Load once with the log off; if the verifier refuses, load again to get its log.
+
+    The log costs verifier time and memory, so the happy path goes without it; a refusal is
+    repeated with log level 1 and a buffer that grows until the whole log fits.
+    """
+    insns = ctypes.create_string_buffer(instructions, len(instructions))
+    license_buf = ctypes.create_string_buffer(license.encode())
+    attr = ProgLoadAttr(
+        prog_type=prog_type,
+        insn_cnt=len(instructions) // 8,
+        insns=ctypes.addressof(insns),
+        license=ctypes.addressof(license_buf),
+        kern_version=kern_version,
+        prog_name=kernel_name(name),
+        expected_attach_type=expected_attach_type,
+    )
+    clock = _Stopwatch()
+    try:
+        return LoadedProgram(_load(attr, clock), clock.total)
+    except KernelError:
+        pass
+    log_size = LOG_FIRST_SIZE
+    while True:
+        log = ctypes.create_string_buffer(log_size)
+        attr.log_level, attr.log_size, attr.log_buf = 1, log_size, ctypes.addressof(log)
+        attr.log_true_size = 0
+        try:
+            fd = _load(attr, clock)
+        except KernelError as e:
+            if e.errno == errno.ENOSPC and log_size < LOG_MAX_SIZE:
+                # log_true_size (kernels >= 6.4) says exactly how much is needed.
+                log_size = min(LOG_MAX_SIZE, max(log_size * 4, attr.log_true_size + 1))
+                continue
+            text = log.value.decode("utf-8", errors="backslashreplace")
+            if e.errno == errno.ENOSPC:
+                text += f"\n[verifier log cut at bpfloader's cap of {log_size} bytes]"
+            raise VerifierError(e.errno, text) from None
+        return LoadedProgram(fd, clock.total)
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.total = 0.0
+
+
+def _load(attr: ProgLoadAttr, clock: _Stopwatch) -> int:
+    """BPF_PROG_LOAD, retried on EAGAIN as the kernel asks; time spent goes to `clock`."""
+    for attempt in range(EAGAIN_RETRIES + 1):
+        start = time.perf_counter()
+        try:
+            return bpf(Cmd.PROG_LOAD, attr)
+        except KernelError as e:
+            if e.errno != errno.EAGAIN or attempt == EAGAIN_RETRIES:
+                raise
+        finally:
+            clock.total += time.perf_counter() - start
+    raise AssertionError("unreachable")
+
+
+def program_info(fd: int) -> ProgramInfo:
+    info = ProgInfoStruct()
+    attr = InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    bpf(Cmd.OBJ_GET_INFO_BY_FD, attr, operation="BPF_OBJ_GET_INFO_BY_FD (program)")
+    return ProgramInfo(
+        id=info.id,
+        type=info.type,
+        name=info.name.decode(errors="replace"),
+        tag=bytes(info.tag).hex(),
+        verified_insns=info.verified_insns,
+        jited_size=info.jited_prog_len,
+        xlated_size=info.xlated_prog_len,
+    )

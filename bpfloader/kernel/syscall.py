@@ -1,0 +1,103 @@
+"""Raw syscalls through libc: bpf(2), perf_event_open(2), ioctl(2), renameat2(2), mount(2)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+from enum import IntEnum
+
+from bpfloader.errors import KernelError
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+# (bpf, perf_event_open) syscall numbers per architecture.
+_SYSCALLS = {
+    "x86_64": (321, 298),
+    "aarch64": (280, 241),
+    "riscv64": (280, 241),
+    "armv7l": (386, 364),
+    "i686": (357, 336),
+}
+try:
+    SYS_BPF, SYS_PERF_EVENT_OPEN = _SYSCALLS[platform.machine()]
+except KeyError:
+    raise ImportError(f"bpfloader does not know the syscall numbers of {platform.machine()}") from None
+
+
+class Cmd(IntEnum):
+    """bpf(2) commands used here."""
+
+    MAP_CREATE = 0
+    MAP_LOOKUP_ELEM = 1
+    MAP_UPDATE_ELEM = 2
+    MAP_DELETE_ELEM = 3
+    MAP_GET_NEXT_KEY = 4
+    PROG_LOAD = 5
+    OBJ_PIN = 6
+    OBJ_GET = 7
+    OBJ_GET_INFO_BY_FD = 15
+
+
+def bpf(cmd: Cmd, attr: ctypes.Structure, *, operation: str | None = None) -> int:
+    """bpf(cmd, &attr, sizeof attr); the result, or KernelError with errno."""
+    result: int = _libc.syscall(
+        ctypes.c_long(SYS_BPF), ctypes.c_int(cmd), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr))
+    )
+    if result < 0:
+        raise KernelError(operation or f"BPF_{cmd.name}", ctypes.get_errno())
+    return result
+
+
+def perf_event_open(attr: ctypes.Structure, pid: int, cpu: int, group_fd: int, flags: int) -> int:
+    fd: int = _libc.syscall(
+        ctypes.c_long(SYS_PERF_EVENT_OPEN),
+        ctypes.byref(attr),
+        ctypes.c_int(pid),
+        ctypes.c_int(cpu),
+        ctypes.c_int(group_fd),
+        ctypes.c_ulong(flags),
+    )
+    if fd < 0:
+        raise KernelError("perf_event_open", ctypes.get_errno())
+    return fd
+
+
+def ioctl(fd: int, request: int, arg: int, operation: str) -> None:
+    if _libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(request), ctypes.c_long(arg)) < 0:
+        raise KernelError(operation, ctypes.get_errno())
+
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+def renameat2(old: str, new: str, flags: int) -> None:
+    at_fdcwd = -100
+    if _libc.renameat2(at_fdcwd, os.fsencode(old), at_fdcwd, os.fsencode(new), ctypes.c_uint(flags)) < 0:
+        raise KernelError("rename", ctypes.get_errno(), f"{old} -> {new}")
+
+
+def mount(source: str, target: str, fstype: str, flags: int = 0, options: str = "") -> None:
+    data = options.encode() if options else None
+    if _libc.mount(source.encode(), os.fsencode(target), fstype.encode(), ctypes.c_ulong(flags), data) < 0:
+        raise KernelError("mount", ctypes.get_errno(), f"{fstype} on {target}")
+
+
+def umount(target: str) -> None:
+    if _libc.umount2(os.fsencode(target), 0) < 0:
+        raise KernelError("umount", ctypes.get_errno(), target)
+
+
+class _StatFs(ctypes.Structure):
+    # struct statfs on 64-bit Linux: f_type first, then fields this code does not read.
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
+
+
+def statfs_type(path: str) -> int:
+    """The filesystem magic number of `path` (statfs f_type)."""
+    buf = _StatFs()
+    if _libc.statfs(os.fsencode(path), ctypes.byref(buf)) < 0:
+        raise KernelError("statfs", ctypes.get_errno(), path)
+    return int(buf.f_type) & 0xFFFFFFFF

@@ -1,0 +1,30 @@
+"""Facts about the running system that gates depend on."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+
+
+def kernel_release() -> str:
+    return os.uname().release
+
+
+def parse_kernel_release(release: str) -> tuple[int, int, int]:
+    """'6.18.44-fc-v769' -> (6, 18, 44); missing parts are 0."""
+    match = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", release)
+    if not match:
+        raise ValueError(f"cannot read a kernel version from {release!r}")
+    major, minor, patch = (int(g) if g else 0 for g in match.groups())
+    return major, minor, patch
+
+
+def linux_version_code(release: str) -> int:
+    """LINUX_VERSION_CODE, what BPF_PROG_LOAD's kern_version expects (kprobes on old kernels)."""
+    major, minor, patch = parse_kernel_release(release)
+    return (major << 16) + (minor << 8) + min(patch, 255)
+
+
+def machine() -> str:
+    return platform.machine()

@@ -1,0 +1,1 @@
+"""The loader: scan a directory, plan (pure decisions), apply the plan through the kernel layer."""

@@ -1,0 +1,386 @@
+"""Applying a plan: maps and programs into the kernel, pins into place, all or nothing.
+
+Every new pin is made in a private staging directory on the same bpffs, given its owner and
+mode there, and only renamed to its final path once the whole object has loaded. If anything
+fails, the staged pins are removed and the ones already renamed are taken back, so an object
+either has all its pins or none, and no process ever sees a pin with the wrong owner or mode.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from bpfloader.errors import KernelError, LoaderError, PlanError, VerifierError
+from bpfloader.journal import Event, MessageId, Priority, Reporter
+from bpfloader.kernel import maps as kmaps
+from bpfloader.kernel import pins as kpins
+from bpfloader.kernel import programs as kprogs
+from bpfloader.loader.plan import Action, MapPlan, ObjectPlan, ProgramPlan
+from bpfloader.obj.relocate import relocate
+from bpfloader.obj.spec import MapSpec, Ownership
+
+STAGING_DIR = "bpfloader_staging"
+
+
+class Status(StrEnum):
+    LOADED = "loaded"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class PinRecord:
+    """A pin this run made or found and kept."""
+
+    path: str
+    kind: str  # "map" or "program"
+    name: str  # map name or program section
+    kernel_id: int
+    owner: Ownership
+    action: Action
+    verified_insns: int | None = None
+    load_seconds: float | None = None
+    jited_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    kind: str  # "map" or "program"
+    name: str
+    reason: str
+
+
+@dataclass
+class ObjectResult:
+    plan: ObjectPlan
+    status: Status
+    reason: str = ""
+    pins: list[PinRecord] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return self.plan.path
+
+
+class Applier:
+    def __init__(self, pin_root: str, kern_version: int, dir_mode: int, reporter: Reporter):
+        self.pin_root = pin_root
+        self.kern_version = kern_version
+        self.dir_mode = dir_mode
+        self.reporter = reporter
+        self.staging = os.path.join(pin_root, STAGING_DIR)
+        self._staged_count = 0
+
+    # -- the run around the objects --------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Check the pin root, make it traversable, and set up an empty private staging dir."""
+        if not kpins.is_bpffs(self.pin_root):
+            raise LoaderError(
+                f"pin root {self.pin_root} is not a bpf filesystem "
+                f"(mount it: mount -t bpf bpf {self.pin_root})"
+            )
+        mode = stat.S_IMODE(os.stat(self.pin_root).st_mode)
+        if mode & 0o111 != 0o111:
+            # systemd mounts /sys/fs/bpf 0700: no one but root could reach the pins in it.
+            os.chmod(self.pin_root, mode | 0o111)
+            self.emit(
+                MessageId.PIN_ROOT_OPENED,
+                Priority.NOTICE,
+                f"made pin root {self.pin_root} traversable ({mode:04o} -> {mode | 0o111:04o})",
+                BPF_PIN=self.pin_root,
+            )
+        try:
+            os.mkdir(self.staging, 0o700)
+        except FileExistsError:
+            st = os.lstat(self.staging)
+            if not stat.S_ISDIR(st.st_mode):
+                raise LoaderError(f"{self.staging} exists and is not a directory") from None
+            for leftover in os.listdir(self.staging):  # from an interrupted run
+                os.unlink(os.path.join(self.staging, leftover))
+        os.chmod(self.staging, 0o700)
+
+    def finish(self) -> None:
+        try:
+            os.rmdir(self.staging)
+        except FileNotFoundError:
+            pass
+
+    # -- one object --------------------------------------------------------------------------
+
+    def apply(self, plan: ObjectPlan) -> ObjectResult:
+        if plan.error is not None:
+            return self._failed(ObjectResult(plan, Status.FAILED), plan.error)
+        result = ObjectResult(plan, Status.LOADED)
+        result.skipped = [
+            Skipped("map", m.spec.name, m.reason) for m in plan.maps if m.action is Action.SKIP
+        ] + [
+            Skipped("program", p.spec.section, p.reason)
+            for p in plan.programs
+            if p.action is Action.SKIP
+        ]
+        if plan.skip_reason is not None:
+            result.status, result.reason = Status.SKIPPED, plan.skip_reason
+            self.emit(
+                MessageId.OBJECT_SKIPPED,
+                Priority.NOTICE,
+                f"{plan.path}: skipped: {plan.skip_reason}",
+                BPF_OBJECT=plan.path,
+            )
+            return result
+        work = _ObjectWork(self, plan)
+        try:
+            work.run(result)
+        except (LoaderError, OSError) as e:
+            work.roll_back()
+            if isinstance(e, OSError):
+                e = LoaderError(f"{e.strerror}: {e.filename}")
+            return self._failed(result, e.where(file=plan.path))
+        finally:
+            work.close()
+        self._report_loaded(result)
+        return result
+
+    def _failed(self, result: ObjectResult, error: LoaderError) -> ObjectResult:
+        result.status, result.reason, result.pins = Status.FAILED, str(error), []
+        critical = result.plan.critical
+        fields: dict[str, str | int] = {"BPF_OBJECT": result.path}
+        if error.section:
+            fields["BPF_SECTION"] = error.section
+        if isinstance(error, KernelError):
+            fields["ERRNO"] = error.errno
+        self.emit(
+            MessageId.OBJECT_FAILED,
+            Priority.CRIT if critical else Priority.ERR,
+            f"{error}{' (critical object)' if critical else ''}",
+            **fields,
+        )
+        return result
+
+    def _report_loaded(self, result: ObjectResult) -> None:
+        for skip in result.skipped:
+            self.emit(
+                MessageId.MAP_SKIPPED if skip.kind == "map" else MessageId.PROGRAM_SKIPPED,
+                Priority.INFO,
+                f"{result.path}: {skip.kind} {skip.name} skipped: {skip.reason}",
+                BPF_OBJECT=result.path,
+                **({"BPF_MAP": skip.name} if skip.kind == "map" else {"BPF_PROGRAM": skip.name}),
+            )
+        for pin in result.pins:
+            if pin.kind == "map":
+                kind = MessageId.MAP_CREATED if pin.action is Action.CREATE else MessageId.MAP_REUSED
+                ident = {"BPF_MAP": pin.name, "BPF_MAP_ID": pin.kernel_id}
+            else:
+                kind = (
+                    MessageId.PROGRAM_LOADED if pin.action is Action.LOAD else MessageId.PROGRAM_REUSED
+                )
+                ident = {"BPF_PROGRAM": pin.name, "BPF_PROG_ID": pin.kernel_id}
+            verb = "reused" if pin.action is Action.REUSE else "pinned"
+            self.emit(
+                kind,
+                Priority.INFO,
+                f"{verb} {pin.kind} {pin.name} at {pin.path} ({pin.owner})",
+                BPF_OBJECT=result.path,
+                BPF_PIN=pin.path,
+                **ident,
+            )
+        self.emit(
+            MessageId.OBJECT_LOADED,
+            Priority.INFO,
+            f"{result.path}: loaded ({len(result.pins)} pins, {len(result.skipped)} skipped)",
+            BPF_OBJECT=result.path,
+        )
+
+    def emit(self, message_id: MessageId, priority: Priority, message: str, **fields: str | int) -> None:
+        self.reporter.emit(Event(message_id, priority, message, fields))
+
+    def staged_path(self) -> str:
+        self._staged_count += 1
+        return os.path.join(self.staging, f"pin_{os.getpid()}_{self._staged_count}")
+
+
+class _ObjectWork:
+    """The kernel objects, staged pins and published pins of one object while it loads."""
+
+    def __init__(self, applier: Applier, plan: ObjectPlan):
+        self.applier = applier
+        self.plan = plan
+        self.fds: list[int] = []
+        self.staged: list[tuple[str, str]] = []  # (staged path, final path)
+        self.published: list[str] = []
+        self.made_dirs: list[str] = []
+
+    def run(self, result: ObjectResult) -> None:
+        assert self.plan.spec is not None
+        map_fds: dict[str, int] = {}
+        for map_plan in self.plan.maps:
+            if map_plan.action is not Action.SKIP:
+                map_fds[map_plan.spec.name] = self._map(map_plan, result)
+        for prog_plan in self.plan.programs:
+            if prog_plan.action is not Action.SKIP:
+                self._program(prog_plan, map_fds, result)
+        self._publish()
+
+    # -- maps -------------------------------------------------------------------------------
+
+    def _map(self, plan: MapPlan, result: ObjectResult) -> int:
+        spec = plan.spec
+        fd = self._open_existing(plan.pin_path)
+        if fd is not None:
+            info = kmaps.map_info(fd)
+            _check_compatible(plan.pin_path, spec, info)
+            result.pins.append(
+                PinRecord(plan.pin_path, "map", spec.name, info.id, _owner_of(plan.pin_path), Action.REUSE)
+            )
+            return fd
+        try:
+            fd = kmaps.create_map(
+                spec.name, spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.flags
+            )
+        except KernelError as e:
+            raise LoaderError(f"map '{spec.name}': {e.reason}", section="maps") from None
+        self.fds.append(fd)
+        self._stage(fd, plan.pin_path, spec.owner)
+        info = kmaps.map_info(fd)
+        result.pins.append(PinRecord(plan.pin_path, "map", spec.name, info.id, spec.owner, Action.CREATE))
+        return fd
+
+    # -- programs ---------------------------------------------------------------------------
+
+    def _program(self, plan: ProgramPlan, map_fds: dict[str, int], result: ObjectResult) -> None:
+        assert self.plan.spec is not None
+        spec = plan.spec
+        fd = self._open_existing(plan.pin_path)
+        if fd is not None:
+            info = kprogs.program_info(fd)
+            if info.type != spec.type:
+                raise PlanError(
+                    f"pinned program {plan.pin_path} is of type {info.type}, "
+                    f"the object declares {spec.type.name} ({int(spec.type)})",
+                    section=spec.section,
+                )
+            result.pins.append(
+                PinRecord(plan.pin_path, "program", spec.section, info.id,
+                          _owner_of(plan.pin_path), Action.REUSE, info.verified_insns)
+            )
+            return
+        try:
+            loaded = kprogs.load_program(
+                name=spec.function,
+                prog_type=spec.type,
+                expected_attach_type=spec.expected_attach_type,
+                instructions=relocate(spec, map_fds),
+                license=self.plan.spec.license,
+                kern_version=self.applier.kern_version,
+            )
+        except KernelError as e:
+            e.where(file=self.plan.path, section=spec.section)
+            if not spec.optional:
+                self._rejected(spec.section, e, Priority.ERR)
+                raise
+            self._rejected(spec.section, e, Priority.WARNING)
+            result.skipped.append(
+                Skipped("program", spec.section, f"optional program failed to load: {e.reason}")
+            )
+            return
+        self.fds.append(loaded.fd)
+        self._stage(loaded.fd, plan.pin_path, spec.owner)
+        info = kprogs.program_info(loaded.fd)
+        result.pins.append(
+            PinRecord(plan.pin_path, "program", spec.section, info.id, spec.owner, Action.LOAD,
+                      info.verified_insns, loaded.load_seconds, info.jited_size)
+        )
+
+    def _rejected(self, section: str, error: KernelError, priority: Priority) -> None:
+        fields: dict[str, str | int] = {
+            "BPF_OBJECT": self.plan.path,
+            "BPF_PROGRAM": section,
+            "ERRNO": error.errno,
+        }
+        if isinstance(error, VerifierError):
+            fields["BPF_VERIFIER_LOG"] = error.log
+        self.applier.emit(MessageId.PROGRAM_REJECTED, priority, str(error), **fields)
+
+    # -- pins -------------------------------------------------------------------------------
+
+    def _open_existing(self, path: str) -> int | None:
+        try:
+            fd = kpins.open_pinned(path)
+        except KernelError as e:
+            if e.errno == errno.ENOENT:
+                return None
+            raise LoaderError(f"cannot open existing pin {path}: {e.reason}") from None
+        self.fds.append(fd)
+        return fd
+
+    def _stage(self, fd: int, final: str, owner: Ownership) -> None:
+        staged = self.applier.staged_path()
+        kpins.pin(fd, staged)
+        self.staged.append((staged, final))
+        kpins.set_owner(staged, owner.uid, owner.gid, owner.mode)
+
+    def _publish(self) -> None:
+        for staged, final in self.staged:
+            self._make_dirs(os.path.dirname(final))
+            try:
+                kpins.publish(staged, final)
+            except KernelError as e:
+                if e.errno == errno.EEXIST:
+                    raise LoaderError(f"{final} appeared while the object was loading") from None
+                raise
+            self.published.append(final)
+        self.staged = []
+
+    def _make_dirs(self, directory: str) -> None:
+        missing = []
+        while not os.path.isdir(directory):
+            missing.append(directory)
+            directory = os.path.dirname(directory)
+        for path in reversed(missing):
+            os.mkdir(path)
+            os.chmod(path, self.applier.dir_mode)  # exact mode, whatever the umask
+            self.made_dirs.append(path)
+
+    def roll_back(self) -> None:
+        for path in [s for s, _ in self.staged] + self.published:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        for path in reversed(self.made_dirs):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass  # another object's pins live there now
+        self.staged, self.published, self.made_dirs = [], [], []
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+def _check_compatible(path: str, spec: MapSpec, info: kmaps.MapInfo) -> None:
+    for field_name, expected, found in (
+        ("type", int(spec.type), info.type),
+        ("key_size", spec.key_size, info.key_size),
+        ("value_size", spec.value_size, info.value_size),
+        ("max_entries", spec.max_entries, info.max_entries),
+        ("map_flags", spec.flags, info.flags),
+    ):
+        if expected != found:
+            raise PlanError(
+                f"map '{spec.name}': pinned map {path} has {field_name} {found}, "
+                f"the object declares {expected}",
+                section="maps",
+            )
+
+
+def _owner_of(path: str) -> Ownership:
+    st = os.stat(path)
+    return Ownership(uid=st.st_uid, gid=st.st_gid, mode=stat.S_IMODE(st.st_mode))

@@ -1,0 +1,60 @@
+"""The pin naming contract (DESIGN.md section 3): what other processes rely on to find pins."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from bpfloader.errors import PlanError
+
+# bpffs refuses '.'; we pin only names that every shell, unit file and tool handles plainly.
+_PIN_COMPONENT = re.compile(r"[A-Za-z0-9_\-]+")
+MAX_COMPONENT = 255
+
+
+def object_name(path: str) -> str:
+    """FILENAME: the basename cut at the last '.', then at the last '@'."""
+    base = os.path.basename(path)
+    if "." in base:
+        base = base[: base.rindex(".")]
+    if "@" in base:
+        base = base[: base.rindex("@")]
+    return base
+
+
+def check_component(name: str, what: str) -> str:
+    """Refuse, before any syscall, a name that bpffs would refuse or that could leave its dir."""
+    if _PIN_COMPONENT.fullmatch(name) and len(name) <= MAX_COMPONENT:
+        return name
+    if not name:
+        reason = "is empty"
+    elif "." in name:
+        reason = "contains '.', which bpffs refuses"
+    elif "/" in name:
+        reason = "contains '/'"
+    elif len(name) > MAX_COMPONENT:
+        reason = f"is longer than {MAX_COMPONENT} characters"
+    else:
+        reason = "may hold only letters, digits, '_' and '-'"
+    raise PlanError(f"{what} {name!r} {reason}")
+
+
+def check_subdir(subdir: str, what: str) -> str:
+    """A relative directory under the pin root: components checked one by one, no '..'."""
+    parts = [p for p in subdir.split("/") if p]
+    for part in parts:
+        check_component(part, what)
+    return "/".join(parts)
+
+
+def map_pin_name(object_name: str, map_name: str, *, shared: bool) -> str:
+    return check_component(f"map_{'' if shared else object_name}_{map_name}", "map pin name")
+
+
+def program_pin_name(object_name: str, section: str) -> str:
+    """prog_FILENAME_PROGTYPE_PROGNAME; `section` is already stripped of its `$variant`."""
+    return check_component(f"prog_{object_name}_{section.replace('/', '_')}", "program pin name")
+
+
+def pin_path(pin_root: str, subdir: str, name: str) -> str:
+    return os.path.join(pin_root, subdir, name) if subdir else os.path.join(pin_root, name)

@@ -1,0 +1,60 @@
+"""Plain-text views of a plan (--dry-run) and of a run (the summary)."""
+
+from __future__ import annotations
+
+from bpfloader.loader.apply import ObjectResult, Status
+from bpfloader.loader.plan import Action, RunPlan
+from bpfloader.loader.run import RunResult
+
+
+def format_plan(plan: RunPlan) -> str:
+    lines = []
+    for obj in plan.objects:
+        critical = " (critical)" if obj.critical else ""
+        if obj.error is not None:
+            lines.append(f"{obj.path}{critical}: FAIL: {obj.error}")
+            continue
+        if obj.skip_reason is not None:
+            lines.append(f"{obj.path}{critical}: skip: {obj.skip_reason}")
+            continue
+        lines.append(f"{obj.path}{critical}:")
+        for item in (*obj.maps, *obj.programs):
+            kind = "map" if item in obj.maps else "prog"
+            if item.action is Action.SKIP:
+                lines.append(f"  {'skip':6} {kind:4} {item.pin_path}: {item.reason}")
+            else:
+                owner = item.owner
+                lines.append(
+                    f"  {item.action.value:6} {kind:4} {item.pin_path}  "
+                    f"{owner.uid}:{owner.gid} {owner.mode:04o}"
+                )
+    return "\n".join(lines)
+
+
+def format_summary(run: RunResult) -> str:
+    lines = [
+        f"objects: {run.count(Status.LOADED)} loaded, {run.count(Status.SKIPPED)} skipped, "
+        f"{run.count(Status.FAILED)} failed"
+        + (f" ({len(run.critical_failures)} critical)" if run.critical_failures else "")
+    ]
+    pins = [pin for obj in run.objects for pin in obj.pins]
+    if pins:
+        width = max(len(p.path) for p in pins)
+        lines.append(f"{'pin':{width}}  {'action':6}  {'owner':11}  {'mode':4}  {'id':>5}  insns")
+        for pin in pins:
+            owner = f"{pin.owner.uid}:{pin.owner.gid}"
+            insns = "" if pin.verified_insns is None else str(pin.verified_insns)
+            lines.append(
+                f"{pin.path:{width}}  {pin.action.value:6}  {owner:11}  {pin.owner.mode:04o}  "
+                f"{pin.kernel_id:>5}  {insns}"
+            )
+    for obj in run.objects:
+        if obj.status is not Status.LOADED:
+            lines.append(_status_line(obj))
+    return "\n".join(lines)
+
+
+def _status_line(obj: ObjectResult) -> str:
+    if obj.status is Status.FAILED:
+        return f"failed{' (critical)' if obj.plan.critical else ''}: {obj.reason}"
+    return f"skipped: {obj.path}: {obj.reason}"

@@ -1,0 +1,327 @@
+"""Reading an Android-format BPF ELF object into an ObjectSpec (pure: bytes in, spec out)."""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from elftools.elf.constants import SH_FLAGS
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import Section, SymbolTableSection
+
+from bpfloader.errors import LoaderError, ObjectFormatError
+from bpfloader.obj.defs import (
+    DEFAULT_MAP_DEF_SIZE,
+    DEFAULT_PROG_DEF_SIZE,
+    MAP_DEF_MIN_SIZE,
+    PROG_DEF_MIN_SIZE,
+    DefError,
+    check_def_size,
+    decode_map_def,
+    decode_prog_def,
+)
+from bpfloader.obj.sections import SECTION_PREFIXES, program_kind
+from bpfloader.obj.spec import (
+    DEFAULT_LOADER_MAX,
+    DEFAULT_LOADER_MIN,
+    PROGRAM_PIN_MODE,
+    MapReference,
+    MapSpec,
+    ObjectSpec,
+    Ownership,
+    ProgramSpec,
+)
+
+R_BPF_64_64 = 1  # ld_imm64 of a symbol's address: a map reference
+R_BPF_64_32 = 10  # call to a bpf-to-bpf function
+OPCODE_LD_IMM64 = 0x18
+OPCODE_CALL = 0x85
+INSN_SIZE = 8
+
+
+def read_object(data: bytes, path: str) -> ObjectSpec:
+    """Parse an object. Every problem is an ObjectFormatError naming the file and section."""
+    if data[:4] != b"\x7fELF":
+        raise ObjectFormatError("not an ELF file", file=path)
+    try:
+        return _Reader(data, path).read()
+    except LoaderError as e:
+        raise e.where(file=path) from None
+    except DefError as e:
+        raise ObjectFormatError(str(e), file=path) from None
+    except Exception as e:
+        # Untrusted input reaches pyelftools, which fails in many ways on corrupt files;
+        # whatever it raises, the verdict is the same: this file is not a usable object.
+        raise ObjectFormatError(f"malformed ELF ({type(e).__name__}: {e})", file=path) from None
+
+
+def _err(reason: str, section: str | None = None) -> ObjectFormatError:
+    return ObjectFormatError(reason, section=section)
+
+
+class _Reader:
+    def __init__(self, data: bytes, path: str):
+        self.path = path
+        self.elf = ELFFile(io.BytesIO(data))
+        self.sections: dict[str, tuple[int, Section]] = {}
+        for index, section in enumerate(self.elf.iter_sections()):
+            self.sections.setdefault(section.name, (index, section))
+        self.symtab = self._symbol_table()
+
+    def read(self) -> ObjectSpec:
+        machine = self.elf.header["e_machine"]
+        if machine not in ("EM_BPF", 247):
+            raise _err(f"not a BPF object (ELF machine {machine})")
+        if not self.elf.little_endian:
+            raise _err("big-endian BPF objects are not supported on this little-endian host")
+        if self.elf.elfclass != 64:
+            raise _err("not a 64-bit ELF file")
+        maps = self._maps()
+        programs = self._programs({m.offset: m.spec for m in maps})
+        return ObjectSpec(
+            path=self.path,
+            license=self._license(),
+            maps=tuple(m.spec for m in maps),
+            programs=programs,
+            critical=self._text_section("critical"),
+            min_loader=self._u32_section("bpfloader_min_ver", DEFAULT_LOADER_MIN),
+            max_loader=self._u32_section("bpfloader_max_ver", DEFAULT_LOADER_MAX),
+        )
+
+    # -- small sections -------------------------------------------------------------------
+
+    def _symbol_table(self) -> SymbolTableSection | None:
+        for section in self.elf.iter_sections():
+            if isinstance(section, SymbolTableSection) and section["sh_type"] == "SHT_SYMTAB":
+                return section
+        return None
+
+    def _data(self, name: str) -> bytes | None:
+        found = self.sections.get(name)
+        if found is None or found[1]["sh_type"] == "SHT_NOBITS":
+            return None
+        data: bytes = found[1].data()
+        return data
+
+    def _u32_section(self, name: str, default: int) -> int:
+        data = self._data(name)
+        if data is None:
+            return default
+        # Written as unsigned int or as size_t (8 bytes on the bpf target) by different headers.
+        if len(data) == 4 or (len(data) == 8 and data[4:] == b"\0" * 4):
+            value: int = struct.unpack_from("<I", data)[0]
+            return value
+        raise _err(f"expected a 4-byte unsigned value, found {len(data)} bytes", name)
+
+    def _text_section(self, name: str) -> str | None:
+        data = self._data(name)
+        if data is None:
+            return None
+        return data.split(b"\0", 1)[0].decode("utf-8", errors="backslashreplace")
+
+    def _license(self) -> str:
+        data = self._data("license")
+        if data is None:
+            raise _err('no "license" section (declare one with LICENSE("GPL"))')
+        text = data.split(b"\0", 1)[0]
+        if not text or len(text) == len(data):
+            raise _err("license must be a non-empty NUL-terminated string", "license")
+        try:
+            return text.decode("ascii")
+        except UnicodeDecodeError:
+            raise _err(f"license is not ASCII: {text!r}", "license") from None
+
+    def _symbols_in(self, section_index: int) -> list[Any]:
+        if self.symtab is None:
+            return []
+        return [
+            s
+            for s in self.symtab.iter_symbols()
+            if s["st_shndx"] == section_index and s["st_info"]["type"] in ("STT_OBJECT", "STT_FUNC")
+        ]
+
+    # -- maps -----------------------------------------------------------------------------
+
+    def _maps(self) -> list[_PlacedMap]:
+        found = self.sections.get("maps")
+        if found is None:
+            return []
+        index, section = found
+        data: bytes = section.data()
+        size = self._u32_section("size_of_bpf_map_def", DEFAULT_MAP_DEF_SIZE)
+        try:
+            check_def_size(size, MAP_DEF_MIN_SIZE, "map def")
+        except DefError as e:
+            raise _err(str(e), "size_of_bpf_map_def") from None
+        if len(data) % size:
+            raise _err(f"{len(data)} bytes is not a whole number of {size}-byte map defs", "maps")
+        names: dict[int, str] = {}
+        for symbol in self._symbols_in(index):
+            offset = symbol["st_value"]
+            if offset % size or offset >= len(data):
+                raise _err(f"map symbol '{symbol.name}' at offset {offset} is not on a def", "maps")
+            if offset in names:
+                raise _err(f"maps '{names[offset]}' and '{symbol.name}' share one def", "maps")
+            names[offset] = symbol.name
+        placed = []
+        for offset in range(0, len(data), size):
+            if offset not in names:
+                raise _err(f"the map def at offset {offset} has no symbol naming it", "maps")
+            try:
+                fields = decode_map_def(data[offset : offset + size])
+            except DefError as e:
+                raise _err(f"map '{names[offset]}': {e}", "maps") from None
+            placed.append(_PlacedMap(offset, MapSpec(name=names[offset], **fields)))  # type: ignore[arg-type]
+        return placed
+
+    # -- programs -------------------------------------------------------------------------
+
+    def _prog_defs(self) -> dict[str, bytes]:
+        found = self.sections.get("progs")
+        if found is None:
+            return {}
+        index, section = found
+        data: bytes = section.data()
+        size = self._u32_section("size_of_bpf_prog_def", DEFAULT_PROG_DEF_SIZE)
+        try:
+            check_def_size(size, PROG_DEF_MIN_SIZE, "program def")
+        except DefError as e:
+            raise _err(str(e), "size_of_bpf_prog_def") from None
+        defs = {}
+        for symbol in self._symbols_in(index):
+            offset = symbol["st_value"]
+            if offset % size or offset + size > len(data):
+                raise _err(f"program def '{symbol.name}' at offset {offset} is out of place", "progs")
+            if symbol.name.endswith("_def"):
+                defs[symbol.name[: -len("_def")]] = data[offset : offset + size]
+        return defs
+
+    def _programs(self, maps_by_offset: dict[int, MapSpec]) -> tuple[ProgramSpec, ...]:
+        defs = self._prog_defs()
+        maps_index = self.sections["maps"][0] if "maps" in self.sections else None
+        programs = []
+        for index, section in enumerate(self.elf.iter_sections()):
+            if section["sh_type"] != "SHT_PROGBITS" or not section["sh_flags"] & SH_FLAGS.SHF_EXECINSTR:
+                continue
+            if section.name == ".text" or section.data_size == 0:
+                continue  # .text holds subprograms; a call into it is refused at its relocation
+            name = section.name
+            kind = program_kind(name)
+            if kind is None:
+                known = ", ".join(p for p, _, _ in SECTION_PREFIXES)
+                raise _err(f"unknown program type prefix (known: {known})", name)
+            code: bytes = section.data()
+            if len(code) % INSN_SIZE:
+                raise _err(f"code size {len(code)} is not a multiple of {INSN_SIZE}", name)
+            function = self._function_at_start(index, name)
+            fields: dict[str, Any] = {"owner": Ownership(mode=PROGRAM_PIN_MODE)}
+            if function in defs:
+                try:
+                    fields = decode_prog_def(defs[function])
+                except DefError as e:
+                    raise _err(str(e), name) from None
+            refs = self._map_refs(index, name, code, maps_index, maps_by_offset)
+            programs.append(
+                ProgramSpec(
+                    section=name,
+                    function=function,
+                    type=kind[0],
+                    expected_attach_type=kind[1],
+                    instructions=code,
+                    map_refs=refs,
+                    **fields,
+                )
+            )
+        return tuple(programs)
+
+    def _function_at_start(self, index: int, section: str) -> str:
+        for symbol in self._symbols_in(index):
+            if symbol["st_info"]["type"] == "STT_FUNC" and symbol["st_value"] == 0:
+                name: str = symbol.name
+                return name
+        raise _err("no function symbol at the start of the section", section)
+
+    def _map_refs(
+        self,
+        index: int,
+        section: str,
+        code: bytes,
+        maps_index: int | None,
+        maps_by_offset: dict[int, MapSpec],
+    ) -> tuple[MapReference, ...]:
+        rel = next(
+            (
+                s
+                for s in self.elf.iter_sections()
+                if s["sh_type"] in ("SHT_REL", "SHT_RELA") and s["sh_info"] == index
+            ),
+            None,
+        )
+        if rel is None:
+            return ()
+        if rel["sh_type"] == "SHT_RELA":
+            raise _err("RELA relocations are not used by BPF objects", rel.name)
+        if self.symtab is None:
+            raise _err("relocations but no symbol table", rel.name)
+        refs = []
+        for reloc in rel.iter_relocations():
+            offset, kind = reloc["r_offset"], reloc["r_info_type"]
+            insn = offset // INSN_SIZE
+            if offset % INSN_SIZE or offset + INSN_SIZE > len(code):
+                raise _err(f"relocation at offset {offset} is not on an instruction", section)
+            symbol = self.symtab.get_symbol(reloc["r_info_sym"])
+            target = symbol.name or "(unnamed)"
+            opcode = code[offset]
+            if kind == R_BPF_64_32 and opcode == OPCODE_CALL:
+                raise _err(
+                    f"instruction {insn} calls '{target}': bpf-to-bpf calls are not supported "
+                    "in Android-format objects (mark helpers static inline)",
+                    section,
+                )
+            if kind != R_BPF_64_64:
+                raise _err(f"instruction {insn}: unsupported relocation type {kind}", section)
+            if opcode != OPCODE_LD_IMM64:
+                raise _err(
+                    f"relocation to '{target}' at instruction {insn} is not on a ld_imm64 "
+                    f"instruction (opcode {opcode:#04x})",
+                    section,
+                )
+            shndx = symbol["st_shndx"]
+            if shndx == "SHN_UNDEF":
+                raise _err(f"instruction {insn} refers to unknown symbol '{target}'", section)
+            if shndx != maps_index:
+                where = shndx if isinstance(shndx, str) else self.elf.get_section(shndx).name
+                raise _err(
+                    f"instruction {insn} refers to '{target}' in section '{where}'; "
+                    "only maps in the \"maps\" section can be referenced",
+                    section,
+                )
+            map_offset = symbol["st_value"]
+            if symbol["st_info"]["type"] == "STT_SECTION":
+                map_offset += struct.unpack_from("<i", code, offset + 4)[0]
+            spec = maps_by_offset.get(map_offset)
+            if spec is None:
+                raise _err(f"instruction {insn} refers to no map def (offset {map_offset})", section)
+            refs.append(MapReference(insn=insn, map_name=spec.name))
+        return tuple(refs)
+
+
+@dataclass(frozen=True)
+class _PlacedMap:
+    """A map spec with the offset of its def in the maps section (how relocations find it)."""
+
+    offset: int
+    spec: MapSpec
+
+
+def declares_critical(data: bytes) -> bool:
+    """Best effort for a file that failed to parse: does it still show a `critical` section?
+
+    A critical object that is corrupt must fail the run as loudly as one that is refused.
+    """
+    try:
+        return ELFFile(io.BytesIO(data)).get_section_by_name("critical") is not None
+    except Exception:
+        return False

@@ -1,0 +1,109 @@
+"""Specs: what an object file declares, before anything touches the kernel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bpfloader.obj.bpftypes import MapType, ProgType
+
+KVER_INF = 0xFFFFFFFF
+DEFAULT_LOADER_MIN = 0
+DEFAULT_LOADER_MAX = 0x10000
+PROGRAM_PIN_MODE = 0o440
+
+
+def kver(major: int, minor: int, patch: int) -> int:
+    """Android's KVER(a,b,c): the encoding of kernel versions in defs."""
+    return (major << 24) + (minor << 16) + patch
+
+
+def format_kver(value: int) -> str:
+    if value == KVER_INF:
+        return "inf"
+    return f"{value >> 24}.{(value >> 16) & 0xFF}.{value & 0xFFFF}"
+
+
+@dataclass(frozen=True)
+class Ownership:
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o600
+
+    def __str__(self) -> str:
+        return f"{self.uid}:{self.gid} {self.mode:04o}"
+
+
+@dataclass(frozen=True)
+class Gates:
+    """When a def applies: min <= version < max, and not on the platforms it ignores."""
+
+    min_kver: int = 0
+    max_kver: int = KVER_INF
+    min_loader: int = DEFAULT_LOADER_MIN
+    max_loader: int = DEFAULT_LOADER_MAX
+    ignore_on: int = 0  # the ignore_on_* bit byte of the def
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    name: str
+    type: MapType | int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+    owner: Ownership
+    gates: Gates = field(default_factory=Gates)
+    pin_subdir: str = ""
+    shared: bool = False
+    selinux_context: str = ""
+
+
+@dataclass(frozen=True)
+class MapReference:
+    """Instruction `insn` (a ld_imm64) must be given the fd of map `map_name`."""
+
+    insn: int
+    map_name: str
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    section: str
+    function: str
+    type: ProgType
+    expected_attach_type: int
+    instructions: bytes
+    map_refs: tuple[MapReference, ...]
+    owner: Ownership
+    gates: Gates = field(default_factory=Gates)
+    optional: bool = False
+    pin_subdir: str = ""
+    selinux_context: str = ""
+
+    @property
+    def base_section(self) -> str:
+        """The section without its `$variant` suffix: the name its pin carries."""
+        return self.section.split("$", 1)[0]
+
+    @property
+    def insn_count(self) -> int:
+        return len(self.instructions) // 8
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    path: str
+    license: str
+    maps: tuple[MapSpec, ...]
+    programs: tuple[ProgramSpec, ...]
+    critical: str | None = None  # the CRITICAL(reason) text, if the object is critical
+    min_loader: int = DEFAULT_LOADER_MIN
+    max_loader: int = DEFAULT_LOADER_MAX
+
+    @property
+    def is_critical(self) -> bool:
+        return self.critical is not None
+
+    def map_named(self, name: str) -> MapSpec | None:
+        return next((m for m in self.maps if m.name == name), None)
