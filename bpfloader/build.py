@@ -24,7 +24,10 @@ def include_dir() -> str:
 
 def _multiarch_include() -> str | None:
     """Where <asm/types.h> lives on Debian (/usr/include/<triplet>); -target bpf doesn't look."""
-    for candidate in (f"/usr/include/{platform.machine()}-linux-gnu", *glob.glob("/usr/include/*-linux-gnu*")):
+    for candidate in (
+        f"/usr/include/{platform.machine()}-linux-gnu",
+        *glob.glob("/usr/include/*-linux-gnu*"),
+    ):
         if os.path.exists(os.path.join(candidate, "asm", "types.h")):
             return candidate
     return None

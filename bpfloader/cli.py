@@ -37,11 +37,18 @@ def _parser() -> argparse.ArgumentParser:
 
     load = commands.add_parser("load", help="load every object of a directory and pin it")
     load.add_argument("--dir", default="/etc/bpf", help="where the objects are (default /etc/bpf)")
-    load.add_argument("--pin-root", default="/sys/fs/bpf", help="bpffs to pin in (default /sys/fs/bpf)")
+    load.add_argument(
+        "--pin-root", default="/sys/fs/bpf", help="bpffs to pin in (default /sys/fs/bpf)"
+    )
     load.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
-    load.add_argument("--dir-mode", type=_mode, default=0o755, help="mode of directories made (0755)")
-    load.add_argument("--build-type", choices=("eng", "user", "userdebug"),
-                      help="honour the defs' ignore_on_<build type> bits for this build type")
+    load.add_argument(
+        "--dir-mode", type=_mode, default=0o755, help="mode of directories made (0755)"
+    )
+    load.add_argument(
+        "--build-type",
+        choices=("eng", "user", "userdebug"),
+        help="honour the defs' ignore_on_<build type> bits for this build type",
+    )
     load.add_argument("-q", "--quiet", action="store_true", help="report only warnings and errors")
 
     commands.add_parser("cflags", help="print the flags for compiling BPF C for this loader")
@@ -49,8 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="compile BPF C sources into objects")
     build.add_argument("sources", nargs="+")
     build.add_argument("-o", "--out-dir", default=".", help="where the .o files go (default .)")
-    build.add_argument("--cflag", action="append", default=[], dest="cflags",
-                       help="an extra compiler flag (repeatable), e.g. --cflag=-DGID=4")
+    build.add_argument(
+        "--cflag",
+        action="append",
+        default=[],
+        dest="cflags",
+        help="an extra compiler flag (repeatable), e.g. --cflag=-DGID=4",
+    )
     return parser
 
 
@@ -81,7 +93,10 @@ def _load(args: argparse.Namespace) -> int:
     from bpfloader.loader.run import LoadOptions, current_environment, load, plan_run
 
     options = LoadOptions(
-        source_dir=args.dir, pin_root=args.pin_root, dir_mode=args.dir_mode, build_type=args.build_type
+        source_dir=args.dir,
+        pin_root=args.pin_root,
+        dir_mode=args.dir_mode,
+        build_type=args.build_type,
     )
     if args.dry_run:
         plan = plan_run(options, current_environment(args.build_type), os.path.lexists)

@@ -24,7 +24,11 @@ BPF_FS_MAGIC = 0xCAFE4A11
 
 def pin(fd: int, path: str) -> None:
     path_buf = ctypes.create_string_buffer(os.fsencode(path))
-    bpf(Cmd.OBJ_PIN, ObjAttr(pathname=ctypes.addressof(path_buf), bpf_fd=fd), operation="BPF_OBJ_PIN")
+    bpf(
+        Cmd.OBJ_PIN,
+        ObjAttr(pathname=ctypes.addressof(path_buf), bpf_fd=fd),
+        operation="BPF_OBJ_PIN",
+    )
 
 
 def open_pinned(path: str, *, readonly: bool = False) -> int:

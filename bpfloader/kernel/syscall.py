@@ -23,7 +23,9 @@ _SYSCALLS = {
 try:
     SYS_BPF, SYS_PERF_EVENT_OPEN = _SYSCALLS[platform.machine()]
 except KeyError:
-    raise ImportError(f"bpfloader does not know the syscall numbers of {platform.machine()}") from None
+    raise ImportError(
+        f"bpfloader does not know the syscall numbers of {platform.machine()}"
+    ) from None
 
 
 class Cmd(IntEnum):
@@ -43,7 +45,10 @@ class Cmd(IntEnum):
 def bpf(cmd: Cmd, attr: ctypes.Structure, *, operation: str | None = None) -> int:
     """bpf(cmd, &attr, sizeof attr); the result, or KernelError with errno."""
     result: int = _libc.syscall(
-        ctypes.c_long(SYS_BPF), ctypes.c_int(cmd), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr))
+        ctypes.c_long(SYS_BPF),
+        ctypes.c_int(cmd),
+        ctypes.byref(attr),
+        ctypes.c_uint(ctypes.sizeof(attr)),
     )
     if result < 0:
         raise KernelError(operation or f"BPF_{cmd.name}", ctypes.get_errno())
@@ -75,13 +80,23 @@ RENAME_EXCHANGE = 2
 
 def renameat2(old: str, new: str, flags: int) -> None:
     at_fdcwd = -100
-    if _libc.renameat2(at_fdcwd, os.fsencode(old), at_fdcwd, os.fsencode(new), ctypes.c_uint(flags)) < 0:
+    if (
+        _libc.renameat2(
+            at_fdcwd, os.fsencode(old), at_fdcwd, os.fsencode(new), ctypes.c_uint(flags)
+        )
+        < 0
+    ):
         raise KernelError("rename", ctypes.get_errno(), f"{old} -> {new}")
 
 
 def mount(source: str, target: str, fstype: str, flags: int = 0, options: str = "") -> None:
     data = options.encode() if options else None
-    if _libc.mount(source.encode(), os.fsencode(target), fstype.encode(), ctypes.c_ulong(flags), data) < 0:
+    if (
+        _libc.mount(
+            source.encode(), os.fsencode(target), fstype.encode(), ctypes.c_ulong(flags), data
+        )
+        < 0
+    ):
         raise KernelError("mount", ctypes.get_errno(), f"{fstype} on {target}")
 
 

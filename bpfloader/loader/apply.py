@@ -8,6 +8,7 @@ either has all its pins or none, and no process ever sees a pin with the wrong o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -106,10 +107,8 @@ class Applier:
         os.chmod(self.staging, 0o700)
 
     def finish(self) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.rmdir(self.staging)
-        except FileNotFoundError:
-            pass
 
     # -- one object --------------------------------------------------------------------------
 
@@ -173,11 +172,15 @@ class Applier:
             )
         for pin in result.pins:
             if pin.kind == "map":
-                kind = MessageId.MAP_CREATED if pin.action is Action.CREATE else MessageId.MAP_REUSED
-                ident = {"BPF_MAP": pin.name, "BPF_MAP_ID": pin.kernel_id}
+                kind = (
+                    MessageId.MAP_CREATED if pin.action is Action.CREATE else MessageId.MAP_REUSED
+                )
+                ident: dict[str, str | int] = {"BPF_MAP": pin.name, "BPF_MAP_ID": pin.kernel_id}
             else:
                 kind = (
-                    MessageId.PROGRAM_LOADED if pin.action is Action.LOAD else MessageId.PROGRAM_REUSED
+                    MessageId.PROGRAM_LOADED
+                    if pin.action is Action.LOAD
+                    else MessageId.PROGRAM_REUSED
                 )
                 ident = {"BPF_PROGRAM": pin.name, "BPF_PROG_ID": pin.kernel_id}
             verb = "reused" if pin.action is Action.REUSE else "pinned"
@@ -196,7 +199,9 @@ class Applier:
             BPF_OBJECT=result.path,
         )
 
-    def emit(self, message_id: MessageId, priority: Priority, message: str, **fields: str | int) -> None:
+    def emit(
+        self, message_id: MessageId, priority: Priority, message: str, **fields: str | int
+    ) -> None:
         self.reporter.emit(Event(message_id, priority, message, fields))
 
     def staged_path(self) -> str:
@@ -235,7 +240,9 @@ class _ObjectWork:
             info = kmaps.map_info(fd)
             _check_compatible(plan.pin_path, spec, info)
             result.pins.append(
-                PinRecord(plan.pin_path, "map", spec.name, info.id, _owner_of(plan.pin_path), Action.REUSE)
+                PinRecord(
+                    plan.pin_path, "map", spec.name, info.id, _owner_of(plan.pin_path), Action.REUSE
+                )
             )
             return fd
         try:
@@ -247,7 +254,9 @@ class _ObjectWork:
         self.fds.append(fd)
         self._stage(fd, plan.pin_path, spec.owner)
         info = kmaps.map_info(fd)
-        result.pins.append(PinRecord(plan.pin_path, "map", spec.name, info.id, spec.owner, Action.CREATE))
+        result.pins.append(
+            PinRecord(plan.pin_path, "map", spec.name, info.id, spec.owner, Action.CREATE)
+        )
         return fd
 
     # -- programs ---------------------------------------------------------------------------
@@ -265,8 +274,15 @@ class _ObjectWork:
                     section=spec.section,
                 )
             result.pins.append(
-                PinRecord(plan.pin_path, "program", spec.section, info.id,
-                          _owner_of(plan.pin_path), Action.REUSE, info.verified_insns)
+                PinRecord(
+                    plan.pin_path,
+                    "program",
+                    spec.section,
+                    info.id,
+                    _owner_of(plan.pin_path),
+                    Action.REUSE,
+                    info.verified_insns,
+                )
             )
             return
         try:
@@ -292,8 +308,17 @@ class _ObjectWork:
         self._stage(loaded.fd, plan.pin_path, spec.owner)
         info = kprogs.program_info(loaded.fd)
         result.pins.append(
-            PinRecord(plan.pin_path, "program", spec.section, info.id, spec.owner, Action.LOAD,
-                      info.verified_insns, loaded.load_seconds, info.jited_size)
+            PinRecord(
+                plan.pin_path,
+                "program",
+                spec.section,
+                info.id,
+                spec.owner,
+                Action.LOAD,
+                info.verified_insns,
+                loaded.load_seconds,
+                info.jited_size,
+            )
         )
 
     def _rejected(self, section: str, error: KernelError, priority: Priority) -> None:
@@ -348,15 +373,11 @@ class _ObjectWork:
 
     def roll_back(self) -> None:
         for path in [s for s, _ in self.staged] + self.published:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except FileNotFoundError:
-                pass
         for path in reversed(self.made_dirs):
-            try:
+            with contextlib.suppress(OSError):  # another object's pins live there now
                 os.rmdir(path)
-            except OSError:
-                pass  # another object's pins live there now
         self.staged, self.published, self.made_dirs = [], [], []
 
     def close(self) -> None:

@@ -174,7 +174,8 @@ class Planner:
     ) -> None:
         """Two objects may share a `shared` map; any other pin path belongs to one object."""
         mine: list[str] = []
-        for plan in (*maps, *programs):
+        items: tuple[MapPlan | ProgramPlan, ...] = (*maps, *programs)
+        for plan in items:
             if plan.action is Action.SKIP:
                 continue
             owner = self.claimed.get(plan.pin_path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bpfloader.loader.apply import ObjectResult, Status
-from bpfloader.loader.plan import Action, RunPlan
+from bpfloader.loader.plan import Action, MapPlan, ProgramPlan, RunPlan
 from bpfloader.loader.run import RunResult
 
 
@@ -18,7 +18,8 @@ def format_plan(plan: RunPlan) -> str:
             lines.append(f"{obj.path}{critical}: skip: {obj.skip_reason}")
             continue
         lines.append(f"{obj.path}{critical}:")
-        for item in (*obj.maps, *obj.programs):
+        items: tuple[MapPlan | ProgramPlan, ...] = (*obj.maps, *obj.programs)
+        for item in items:
             kind = "map" if item in obj.maps else "prog"
             if item.action is Action.SKIP:
                 lines.append(f"  {'skip':6} {kind:4} {item.pin_path}: {item.reason}")

@@ -50,9 +50,7 @@ def current_environment(build_type: str | None = None) -> Environment:
     )
 
 
-def plan_run(
-    options: LoadOptions, env: Environment, pin_exists: Callable[[str], bool]
-) -> RunPlan:
+def plan_run(options: LoadOptions, env: Environment, pin_exists: Callable[[str], bool]) -> RunPlan:
     """Read and plan every object in the source directory (pure but for reading the files)."""
     planner = Planner(env, os.path.abspath(options.pin_root), pin_exists)
     run = RunPlan()
@@ -103,4 +101,3 @@ def load(options: LoadOptions, reporter: Reporter) -> RunResult:
         )
     )
     return result
-

@@ -20,5 +20,7 @@ def scan(source_dir: str) -> list[SourceObject]:
     locations = sorted(e.name for e in os.scandir(source_dir) if e.is_dir())
     for location in locations:
         directory = os.path.join(source_dir, location)
-        found += [SourceObject(os.path.join(directory, n), location) for n in _objects_in(directory)]
+        found += [
+            SourceObject(os.path.join(directory, n), location) for n in _objects_in(directory)
+        ]
     return found

@@ -7,6 +7,7 @@ past the newest layout (a newer header) are ignored, as Android's loader does.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 from bpfloader.obj.bpftypes import MapType
@@ -65,7 +66,8 @@ class _Fields:
 def check_def_size(size: int, minimum: int, what: str) -> None:
     if size < minimum or size > MAX_DEF_SIZE or size % 4:
         raise DefError(
-            f"{what} size {size} is impossible (must be a multiple of 4 in {minimum}..{MAX_DEF_SIZE})"
+            f"{what} size {size} is impossible "
+            f"(must be a multiple of 4 in {minimum}..{MAX_DEF_SIZE})"
         )
 
 
@@ -83,10 +85,8 @@ def decode_map_def(raw: bytes) -> dict[str, object]:
     if mode & ~0o777:
         raise DefError(f"mode {mode:#o} has bits beyond 0777")
     map_type: MapType | int = f.u32(0, 0)
-    try:
+    with contextlib.suppress(ValueError):  # a type newer than this table: the kernel decides
         map_type = MapType(map_type)
-    except ValueError:
-        pass  # a type newer than this table: the kernel decides
     return {
         "type": map_type,
         "key_size": f.u32(4, 0),

@@ -9,6 +9,7 @@ from typing import Any
 
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import Section, SymbolTableSection
 
 from bpfloader.errors import LoaderError, ObjectFormatError
@@ -193,7 +194,9 @@ class _Reader:
         for symbol in self._symbols_in(index):
             offset = symbol["st_value"]
             if offset % size or offset + size > len(data):
-                raise _err(f"program def '{symbol.name}' at offset {offset} is out of place", "progs")
+                raise _err(
+                    f"program def '{symbol.name}' at offset {offset} is out of place", "progs"
+                )
             if symbol.name.endswith("_def"):
                 defs[symbol.name[: -len("_def")]] = data[offset : offset + size]
         return defs
@@ -203,7 +206,10 @@ class _Reader:
         maps_index = self.sections["maps"][0] if "maps" in self.sections else None
         programs = []
         for index, section in enumerate(self.elf.iter_sections()):
-            if section["sh_type"] != "SHT_PROGBITS" or not section["sh_flags"] & SH_FLAGS.SHF_EXECINSTR:
+            if (
+                section["sh_type"] != "SHT_PROGBITS"
+                or not section["sh_flags"] & SH_FLAGS.SHF_EXECINSTR
+            ):
                 continue
             if section.name == ".text" or section.data_size == 0:
                 continue  # .text holds subprograms; a call into it is refused at its relocation
@@ -261,7 +267,7 @@ class _Reader:
         )
         if rel is None:
             return ()
-        if rel["sh_type"] == "SHT_RELA":
+        if rel["sh_type"] == "SHT_RELA" or not isinstance(rel, RelocationSection):
             raise _err("RELA relocations are not used by BPF objects", rel.name)
         if self.symtab is None:
             raise _err("relocations but no symbol table", rel.name)
@@ -295,7 +301,7 @@ class _Reader:
                 where = shndx if isinstance(shndx, str) else self.elf.get_section(shndx).name
                 raise _err(
                     f"instruction {insn} refers to '{target}' in section '{where}'; "
-                    "only maps in the \"maps\" section can be referenced",
+                    'only maps in the "maps" section can be referenced',
                     section,
                 )
             map_offset = symbol["st_value"]
@@ -303,7 +309,9 @@ class _Reader:
                 map_offset += struct.unpack_from("<i", code, offset + 4)[0]
             spec = maps_by_offset.get(map_offset)
             if spec is None:
-                raise _err(f"instruction {insn} refers to no map def (offset {map_offset})", section)
+                raise _err(
+                    f"instruction {insn} refers to no map def (offset {map_offset})", section
+                )
             refs.append(MapReference(insn=insn, map_name=spec.name))
         return tuple(refs)
 

@@ -1,0 +1,5 @@
+import sys
+
+from bpfloader.cli import main
+
+sys.exit(main())

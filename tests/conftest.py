@@ -1,0 +1,130 @@
+"""Shared fixtures: BPF C compiled during the run, private bpffs mounts, the CLI as a process.
+
+Kernel tests (marked `kernel`) need root and the real kernel. They never skip: on a machine
+where they cannot run, they fail, because a loader whose kernel side went untested is untested.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bpfloader.build import build
+from bpfloader.kernel import pins as kpins
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+BPF_SOURCES = TESTS / "bpf"
+EXAMPLES = REPO / "etc" / "bpf"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("kernel") and os.geteuid() != 0:
+        pytest.fail("kernel test needs root (bpf(2), bpffs mounts); run the suite as root")
+
+
+@pytest.fixture(scope="session")
+def build_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="bpfloader-build-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+Compile = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def compile_bpf(build_dir: Path) -> Compile:
+    """compile_bpf(source, name=None, *flags) -> path of the .o, built once per session.
+
+    `source` is a file under tests/bpf or etc/bpf (by name), or C text (when it has a newline).
+    `name` sets the object's file name (it decides the pin names); flags go to clang.
+    """
+    cache: dict[tuple[str, str | None, tuple[str, ...]], Path] = {}
+
+    def compile_one(source: str, name: str | None = None, *flags: str) -> Path:
+        key = (source, name, flags)
+        if key in cache:
+            return cache[key]
+        if "\n" in source:
+            src = build_dir / f"inline_{len(cache)}.c"
+            src.write_text(source)
+        else:
+            src = BPF_SOURCES / source
+            if not src.exists():
+                src = EXAMPLES / source
+        out_dir = build_dir / f"out_{len(cache)}"
+        (built,) = build([str(src)], str(out_dir), list(flags))
+        final = Path(built)
+        if name is not None:
+            final = final.with_name(name)
+            os.rename(built, final)
+        cache[key] = final
+        return final
+
+    return compile_one
+
+
+@pytest.fixture
+def source_dir(tmp_path: Path) -> Path:
+    """An empty directory to put objects in, standing in for /etc/bpf."""
+    path = tmp_path / "etc-bpf"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def bpffs(tmp_path: Path) -> Iterator[Path]:
+    """A private bpffs instance, mounted for this test only, unmounted after."""
+    path = tmp_path / "bpffs"
+    path.mkdir()
+    kpins.mount_bpffs(str(path))
+    try:
+        yield path
+    finally:
+        kpins.unmount(str(path))
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="session")
+def bpfloader_cli() -> Callable[..., Run]:
+    """Run `python -m bpfloader ARGS` as a real process."""
+
+    def run(*args: str | Path, check: bool = False) -> Run:
+        done = subprocess.run(
+            [sys.executable, "-m", "bpfloader", *map(str, args)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"bpfloader {args} exited {done.returncode}:\n{done.stderr}")
+        return Run(done.returncode, done.stdout, done.stderr)
+
+    return run
+
+
+def pins_in(root: Path) -> set[str]:
+    """Every pin under `root` (relative paths), minus the kernel's own preloaded entries."""
+    found = set()
+    for directory, _, files in os.walk(root):
+        for name in files:
+            rel = os.path.relpath(os.path.join(directory, name), root)
+            if rel not in ("maps.debug", "progs.debug"):
+                found.add(rel)
+    return found
