@@ -1,12 +1,12 @@
-"""Structured load events, and where they go.
+"""Structured load events, and where they go: the systemd journal, or stderr.
 
 Every event has a fixed MESSAGE_ID per kind, a syslog priority and fields to filter on
-(BPF_OBJECT, BPF_PROGRAM, BPF_MAP, BPF_PIN, ...). The console reporter writes them to stderr
-one line each, readable and never spanning lines.
+(BPF_OBJECT, BPF_PROGRAM, BPF_MAP, BPF_PIN, BPF_PROG_ID, BPF_MAP_ID, ERRNO, BPF_VERIFIER_LOG).
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
@@ -27,22 +27,30 @@ class Priority(IntEnum):
 
 
 class MessageId(StrEnum):
-    """One id per kind of event (journal MESSAGE_ID)."""
+    """One id per kind of event (the journal's MESSAGE_ID); systemd/bpfloader.catalog explains
+    each. These are a contract with users' journal queries: never change one."""
 
-    RUN_STARTED = "8a1c3d4e5f60412b9c7d8e9f0a1b2c3d"
-    RUN_FINISHED = "8a1c3d4e5f60412b9c7d8e9f0a1b2c3e"
-    OBJECT_LOADED = "2f6b1e0c9a8d47e3b5c4d3e2f1a0b9c8"
-    OBJECT_SKIPPED = "2f6b1e0c9a8d47e3b5c4d3e2f1a0b9c9"
-    OBJECT_FAILED = "2f6b1e0c9a8d47e3b5c4d3e2f1a0b9ca"
-    MAP_CREATED = "5d0e9c8b7a6f45e4a3b2c1d0e9f8a7b6"
-    MAP_REUSED = "5d0e9c8b7a6f45e4a3b2c1d0e9f8a7b7"
-    MAP_SKIPPED = "5d0e9c8b7a6f45e4a3b2c1d0e9f8a7b8"
-    PROGRAM_LOADED = "c3b2a1f0e9d84c7b8a695847362514f3"
-    PROGRAM_REUSED = "c3b2a1f0e9d84c7b8a695847362514f4"
-    PROGRAM_SKIPPED = "c3b2a1f0e9d84c7b8a695847362514f5"
-    PROGRAM_REJECTED = "c3b2a1f0e9d84c7b8a695847362514f6"
-    PIN_MADE = "e7f6d5c4b3a24918a7b6c5d4e3f2a1b0"
-    PIN_ROOT_OPENED = "e7f6d5c4b3a24918a7b6c5d4e3f2a1b1"
+    RUN_STARTED = "7fc89a44fb624fd587fe72c60b1f6aab"
+    RUN_FINISHED = "54fdd5bbcf0148fcbe14d3889938dea9"
+    OBJECT_LOADED = "2b14cc99de9b447b9b04e33bf7d46db3"
+    OBJECT_SKIPPED = "7214930398dd472893de2fb0c0fadc1a"
+    OBJECT_FAILED = "d85e6928eebf43ed9a5046468f61eda1"
+    MAP_CREATED = "d7e5f675e0384d60bd5229969aaf5a33"
+    MAP_REUSED = "8396e43b189146e2acbacd2e1350eee1"
+    MAP_SKIPPED = "d06217e31f2a41008d8b6ef917001df0"
+    PROGRAM_LOADED = "950a3ecdb044497fabc2a62b4d7d3dd0"
+    PROGRAM_REUSED = "96b14bd3c1ea487d857a7ffdff233843"
+    PROGRAM_SKIPPED = "1e002c13b0f04c88bfd2f025bace9571"
+    PROGRAM_REJECTED = "7d9afd78562c46faae32983aba52df7a"
+    PIN_MADE = "ec2464264fca407fa18f98b2721e7088"
+    PIN_ROOT_OPENED = "0feb0e3bc44f495286d6e0e70a10e2a0"
+
+
+FieldValue = str | int | bytes
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+IDENTIFIER = "bpfloader"
+VERIFIER_LOG_FIELD = "BPF_VERIFIER_LOG"
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,7 @@ class Event:
     message_id: MessageId
     priority: Priority
     message: str
-    fields: dict[str, str | int] = field(default_factory=dict)
+    fields: dict[str, FieldValue] = field(default_factory=dict)
 
 
 class Reporter(Protocol):
@@ -58,7 +66,8 @@ class Reporter(Protocol):
 
 
 class ConsoleReporter:
-    """Events on a text stream, one line each: `bpfloader: <level>: <message>`."""
+    """Events on a text stream, one line each: `bpfloader: <level>: <message>`; a verifier log
+    follows its event indented by `  | `, so the line naming the failure stays one line."""
 
     def __init__(self, stream: TextIO | None = None, min_priority: Priority = Priority.INFO):
         self.stream = stream or sys.stderr
@@ -67,25 +76,61 @@ class ConsoleReporter:
     def emit(self, event: Event) -> None:
         if event.priority > self.min_priority:
             return
-        level = event.priority.name.lower()
-        self.stream.write(f"bpfloader: {level}: {one_line(event.message)}\n")
+        lines = [f"{IDENTIFIER}: {event.priority.name.lower()}: {one_line(event.message)}"]
+        log = event.fields.get(VERIFIER_LOG_FIELD)
+        if isinstance(log, bytes):
+            text = log.decode("utf-8", errors="backslashreplace")
+            lines += [f"  | {one_line(line)}" for line in text.rstrip("\n").split("\n")]
+        self.stream.write("\n".join(lines) + "\n")
         self.stream.flush()
 
 
-class CollectingReporter:
-    """Keeps events in memory (the summary and tests read them)."""
+class JournalReporter:
+    """Events as structured journal entries (SYSLOG_IDENTIFIER=bpfloader, MESSAGE_ID, fields).
 
-    def __init__(self) -> None:
-        self.events: list[Event] = []
+    Field values go as they are: bytes stay bytes (a verifier log, a section name with odd
+    bytes), and the journal's native protocol carries newlines and NULs intact."""
+
+    def __init__(self, min_priority: Priority = Priority.INFO):
+        from systemd import journal  # only where a journal is used
+
+        self._send = journal.send
+        self.min_priority = min_priority
+        self._fallback = ConsoleReporter(min_priority=min_priority)
 
     def emit(self, event: Event) -> None:
-        self.events.append(event)
+        if event.priority > self.min_priority:
+            return
+        try:
+            self._send(
+                one_line(event.message),
+                MESSAGE_ID=event.message_id.value,
+                PRIORITY=int(event.priority),
+                SYSLOG_IDENTIFIER=IDENTIFIER,
+                **event.fields,
+            )
+        except OSError:
+            self._fallback.emit(event)  # journald went away mid-run: the event is not lost
 
 
-class Fanout:
-    def __init__(self, *reporters: Reporter):
-        self.reporters = reporters
+def journal_available() -> bool:
+    """Whether a journald listens on its socket (a stale socket file does not count)."""
+    try:
+        import systemd.journal  # noqa: F401
+    except ImportError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(JOURNAL_SOCKET)
+        except OSError:
+            return False
+    return True
 
-    def emit(self, event: Event) -> None:
-        for reporter in self.reporters:
-            reporter.emit(event)
+
+def open_reporter(target: str = "auto", min_priority: Priority = Priority.INFO) -> Reporter:
+    """`journal`, `console`, or `auto`: the journal where its socket exists, else stderr."""
+    if target == "journal" or (target == "auto" and journal_available()):
+        return JournalReporter(min_priority)
+    if target in ("console", "auto"):
+        return ConsoleReporter(min_priority=min_priority)
+    raise ValueError(f"unknown log target {target!r}")

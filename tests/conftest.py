@@ -102,11 +102,18 @@ class Run:
 
 @pytest.fixture(scope="session")
 def bpfloader_cli() -> Callable[..., Run]:
-    """Run `python -m bpfloader ARGS` as a real process."""
+    """Run `python -m bpfloader ARGS` as a real process.
+
+    `load` reports on the console (stderr) unless the test names a --log-target: whether a
+    journal happens to run on the machine must not change what a test reads.
+    """
 
     def run(*args: str | Path, check: bool = False) -> Run:
+        argv = [str(a) for a in args]
+        if argv[:1] == ["load"] and "--log-target" not in argv:
+            argv += ["--log-target", "console"]
         done = subprocess.run(
-            [sys.executable, "-m", "bpfloader", *map(str, args)],
+            [sys.executable, "-m", "bpfloader", *argv],
             capture_output=True,
             text=True,
             cwd=REPO,

@@ -38,6 +38,14 @@ def open_pinned(path: str, *, readonly: bool = False) -> int:
     return bpf(Cmd.OBJ_GET, attr, operation="BPF_OBJ_GET")
 
 
+def object_kind(fd: int) -> str:
+    """What a bpf fd holds: "map", "prog", ... (its anon inode's name, as bpftool reads it).
+
+    BPF_OBJ_GET_INFO_BY_FD answers for any kind, in that kind's struct: it cannot tell."""
+    target = os.readlink(f"/proc/self/fd/{fd}")
+    return target.removeprefix("anon_inode:bpf-")
+
+
 def set_owner(path: str, uid: int, gid: int, mode: int) -> None:
     """Mode first, then owner: without CAP_FOWNER a chmod after chown would be refused."""
     os.chmod(path, mode, follow_symlinks=False)

@@ -19,6 +19,9 @@ def object_name(path: str) -> str:
         base = base[: base.rindex(".")]
     if "@" in base:
         base = base[: base.rindex("@")]
+    if not base:
+        # An empty FILENAME would pin maps as `map__NAME`, the names of shared maps.
+        raise PlanError(f"object file name {os.path.basename(path)!r} gives an empty FILENAME")
     return base
 
 
@@ -43,6 +46,8 @@ def check_subdir(subdir: str, what: str) -> str:
     """A relative directory under the pin root: components checked one by one, no '..'."""
     parts = [p for p in subdir.split("/") if p]
     for part in parts:
+        if part == "..":
+            raise PlanError(f"{what} {subdir!r} would escape the pin root ('..')")
         check_component(part, what)
     return "/".join(parts)
 
