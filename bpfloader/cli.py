@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from bpfloader import build as builder
 from bpfloader.errors import LoaderError
-from bpfloader.journal import ConsoleReporter, Priority
+from bpfloader.journal import Priority, open_reporter
 from bpfloader.version import __version__
 
 EXIT_OK, EXIT_CRITICAL, EXIT_SETUP = 0, 1, 2
@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         help="honour the defs' ignore_on_<build type> bits for this build type",
     )
     load.add_argument("-q", "--quiet", action="store_true", help="report only warnings and errors")
+    load.add_argument(
+        "--log-target",
+        choices=("auto", "journal", "console"),
+        default="auto",
+        help="where events go: the systemd journal, stderr, or auto (the journal when its "
+        "socket exists, else stderr)",
+    )
 
     commands.add_parser("cflags", help="print the flags for compiling BPF C for this loader")
 
@@ -102,7 +109,7 @@ def _load(args: argparse.Namespace) -> int:
         plan = plan_run(options, current_environment(args.build_type), os.path.lexists)
         print(format_plan(plan))
         return EXIT_CRITICAL if any(o.error and o.critical for o in plan.objects) else EXIT_OK
-    reporter = ConsoleReporter(min_priority=Priority.WARNING if args.quiet else Priority.INFO)
+    reporter = open_reporter(args.log_target, Priority.WARNING if args.quiet else Priority.INFO)
     result = load(options, reporter)
     print(format_summary(result))
     return EXIT_CRITICAL if result.critical_failures else EXIT_OK

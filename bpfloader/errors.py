@@ -24,7 +24,8 @@ class LoaderError(Exception):
         return self
 
     def __str__(self) -> str:
-        parts = [p for p in (self.file, self.section) if p]
+        file = self.file and one_line(self.file)  # a file name may hold any byte but '/' and NUL
+        parts = [p for p in (file, self.section and show_name(self.section)) if p]
         parts.append(one_line(self.reason))
         return ": ".join(parts)
 
@@ -51,16 +52,26 @@ class KernelError(LoaderError):
 
 
 class VerifierError(KernelError):
-    """BPF_PROG_LOAD was refused; `log` is the verifier's complete log."""
+    """BPF_PROG_LOAD was refused. `log` is the verifier's log exactly as the kernel wrote it;
+    `truncated` says it hit bpfloader's cap and is not complete."""
 
-    def __init__(self, err: int, log: str, **where: str | None):
-        super().__init__("BPF_PROG_LOAD", err, summarize_verifier_log(log), **where)
+    def __init__(self, err: int, log: bytes, truncated: bool = False, **where: str | None):
+        text = log.decode("utf-8", errors="backslashreplace")
+        super().__init__("BPF_PROG_LOAD", err, summarize_verifier_log(text), **where)
         self.log = log
+        self.truncated = truncated
 
 
 def one_line(text: str) -> str:
     """Collapse control characters so a message can never span lines or hide bytes."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def show_name(name: str) -> str:
+    """A name read from an object, printable: bytes outside plain ASCII shown as \\xNN.
+
+    Names come from pyelftools decoded as latin-1, one character per byte of the file."""
+    return "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in name)
 
 
 def summarize_verifier_log(log: str, lines: int = 2) -> str:

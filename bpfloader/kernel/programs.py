@@ -46,7 +46,8 @@ def load_program(
     """Load once with the log off; if the verifier refuses, load again to get its log.
 
     The log costs verifier time and memory, so the happy path goes without it; a refusal is
-    repeated with log level 1 and a buffer that grows until the whole log fits.
+    repeated with log level 1 and a buffer that grows until the whole log fits (up to
+    LOG_MAX_SIZE; past it the kernel keeps the log's tail and VerifierError says truncated).
     """
     insns = ctypes.create_string_buffer(instructions, len(instructions))
     license_buf = ctypes.create_string_buffer(license.encode())
@@ -73,13 +74,11 @@ def load_program(
             fd = _load(attr, clock)
         except KernelError as e:
             if e.errno == errno.ENOSPC and log_size < LOG_MAX_SIZE:
-                # log_true_size (kernels >= 6.4) says exactly how much is needed.
-                log_size = min(LOG_MAX_SIZE, max(log_size * 4, attr.log_true_size + 1))
+                # Kernels >= 6.4 say exactly how much is needed; older ones only that it's more.
+                needed = attr.log_true_size if attr.log_true_size > log_size else log_size * 4
+                log_size = min(LOG_MAX_SIZE, needed)
                 continue
-            text = log.value.decode("utf-8", errors="backslashreplace")
-            if e.errno == errno.ENOSPC:
-                text += f"\n[verifier log cut at bpfloader's cap of {log_size} bytes]"
-            raise VerifierError(e.errno, text) from None
+            raise VerifierError(e.errno, log.value, truncated=e.errno == errno.ENOSPC) from None
         return LoadedProgram(fd, clock.total)
 
 

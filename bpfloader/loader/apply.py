@@ -15,11 +15,12 @@ import stat
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bpfloader.errors import KernelError, LoaderError, PlanError, VerifierError
-from bpfloader.journal import Event, MessageId, Priority, Reporter
+from bpfloader.errors import KernelError, LoaderError, PlanError
+from bpfloader.journal import Event, FieldValue, MessageId, Priority, Reporter
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import programs as kprogs
+from bpfloader.loader import events
 from bpfloader.loader.plan import Action, MapPlan, ObjectPlan, ProgramPlan
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import MapSpec, Ownership
@@ -125,12 +126,7 @@ class Applier:
         ]
         if plan.skip_reason is not None:
             result.status, result.reason = Status.SKIPPED, plan.skip_reason
-            self.emit(
-                MessageId.OBJECT_SKIPPED,
-                Priority.NOTICE,
-                f"{plan.path}: skipped: {plan.skip_reason}",
-                BPF_OBJECT=plan.path,
-            )
+            self.reporter.emit(events.object_skipped(plan.path, plan.skip_reason))
             return result
         work = _ObjectWork(self, plan)
         try:
@@ -142,65 +138,17 @@ class Applier:
             return self._failed(result, e.where(file=plan.path))
         finally:
             work.close()
-        self._report_loaded(result)
+        for event in events.object_loaded(result):
+            self.reporter.emit(event)
         return result
 
     def _failed(self, result: ObjectResult, error: LoaderError) -> ObjectResult:
         result.status, result.reason, result.pins = Status.FAILED, str(error), []
-        critical = result.plan.critical
-        fields: dict[str, str | int] = {"BPF_OBJECT": result.path}
-        if error.section:
-            fields["BPF_SECTION"] = error.section
-        if isinstance(error, KernelError):
-            fields["ERRNO"] = error.errno
-        self.emit(
-            MessageId.OBJECT_FAILED,
-            Priority.CRIT if critical else Priority.ERR,
-            f"{error}{' (critical object)' if critical else ''}",
-            **fields,
-        )
+        self.reporter.emit(events.object_failed(result.path, error, result.plan.critical))
         return result
 
-    def _report_loaded(self, result: ObjectResult) -> None:
-        for skip in result.skipped:
-            self.emit(
-                MessageId.MAP_SKIPPED if skip.kind == "map" else MessageId.PROGRAM_SKIPPED,
-                Priority.INFO,
-                f"{result.path}: {skip.kind} {skip.name} skipped: {skip.reason}",
-                BPF_OBJECT=result.path,
-                **({"BPF_MAP": skip.name} if skip.kind == "map" else {"BPF_PROGRAM": skip.name}),
-            )
-        for pin in result.pins:
-            if pin.kind == "map":
-                kind = (
-                    MessageId.MAP_CREATED if pin.action is Action.CREATE else MessageId.MAP_REUSED
-                )
-                ident: dict[str, str | int] = {"BPF_MAP": pin.name, "BPF_MAP_ID": pin.kernel_id}
-            else:
-                kind = (
-                    MessageId.PROGRAM_LOADED
-                    if pin.action is Action.LOAD
-                    else MessageId.PROGRAM_REUSED
-                )
-                ident = {"BPF_PROGRAM": pin.name, "BPF_PROG_ID": pin.kernel_id}
-            verb = "reused" if pin.action is Action.REUSE else "pinned"
-            self.emit(
-                kind,
-                Priority.INFO,
-                f"{verb} {pin.kind} {pin.name} at {pin.path} ({pin.owner})",
-                BPF_OBJECT=result.path,
-                BPF_PIN=pin.path,
-                **ident,
-            )
-        self.emit(
-            MessageId.OBJECT_LOADED,
-            Priority.INFO,
-            f"{result.path}: loaded ({len(result.pins)} pins, {len(result.skipped)} skipped)",
-            BPF_OBJECT=result.path,
-        )
-
     def emit(
-        self, message_id: MessageId, priority: Priority, message: str, **fields: str | int
+        self, message_id: MessageId, priority: Priority, message: str, **fields: FieldValue
     ) -> None:
         self.reporter.emit(Event(message_id, priority, message, fields))
 
@@ -235,7 +183,7 @@ class _ObjectWork:
 
     def _map(self, plan: MapPlan, result: ObjectResult) -> int:
         spec = plan.spec
-        fd = self._open_existing(plan.pin_path)
+        fd = self._open_existing(plan.pin_path, "map")
         if fd is not None:
             info = kmaps.map_info(fd)
             _check_compatible(plan.pin_path, spec, info)
@@ -264,7 +212,7 @@ class _ObjectWork:
     def _program(self, plan: ProgramPlan, map_fds: dict[str, int], result: ObjectResult) -> None:
         assert self.plan.spec is not None
         spec = plan.spec
-        fd = self._open_existing(plan.pin_path)
+        fd = self._open_existing(plan.pin_path, "prog")
         if fd is not None:
             info = kprogs.program_info(fd)
             if info.type != spec.type:
@@ -297,9 +245,8 @@ class _ObjectWork:
         except KernelError as e:
             e.where(file=self.plan.path, section=spec.section)
             if not spec.optional:
-                self._rejected(spec.section, e, Priority.ERR)
-                raise
-            self._rejected(spec.section, e, Priority.WARNING)
+                raise  # reported once, as the object's failure, which carries the verifier log
+            self.applier.reporter.emit(events.program_rejected(self.plan.path, e, Priority.WARNING))
             result.skipped.append(
                 Skipped("program", spec.section, f"optional program failed to load: {e.reason}")
             )
@@ -321,19 +268,10 @@ class _ObjectWork:
             )
         )
 
-    def _rejected(self, section: str, error: KernelError, priority: Priority) -> None:
-        fields: dict[str, str | int] = {
-            "BPF_OBJECT": self.plan.path,
-            "BPF_PROGRAM": section,
-            "ERRNO": error.errno,
-        }
-        if isinstance(error, VerifierError):
-            fields["BPF_VERIFIER_LOG"] = error.log
-        self.applier.emit(MessageId.PROGRAM_REJECTED, priority, str(error), **fields)
-
     # -- pins -------------------------------------------------------------------------------
 
-    def _open_existing(self, path: str) -> int | None:
+    def _open_existing(self, path: str, kind: str) -> int | None:
+        """The object pinned at `path`, which must be of `kind` ("map" or "prog"); None if none."""
         try:
             fd = kpins.open_pinned(path)
         except KernelError as e:
@@ -341,6 +279,9 @@ class _ObjectWork:
                 return None
             raise LoaderError(f"cannot open existing pin {path}: {e.reason}") from None
         self.fds.append(fd)
+        found = kpins.object_kind(fd)
+        if found != kind:
+            raise LoaderError(f"pin {path} holds a BPF {found}, not a {kind}")
         return fd
 
     def _stage(self, fd: int, final: str, owner: Ownership) -> None:

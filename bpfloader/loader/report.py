@@ -41,14 +41,26 @@ def format_summary(run: RunResult) -> str:
     pins = [pin for obj in run.objects for pin in obj.pins]
     if pins:
         width = max(len(p.path) for p in pins)
-        lines.append(f"{'pin':{width}}  {'action':6}  {'owner':11}  {'mode':4}  {'id':>5}  insns")
+        lines.append(
+            f"{'pin':{width}}  {'action':6}  {'owner':11}  {'mode':4}  {'id':>5}  "
+            f"{'insns':>7}  {'load ms':>8}  {'jit B':>6}"
+        )
         for pin in pins:
             owner = f"{pin.owner.uid}:{pin.owner.gid}"
             insns = "" if pin.verified_insns is None else str(pin.verified_insns)
+            load_ms = "" if pin.load_seconds is None else f"{pin.load_seconds * 1000:.2f}"
+            jit = "" if pin.jited_size is None else str(pin.jited_size)
             lines.append(
                 f"{pin.path:{width}}  {pin.action.value:6}  {owner:11}  {pin.owner.mode:04o}  "
-                f"{pin.kernel_id:>5}  {insns}"
+                f"{pin.kernel_id:>5}  {insns:>7}  {load_ms:>8}  {jit:>6}"
             )
+    loaded = [p for p in pins if p.load_seconds is not None]
+    if loaded:
+        lines.append(
+            f"programs loaded: {len(loaded)}, "
+            f"{sum(p.verified_insns or 0 for p in loaded)} instructions verified, "
+            f"{sum(p.load_seconds or 0.0 for p in loaded) * 1000:.2f} ms in BPF_PROG_LOAD"
+        )
     for obj in run.objects:
         if obj.status is not Status.LOADED:
             lines.append(_status_line(obj))

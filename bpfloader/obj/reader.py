@@ -40,6 +40,7 @@ R_BPF_64_32 = 10  # call to a bpf-to-bpf function
 OPCODE_LD_IMM64 = 0x18
 OPCODE_CALL = 0x85
 INSN_SIZE = 8
+ELF64_HEADER_SIZE = 64
 
 
 def read_object(data: bytes, path: str) -> ObjectSpec:
@@ -47,6 +48,7 @@ def read_object(data: bytes, path: str) -> ObjectSpec:
     if data[:4] != b"\x7fELF":
         raise ObjectFormatError("not an ELF file", file=path)
     try:
+        _check_section_headers_present(data)
         return _Reader(data, path).read()
     except LoaderError as e:
         raise e.where(file=path) from None
@@ -62,14 +64,52 @@ def _err(reason: str, section: str | None = None) -> ObjectFormatError:
     return ObjectFormatError(reason, section=section)
 
 
+def _truncated(what: str, end: int, size: int, section: str | None = None) -> ObjectFormatError:
+    return _err(
+        f"truncated file: {what} ends at byte {end}, but the file has {size} bytes", section
+    )
+
+
+def _check_section_headers_present(data: bytes) -> None:
+    """Name a truncated ELF64 (little-endian) file as such, before pyelftools trips on it."""
+    if len(data) < ELF64_HEADER_SIZE or data[4:6] != b"\x02\x01":
+        return  # not ELF64 LE, or too short for its header: the reader's own checks speak
+    shoff: int = struct.unpack_from("<Q", data, 0x28)[0]
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    if shoff + shentsize * shnum > len(data):
+        raise _truncated("the section header table", shoff + shentsize * shnum, len(data))
+
+
+def _string_at(table: bytes, offset: int) -> str:
+    if not 0 <= offset < len(table):
+        raise _err(f"name offset {offset} is outside its string table ({len(table)} bytes)")
+    end = table.find(b"\0", offset)
+    return table[offset : end if end >= 0 else len(table)].decode("latin-1")
+
+
 class _Reader:
     def __init__(self, data: bytes, path: str):
         self.path = path
         self.elf = ELFFile(io.BytesIO(data))
+        # Names are read from the string tables' bytes, one character per byte (latin-1):
+        # pyelftools would decode them as UTF-8 and lose any byte that is not.
+        self._shstrtab: bytes = self.elf.get_section(self.elf["e_shstrndx"]).data()
         self.sections: dict[str, tuple[int, Section]] = {}
         for index, section in enumerate(self.elf.iter_sections()):
-            self.sections.setdefault(section.name, (index, section))
+            end = section["sh_offset"] + section["sh_size"]
+            if section["sh_type"] != "SHT_NOBITS" and end > len(data):
+                raise _truncated("the section's data", end, len(data), self._section_name(section))
+            self.sections.setdefault(self._section_name(section), (index, section))
         self.symtab = self._symbol_table()
+        self._strtab: bytes = (
+            self.elf.get_section(self.symtab["sh_link"]).data() if self.symtab else b""
+        )
+
+    def _section_name(self, section: Section) -> str:
+        return _string_at(self._shstrtab, section["sh_name"])
+
+    def _symbol_name(self, symbol: Any) -> str:
+        return _string_at(self._strtab, symbol["st_name"])
 
     def read(self) -> ObjectSpec:
         machine = self.elf.header["e_machine"]
@@ -134,11 +174,12 @@ class _Reader:
         except UnicodeDecodeError:
             raise _err(f"license is not ASCII: {text!r}", "license") from None
 
-    def _symbols_in(self, section_index: int) -> list[Any]:
+    def _symbols_in(self, section_index: int) -> list[tuple[str, Any]]:
+        """(name, symbol) of the objects and functions defined in a section."""
         if self.symtab is None:
             return []
         return [
-            s
+            (self._symbol_name(s), s)
             for s in self.symtab.iter_symbols()
             if s["st_shndx"] == section_index and s["st_info"]["type"] in ("STT_OBJECT", "STT_FUNC")
         ]
@@ -159,13 +200,13 @@ class _Reader:
         if len(data) % size:
             raise _err(f"{len(data)} bytes is not a whole number of {size}-byte map defs", "maps")
         names: dict[int, str] = {}
-        for symbol in self._symbols_in(index):
+        for name, symbol in self._symbols_in(index):
             offset = symbol["st_value"]
             if offset % size or offset >= len(data):
-                raise _err(f"map symbol '{symbol.name}' at offset {offset} is not on a def", "maps")
+                raise _err(f"map symbol '{name}' at offset {offset} is not on a def", "maps")
             if offset in names:
-                raise _err(f"maps '{names[offset]}' and '{symbol.name}' share one def", "maps")
-            names[offset] = symbol.name
+                raise _err(f"maps '{names[offset]}' and '{name}' share one def", "maps")
+            names[offset] = name
         placed = []
         for offset in range(0, len(data), size):
             if offset not in names:
@@ -191,14 +232,12 @@ class _Reader:
         except DefError as e:
             raise _err(str(e), "size_of_bpf_prog_def") from None
         defs = {}
-        for symbol in self._symbols_in(index):
+        for name, symbol in self._symbols_in(index):
             offset = symbol["st_value"]
             if offset % size or offset + size > len(data):
-                raise _err(
-                    f"program def '{symbol.name}' at offset {offset} is out of place", "progs"
-                )
-            if symbol.name.endswith("_def"):
-                defs[symbol.name[: -len("_def")]] = data[offset : offset + size]
+                raise _err(f"program def '{name}' at offset {offset} is out of place", "progs")
+            if name.endswith("_def"):
+                defs[name[: -len("_def")]] = data[offset : offset + size]
         return defs
 
     def _programs(self, maps_by_offset: dict[int, MapSpec]) -> tuple[ProgramSpec, ...]:
@@ -211,9 +250,9 @@ class _Reader:
                 or not section["sh_flags"] & SH_FLAGS.SHF_EXECINSTR
             ):
                 continue
-            if section.name == ".text" or section.data_size == 0:
+            if self._section_name(section) == ".text" or section.data_size == 0:
                 continue  # .text holds subprograms; a call into it is refused at its relocation
-            name = section.name
+            name = self._section_name(section)
             kind = program_kind(name)
             if kind is None:
                 known = ", ".join(p for p, _, _ in SECTION_PREFIXES)
@@ -243,9 +282,8 @@ class _Reader:
         return tuple(programs)
 
     def _function_at_start(self, index: int, section: str) -> str:
-        for symbol in self._symbols_in(index):
+        for name, symbol in self._symbols_in(index):
             if symbol["st_info"]["type"] == "STT_FUNC" and symbol["st_value"] == 0:
-                name: str = symbol.name
                 return name
         raise _err("no function symbol at the start of the section", section)
 
@@ -268,9 +306,9 @@ class _Reader:
         if rel is None:
             return ()
         if rel["sh_type"] == "SHT_RELA" or not isinstance(rel, RelocationSection):
-            raise _err("RELA relocations are not used by BPF objects", rel.name)
+            raise _err("RELA relocations are not used by BPF objects", self._section_name(rel))
         if self.symtab is None:
-            raise _err("relocations but no symbol table", rel.name)
+            raise _err("relocations but no symbol table", self._section_name(rel))
         refs = []
         for reloc in rel.iter_relocations():
             offset, kind = reloc["r_offset"], reloc["r_info_type"]
@@ -278,7 +316,11 @@ class _Reader:
             if offset % INSN_SIZE or offset + INSN_SIZE > len(code):
                 raise _err(f"relocation at offset {offset} is not on an instruction", section)
             symbol = self.symtab.get_symbol(reloc["r_info_sym"])
-            target = symbol.name or "(unnamed)"
+            target = self._symbol_name(symbol) or "(unnamed)"
+            if symbol["st_info"]["type"] == "STT_SECTION" and isinstance(symbol["st_shndx"], int):
+                target = self._section_name(
+                    self.elf.get_section(symbol["st_shndx"])
+                )  # e.g. a call into .text
             opcode = code[offset]
             if kind == R_BPF_64_32 and opcode == OPCODE_CALL:
                 raise _err(
@@ -298,7 +340,11 @@ class _Reader:
             if shndx == "SHN_UNDEF":
                 raise _err(f"instruction {insn} refers to unknown symbol '{target}'", section)
             if shndx != maps_index:
-                where = shndx if isinstance(shndx, str) else self.elf.get_section(shndx).name
+                where = (
+                    shndx
+                    if isinstance(shndx, str)
+                    else self._section_name(self.elf.get_section(shndx))
+                )
                 raise _err(
                     f"instruction {insn} refers to '{target}' in section '{where}'; "
                     'only maps in the "maps" section can be referenced',
