@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bpfloader.client import BpfMap
+from bpfloader.client import BpfMap, Program
 from bpfloader.errors import KernelError
 from bpfloader.kernel import pins as kpins
 
@@ -248,3 +248,28 @@ def test_program_pin_opens_read_only_for_its_group_only(loaded):
         "rw": "EACCES",
         "ro": "EACCES",
     }
+
+
+def test_group_member_opens_the_program_read_only_through_the_client(loaded):
+    """A 0440 root:G program pin: the group opens it with readonly=True and reads its info;
+    read-write is refused, and a stranger is refused both."""
+
+    def open_program(readonly: bool) -> Callable[[], str]:
+        def action() -> str:
+            with Program.open(PROG, readonly=readonly) as prog:
+                return prog.info.name
+
+        return action
+
+    reader = as_user(
+        loaded,
+        READER_UID,
+        READER_GID,
+        [],
+        lambda: {"ro": outcome(open_program(True)), "rw": outcome(open_program(False))},
+    )
+    assert reader == {"ro": "acc_prog", "rw": "EACCES"}
+    stranger = as_user(
+        loaded, STRANGER_UID, STRANGER_GID, [], lambda: {"ro": outcome(open_program(True))}
+    )
+    assert stranger == {"ro": "EACCES"}

@@ -38,8 +38,10 @@ class Program:
             raise
 
     @classmethod
-    def open(cls, path: str) -> Program:
-        return cls(kpins.open_pinned(path))
+    def open(cls, path: str, *, readonly: bool = False) -> Program:
+        """Open a pinned program. A member of the pin's group (mode 0440) needs
+        `readonly=True`; a read-only program fd attaches all the same."""
+        return cls(kpins.open_pinned(path, readonly=readonly))
 
     def attach_tracepoint(self, category: str, name: str) -> TracepointAttachment:
         return TracepointAttachment(

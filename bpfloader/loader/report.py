@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bpfloader.errors import one_line
 from bpfloader.loader.apply import ObjectResult, Status
 from bpfloader.loader.plan import Action, MapPlan, ProgramPlan, RunPlan
 from bpfloader.loader.run import RunResult
@@ -10,14 +11,15 @@ from bpfloader.loader.run import RunResult
 def format_plan(plan: RunPlan) -> str:
     lines = []
     for obj in plan.objects:
+        path = one_line(obj.path)
         critical = " (critical)" if obj.critical else ""
         if obj.error is not None:
-            lines.append(f"{obj.path}{critical}: FAIL: {obj.error}")
+            lines.append(f"{path}{critical}: FAIL: {obj.error}")
             continue
         if obj.skip_reason is not None:
-            lines.append(f"{obj.path}{critical}: skip: {obj.skip_reason}")
+            lines.append(f"{path}{critical}: skip: {obj.skip_reason}")
             continue
-        lines.append(f"{obj.path}{critical}:")
+        lines.append(f"{path}{critical}:")
         items: tuple[MapPlan | ProgramPlan, ...] = (*obj.maps, *obj.programs)
         for item in items:
             kind = "map" if item in obj.maps else "prog"
@@ -70,4 +72,4 @@ def format_summary(run: RunResult) -> str:
 def _status_line(obj: ObjectResult) -> str:
     if obj.status is Status.FAILED:
         return f"failed{' (critical)' if obj.plan.critical else ''}: {obj.reason}"
-    return f"skipped: {obj.path}: {obj.reason}"
+    return f"skipped: {one_line(obj.path)}: {obj.reason}"
