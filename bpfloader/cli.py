@@ -1,24 +1,31 @@
 """The command line: parse arguments, call the library, print. Nothing else lives here.
 
 Exit codes:
-  0  every object loaded, was skipped by its gates, or failed without being critical
+  0  every object loaded, was skipped by its gates, or (load only) failed without being critical
   1  a critical object failed to load
-  2  the run could not start (bad arguments, no source directory, pin root not a bpffs)
+  2  the run could not start (bad arguments, no source directory, pin root not a bpffs,
+     the lock not obtained in time)
+  3  reload only: an object failed (its previous version, if any, stays in place)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bpfloader import build as builder
 from bpfloader.errors import LoaderError
 from bpfloader.journal import Priority, open_reporter
 from bpfloader.version import __version__
 
-EXIT_OK, EXIT_CRITICAL, EXIT_SETUP = 0, 1, 2
+if TYPE_CHECKING:
+    from bpfloader.loader.run import LoadOptions
+
+EXIT_OK, EXIT_CRITICAL, EXIT_SETUP, EXIT_FAILED = 0, 1, 2, 3
 
 
 def _mode(text: str) -> int:
@@ -35,28 +42,64 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bpfloader {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    load = commands.add_parser("load", help="load every object of a directory and pin it")
-    load.add_argument("--dir", default="/etc/bpf", help="where the objects are (default /etc/bpf)")
-    load.add_argument(
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--dir", default="/etc/bpf", help="where the objects are (default /etc/bpf)")
+    where.add_argument(
         "--pin-root", default="/sys/fs/bpf", help="bpffs to pin in (default /sys/fs/bpf)"
     )
-    load.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
-    load.add_argument(
-        "--dir-mode", type=_mode, default=0o755, help="mode of directories made (0755)"
+    where.add_argument(
+        "--state-dir",
+        default="/run/bpfloader",
+        help="where the record of what was pinned, the lock and the loaded marker live "
+        "(default /run/bpfloader)",
     )
-    load.add_argument(
+    where.add_argument(
         "--build-type",
         choices=("eng", "user", "userdebug"),
         help="honour the defs' ignore_on_<build type> bits for this build type",
     )
-    load.add_argument("-q", "--quiet", action="store_true", help="report only warnings and errors")
-    load.add_argument(
+    running = argparse.ArgumentParser(add_help=False)
+    running.add_argument(
+        "--dir-mode", type=_mode, default=0o755, help="mode of directories made (0755)"
+    )
+    running.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for another run to finish (default 120)",
+    )
+    running.add_argument(
+        "-q", "--quiet", action="store_true", help="report only warnings and errors"
+    )
+    running.add_argument(
         "--log-target",
         choices=("auto", "journal", "console"),
         default="auto",
         help="where events go: the systemd journal, stderr, or auto (the journal when its "
         "socket exists, else stderr)",
     )
+
+    load = commands.add_parser(
+        "load", parents=[where, running], help="load every object of a directory and pin it"
+    )
+    load.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
+    reload = commands.add_parser(
+        "reload",
+        parents=[where, running],
+        help="make the pins match the directory again, keeping map contents",
+    )
+    reload.add_argument(
+        "--recreate-incompatible-maps",
+        action="store_true",
+        help="replace a pinned map whose definition changed (its contents are lost) instead "
+        "of failing its object",
+    )
+    unload = commands.add_parser(
+        "unload", parents=[where, running], help="remove the pins of objects (default: all)"
+    )
+    unload.add_argument("objects", nargs="*", help="object path, file name or FILENAME")
+    status = commands.add_parser("status", parents=[where], help="what is loaded and pinned")
+    status.add_argument("--json", action="store_true", help="the stable JSON form")
 
     commands.add_parser("cflags", help="print the flags for compiling BPF C for this loader")
 
@@ -76,8 +119,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "load":
-            return _load(args)
+        if args.command in ("load", "reload", "unload"):
+            return _run(args)
+        if args.command == "status":
+            return _status(args)
         if args.command == "cflags":
             print(" ".join(builder.cflags()))
             return EXIT_OK
@@ -95,24 +140,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def _load(args: argparse.Namespace) -> int:
-    from bpfloader.loader.report import format_plan, format_summary
-    from bpfloader.loader.run import LoadOptions, current_environment, load, plan_run
+def _options(args: argparse.Namespace) -> LoadOptions:
+    from bpfloader.loader.run import LoadOptions
 
-    options = LoadOptions(
+    return LoadOptions(
         source_dir=args.dir,
         pin_root=args.pin_root,
-        dir_mode=args.dir_mode,
+        dir_mode=getattr(args, "dir_mode", 0o755),
         build_type=args.build_type,
+        state_dir=args.state_dir,
+        lock_timeout=getattr(args, "lock_timeout", 0.0),
     )
-    if args.dry_run:
-        plan = plan_run(options, current_environment(args.build_type), os.path.lexists)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bpfloader.loader import run
+    from bpfloader.loader.apply import Status
+    from bpfloader.loader.report import format_plan, format_summary
+
+    options = _options(args)
+    if args.command == "load" and args.dry_run:
+        env = run.current_environment(args.build_type)
+        plan = run.plan_run(options, env, os.path.lexists)
         print(format_plan(plan))
         return EXIT_CRITICAL if any(o.error and o.critical for o in plan.objects) else EXIT_OK
     reporter = open_reporter(args.log_target, Priority.WARNING if args.quiet else Priority.INFO)
-    result = load(options, reporter)
+    if args.command == "unload":
+        result = run.unload(options, reporter, args.objects)
+        print(f"removed {len(result.removed)} pins")
+        return EXIT_OK
+    if args.command == "reload":
+        result = run.reload(
+            options, reporter, recreate_incompatible_maps=args.recreate_incompatible_maps
+        )
+    else:
+        result = run.load(options, reporter)
     print(format_summary(result))
-    return EXIT_CRITICAL if result.critical_failures else EXIT_OK
+    if result.critical_failures:
+        return EXIT_CRITICAL
+    if args.command == "reload" and result.count(Status.FAILED):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from bpfloader.loader.status import current_status, format_status
+
+    report = current_status(_options(args))
+    print(json.dumps(report, indent=1) if args.json else format_status(report))
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -100,17 +100,30 @@ class Run:
     stderr: str
 
 
-@pytest.fixture(scope="session")
-def bpfloader_cli() -> Callable[..., Run]:
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """The test's own stand-in for /run/bpfloader (state, lock, loaded marker)."""
+    return tmp_path / "run-bpfloader"
+
+
+RUN_COMMANDS = ("load", "reload", "unload")
+
+
+@pytest.fixture
+def bpfloader_cli(state_dir: Path) -> Callable[..., Run]:
     """Run `python -m bpfloader ARGS` as a real process.
 
-    `load` reports on the console (stderr) unless the test names a --log-target: whether a
-    journal happens to run on the machine must not change what a test reads.
+    Runs report on the console (stderr) unless the test names a --log-target: whether a
+    journal happens to run on the machine must not change what a test reads. They keep their
+    state in the test's `state_dir` unless the test names a --state-dir: never in the host's
+    /run/bpfloader.
     """
 
     def run(*args: str | Path, check: bool = False) -> Run:
         argv = [str(a) for a in args]
-        if argv[:1] == ["load"] and "--log-target" not in argv:
+        if argv[:1] and argv[0] in (*RUN_COMMANDS, "status") and "--state-dir" not in argv:
+            argv += ["--state-dir", str(state_dir)]
+        if argv[:1] and argv[0] in RUN_COMMANDS and "--log-target" not in argv:
             argv += ["--log-target", "console"]
         done = subprocess.run(
             [sys.executable, "-m", "bpfloader", *argv],

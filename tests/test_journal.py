@@ -116,6 +116,8 @@ def load(
             str(source_dir),
             "--pin-root",
             str(bpffs),
+            "--state-dir",
+            str(bpffs.parent / "run-bpfloader"),
             "--log-target",
             target,
         ],
@@ -320,7 +322,8 @@ def test_console_fallback_without_a_journal_socket(
             "sh",
             "-c",
             'mount -t tmpfs none /run/systemd/journal && mount -t bpf -o mode=0700 bpf "$1" && '
-            'exec "$2" -m bpfloader load --dir "$3" --pin-root "$1" --log-target auto',
+            'exec "$2" -m bpfloader load --dir "$3" --pin-root "$1" --log-target auto '
+            '--state-dir "$1-state"',
             "sh",
             str(second),
             sys.executable,
@@ -348,6 +351,8 @@ def test_console_fallback_without_a_journal_socket(
             str(source_dir),
             "--pin-root",
             str(bpffs),
+            "--state-dir",
+            str(tmp_path / "state"),
             "--log-target",
             "auto",
         ],

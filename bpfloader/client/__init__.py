@@ -9,5 +9,6 @@ with Program.open("/sys/fs/bpf/prog_myschedtp_tracepoint_sched_sched_switch") as
 
 from bpfloader.client.maps import BpfMap
 from bpfloader.client.programs import Program, TracepointAttachment
+from bpfloader.client.ready import wait_for_loaded
 
-__all__ = ["BpfMap", "Program", "TracepointAttachment"]
+__all__ = ["BpfMap", "Program", "TracepointAttachment", "wait_for_loaded"]

@@ -8,6 +8,7 @@ import os
 from bpfloader.errors import KernelError
 from bpfloader.kernel.attrs import ObjAttr
 from bpfloader.kernel.syscall import (
+    RENAME_EXCHANGE,
     RENAME_NOREPLACE,
     Cmd,
     bpf,
@@ -55,6 +56,12 @@ def set_owner(path: str, uid: int, gid: int, mode: int) -> None:
 def publish(staged: str, final: str) -> None:
     """Move a finished pin into place, never over an existing one (RENAME_NOREPLACE)."""
     renameat2(staged, final, RENAME_NOREPLACE)
+
+
+def exchange(staged: str, final: str) -> None:
+    """Swap a new pin with the one in place, atomically (RENAME_EXCHANGE): a process opening
+    `final` gets the old object or the new one, never nothing. The old one ends at `staged`."""
+    renameat2(staged, final, RENAME_EXCHANGE)
 
 
 def is_bpffs(path: str) -> bool:

@@ -47,6 +47,7 @@ class PinRecord:
     verified_insns: int | None = None
     load_seconds: float | None = None
     jited_size: int | None = None
+    note: str = ""  # why a map was recreated
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,27 @@ class ObjectResult:
 
 
 class Applier:
-    def __init__(self, pin_root: str, kern_version: int, dir_mode: int, reporter: Reporter):
+    """Applies object plans. `replace` is reload's mode: a pinned program is loaded anew and
+    swapped in, and a reused map takes the owner and mode now declared; otherwise (boot) a
+    pin already in place is kept as it is. `recreate_incompatible_maps` lets a reload replace a
+    map whose definition changed (losing its contents) instead of failing the object."""
+
+    def __init__(
+        self,
+        pin_root: str,
+        kern_version: int,
+        dir_mode: int,
+        reporter: Reporter,
+        *,
+        replace: bool = False,
+        recreate_incompatible_maps: bool = False,
+    ):
         self.pin_root = pin_root
         self.kern_version = kern_version
         self.dir_mode = dir_mode
         self.reporter = reporter
+        self.replace = replace
+        self.recreate_incompatible_maps = recreate_incompatible_maps
         self.staging = os.path.join(pin_root, STAGING_DIR)
         self._staged_count = 0
 
@@ -157,6 +174,13 @@ class Applier:
         return os.path.join(self.staging, f"pin_{os.getpid()}_{self._staged_count}")
 
 
+@dataclass(frozen=True)
+class _Staged:
+    staged: str  # the pin in the staging dir; after an exchange, the object it replaced
+    final: str
+    replaces: bool  # swap with the pin in place instead of adding a new one
+
+
 class _ObjectWork:
     """The kernel objects, staged pins and published pins of one object while it loads."""
 
@@ -164,9 +188,10 @@ class _ObjectWork:
         self.applier = applier
         self.plan = plan
         self.fds: list[int] = []
-        self.staged: list[tuple[str, str]] = []  # (staged path, final path)
-        self.published: list[str] = []
+        self.staged: list[_Staged] = []
+        self.published: list[_Staged] = []
         self.made_dirs: list[str] = []
+        self.owner_updates: list[tuple[str, Ownership]] = []
 
     def run(self, result: ObjectResult) -> None:
         assert self.plan.spec is not None
@@ -178,34 +203,43 @@ class _ObjectWork:
             if prog_plan.action is not Action.SKIP:
                 self._program(prog_plan, map_fds, result)
         self._publish()
+        self._commit()
 
     # -- maps -------------------------------------------------------------------------------
 
     def _map(self, plan: MapPlan, result: ObjectResult) -> int:
         spec = plan.spec
         fd = self._open_existing(plan.pin_path, "map")
+        note = ""
         if fd is not None:
             info = kmaps.map_info(fd)
-            _check_compatible(plan.pin_path, spec, info)
-            result.pins.append(
-                PinRecord(
-                    plan.pin_path, "map", spec.name, info.id, _owner_of(plan.pin_path), Action.REUSE
+            note = _incompatibility(plan.pin_path, spec, info)
+            if not note:
+                owner = _owner_of(plan.pin_path)
+                if self.applier.replace and owner != spec.owner:
+                    self.owner_updates.append((plan.pin_path, spec.owner))
+                    owner = spec.owner
+                result.pins.append(
+                    PinRecord(plan.pin_path, "map", spec.name, info.id, owner, Action.REUSE)
                 )
-            )
-            return fd
+                return fd
+            if not (self.applier.replace and self.applier.recreate_incompatible_maps):
+                hint = " (--recreate-incompatible-maps replaces it, losing its contents)"
+                raise PlanError(note + (hint if self.applier.replace else ""), section="maps")
         try:
-            fd = kmaps.create_map(
+            new_fd = kmaps.create_map(
                 spec.name, spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.flags
             )
         except KernelError as e:
             raise LoaderError(f"map '{spec.name}': {e.reason}", section="maps") from None
-        self.fds.append(fd)
-        self._stage(fd, plan.pin_path, spec.owner)
-        info = kmaps.map_info(fd)
+        self.fds.append(new_fd)
+        self._stage(new_fd, plan.pin_path, spec.owner, replaces=fd is not None)
+        info = kmaps.map_info(new_fd)
+        action = Action.CREATE if fd is None else Action.REPLACE
         result.pins.append(
-            PinRecord(plan.pin_path, "map", spec.name, info.id, spec.owner, Action.CREATE)
+            PinRecord(plan.pin_path, "map", spec.name, info.id, spec.owner, action, note=note)
         )
-        return fd
+        return new_fd
 
     # -- programs ---------------------------------------------------------------------------
 
@@ -213,7 +247,7 @@ class _ObjectWork:
         assert self.plan.spec is not None
         spec = plan.spec
         fd = self._open_existing(plan.pin_path, "prog")
-        if fd is not None:
+        if fd is not None and not self.applier.replace:
             info = kprogs.program_info(fd)
             if info.type != spec.type:
                 raise PlanError(
@@ -252,7 +286,7 @@ class _ObjectWork:
             )
             return
         self.fds.append(loaded.fd)
-        self._stage(loaded.fd, plan.pin_path, spec.owner)
+        self._stage(loaded.fd, plan.pin_path, spec.owner, replaces=fd is not None)
         info = kprogs.program_info(loaded.fd)
         result.pins.append(
             PinRecord(
@@ -261,7 +295,7 @@ class _ObjectWork:
                 spec.section,
                 info.id,
                 spec.owner,
-                Action.LOAD,
+                Action.LOAD if fd is None else Action.REPLACE,
                 info.verified_insns,
                 loaded.load_seconds,
                 info.jited_size,
@@ -284,23 +318,41 @@ class _ObjectWork:
             raise LoaderError(f"pin {path} holds a BPF {found}, not a {kind}")
         return fd
 
-    def _stage(self, fd: int, final: str, owner: Ownership) -> None:
+    def _stage(self, fd: int, final: str, owner: Ownership, *, replaces: bool = False) -> None:
         staged = self.applier.staged_path()
         kpins.pin(fd, staged)
-        self.staged.append((staged, final))
+        self.staged.append(_Staged(staged, final, replaces))
         kpins.set_owner(staged, owner.uid, owner.gid, owner.mode)
 
     def _publish(self) -> None:
-        for staged, final in self.staged:
-            self._make_dirs(os.path.dirname(final))
+        for item in self.staged:
+            self._make_dirs(os.path.dirname(item.final))
             try:
-                kpins.publish(staged, final)
+                if item.replaces:
+                    kpins.exchange(item.staged, item.final)
+                else:
+                    kpins.publish(item.staged, item.final)
             except KernelError as e:
                 if e.errno == errno.EEXIST:
-                    raise LoaderError(f"{final} appeared while the object was loading") from None
+                    raise LoaderError(
+                        f"{item.final} appeared while the object was loading"
+                    ) from None
+                if e.errno == errno.ENOENT and item.replaces:
+                    raise LoaderError(
+                        f"{item.final} vanished while the object was loading"
+                    ) from None
                 raise
-            self.published.append(final)
+            self.published.append(item)
         self.staged = []
+
+    def _commit(self) -> None:
+        """Everything is in place: drop the objects that were swapped out, fix reused owners."""
+        for item in self.published:
+            if item.replaces:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(item.staged)
+        for path, owner in self.owner_updates:
+            kpins.set_owner(path, owner.uid, owner.gid, owner.mode)
 
     def _make_dirs(self, directory: str) -> None:
         missing = []
@@ -313,9 +365,15 @@ class _ObjectWork:
             self.made_dirs.append(path)
 
     def roll_back(self) -> None:
-        for path in [s for s, _ in self.staged] + self.published:
+        """Take back what was published (swap replaced pins back) and drop what was staged."""
+        for item in reversed(self.published):
+            if item.replaces:
+                kpins.exchange(item.staged, item.final)
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+                os.unlink(item.staged if item.replaces else item.final)
+        for item in self.staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(item.staged)
         for path in reversed(self.made_dirs):
             with contextlib.suppress(OSError):  # another object's pins live there now
                 os.rmdir(path)
@@ -327,7 +385,8 @@ class _ObjectWork:
         self.fds = []
 
 
-def _check_compatible(path: str, spec: MapSpec, info: kmaps.MapInfo) -> None:
+def _incompatibility(path: str, spec: MapSpec, info: kmaps.MapInfo) -> str:
+    """How a pinned map differs from the object's declaration ('' when it does not)."""
     for field_name, expected, found in (
         ("type", int(spec.type), info.type),
         ("key_size", spec.key_size, info.key_size),
@@ -336,11 +395,11 @@ def _check_compatible(path: str, spec: MapSpec, info: kmaps.MapInfo) -> None:
         ("map_flags", spec.flags, info.flags),
     ):
         if expected != found:
-            raise PlanError(
+            return (
                 f"map '{spec.name}': pinned map {path} has {field_name} {found}, "
-                f"the object declares {expected}",
-                section="maps",
+                f"the object declares {expected}"
             )
+    return ""
 
 
 def _owner_of(path: str) -> Ownership:

@@ -103,6 +103,13 @@ def _kernel_object_event(path: str, pin: PinRecord) -> Event:
     name = show_name(pin.name)
     if pin.kind == "map":
         fields.update(BPF_MAP=field_name(pin.name), BPF_MAP_ID=pin.kernel_id)
+        if pin.action is Action.REPLACE:
+            return Event(
+                MessageId.MAP_RECREATED,
+                Priority.WARNING,
+                f"recreated map {name} (id {pin.kernel_id}), its contents are lost: {pin.note}",
+                fields,
+            )
         if pin.action is Action.REUSE:
             return Event(
                 MessageId.MAP_REUSED,
@@ -125,11 +132,13 @@ def _kernel_object_event(path: str, pin: PinRecord) -> Event:
         )
     load_usec = round((pin.load_seconds or 0.0) * 1e6)
     fields.update(BPF_LOAD_USEC=load_usec, BPF_JIT_SIZE=pin.jited_size or 0)
+    replaced = pin.action is Action.REPLACE
     return Event(
-        MessageId.PROGRAM_LOADED,
+        MessageId.PROGRAM_REPLACED if replaced else MessageId.PROGRAM_LOADED,
         Priority.INFO,
-        f"loaded program {name} (id {pin.kernel_id}): {pin.verified_insns} instructions verified "
-        f"in {load_usec / 1000:.2f} ms, JIT {pin.jited_size} bytes",
+        f"{'replaced' if replaced else 'loaded'} program {name} (id {pin.kernel_id}): "
+        f"{pin.verified_insns} instructions verified in {load_usec / 1000:.2f} ms, "
+        f"JIT {pin.jited_size} bytes",
         fields,
     )
 

@@ -28,6 +28,8 @@ class Action(StrEnum):
     CREATE = "create"  # maps: create and pin
     LOAD = "load"  # programs: load and pin
     REUSE = "reuse"  # a pin is already there: check it matches and keep it
+    REPLACE = "replace"  # reload: a new program (or recreated map) swapped in for the pinned one
+    KEEP = "keep"  # reload: the object did not change; nothing is touched
     SKIP = "skip"  # gated out
 
 
@@ -72,6 +74,7 @@ class ObjectPlan:
     skip_reason: str | None = None
     error: LoaderError | None = None
     critical: bool = False
+    sha256: str | None = None  # of the file's content, when it could be read
 
     @property
     def path(self) -> str:
@@ -89,10 +92,13 @@ PinExists = Callable[[str], bool]
 class Planner:
     """Plans objects one after another, remembering which pin paths earlier objects claimed."""
 
-    def __init__(self, env: Environment, pin_root: str, pin_exists: PinExists):
+    def __init__(
+        self, env: Environment, pin_root: str, pin_exists: PinExists, *, replace: bool = False
+    ):
         self.env = env
         self.pin_root = pin_root
         self.pin_exists = pin_exists
+        self.replace = replace  # reload: programs already pinned are loaded anew and swapped in
         self.claimed: dict[str, str] = {}  # pin path -> object path that will make it
 
     def failed(self, source: SourceObject, error: LoaderError, critical: bool) -> ObjectPlan:
@@ -154,7 +160,10 @@ class Planner:
                     section=spec.section,
                 )
             passing[path] = spec
-            action = Action.REUSE if self.pin_exists(path) else Action.LOAD
+            if self.pin_exists(path):
+                action = Action.REPLACE if self.replace else Action.REUSE
+            else:
+                action = Action.LOAD
             plans.append(ProgramPlan(spec, path, action))
         return tuple(plans)
 

@@ -44,7 +44,7 @@ def format_summary(run: RunResult) -> str:
     if pins:
         width = max(len(p.path) for p in pins)
         lines.append(
-            f"{'pin':{width}}  {'action':6}  {'owner':11}  {'mode':4}  {'id':>5}  "
+            f"{'pin':{width}}  {'action':7}  {'owner':11}  {'mode':4}  {'id':>5}  "
             f"{'insns':>7}  {'load ms':>8}  {'jit B':>6}"
         )
         for pin in pins:
@@ -53,10 +53,10 @@ def format_summary(run: RunResult) -> str:
             load_ms = "" if pin.load_seconds is None else f"{pin.load_seconds * 1000:.2f}"
             jit = "" if pin.jited_size is None else str(pin.jited_size)
             lines.append(
-                f"{pin.path:{width}}  {pin.action.value:6}  {owner:11}  {pin.owner.mode:04o}  "
+                f"{pin.path:{width}}  {pin.action.value:7}  {owner:11}  {pin.owner.mode:04o}  "
                 f"{pin.kernel_id:>5}  {insns:>7}  {load_ms:>8}  {jit:>6}"
             )
-    loaded = [p for p in pins if p.load_seconds is not None]
+    loaded = [p for p in pins if p.action in (Action.LOAD, Action.REPLACE)]
     if loaded:
         lines.append(
             f"programs loaded: {len(loaded)}, "

@@ -1,23 +1,42 @@
-"""One run of the loader: scan, plan every object, apply the plans, report."""
+"""Runs of the loader: `load` (boot), `reload` (make the pins match the directory again) and
+`unload`. Each takes the run lock, plans every object, applies, and records the state."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from bpfloader.client.ready import DEFAULT_STATE_DIR
 from bpfloader.errors import LoaderError
 from bpfloader.journal import Event, MessageId, Priority, Reporter
+from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import system
-from bpfloader.loader.apply import Applier, ObjectResult, Status
+from bpfloader.loader.apply import Applier, ObjectResult, PinRecord, Skipped, Status
 from bpfloader.loader.gates import Environment
-from bpfloader.loader.plan import Planner, RunPlan
+from bpfloader.loader.lock import run_lock
+from bpfloader.loader.plan import Action, ObjectPlan, Planner, RunPlan
 from bpfloader.loader.scan import scan
+from bpfloader.loader.state import (
+    LoaderState,
+    ObjectState,
+    PinState,
+    SkipState,
+    StateError,
+    read_state,
+    rebuild,
+    write_loaded_marker,
+    write_state,
+)
 from bpfloader.obj.reader import declares_critical, read_object
+from bpfloader.obj.spec import Ownership
 from bpfloader.version import LOADER_VERSION
 
 DEFAULT_SOURCE_DIR = "/etc/bpf"
 DEFAULT_PIN_ROOT = "/sys/fs/bpf"
+DEFAULT_LOCK_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -26,11 +45,14 @@ class LoadOptions:
     pin_root: str = DEFAULT_PIN_ROOT
     dir_mode: int = 0o755
     build_type: str | None = None
+    state_dir: str = DEFAULT_STATE_DIR
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
 
 
 @dataclass
 class RunResult:
     objects: list[ObjectResult] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # pins a reload or unload took away
 
     def count(self, status: Status) -> int:
         return sum(1 for o in self.objects if o.status is status)
@@ -50,9 +72,15 @@ def current_environment(build_type: str | None = None) -> Environment:
     )
 
 
-def plan_run(options: LoadOptions, env: Environment, pin_exists: Callable[[str], bool]) -> RunPlan:
+def plan_run(
+    options: LoadOptions,
+    env: Environment,
+    pin_exists: Callable[[str], bool],
+    *,
+    replace_programs: bool = False,
+) -> RunPlan:
     """Read and plan every object in the source directory (pure but for reading the files)."""
-    planner = Planner(env, os.path.abspath(options.pin_root), pin_exists)
+    planner = Planner(env, os.path.abspath(options.pin_root), pin_exists, replace=replace_programs)
     run = RunPlan()
     for source in scan(options.source_dir):
         data = b""
@@ -62,42 +90,296 @@ def plan_run(options: LoadOptions, env: Environment, pin_exists: Callable[[str],
             spec = read_object(data, source.path)
         except (LoaderError, OSError) as e:
             error = e if isinstance(e, LoaderError) else LoaderError(f"cannot read: {e.strerror}")
-            run.objects.append(planner.failed(source, error, declares_critical(data)))
-            continue
-        run.objects.append(planner.plan(source, spec))
+            plan = planner.failed(source, error, declares_critical(data))
+        else:
+            plan = planner.plan(source, spec)
+        run.objects.append(replace(plan, sha256=hashlib.sha256(data).hexdigest() if data else None))
     return run
 
 
 def load(options: LoadOptions, reporter: Reporter) -> RunResult:
+    """Boot: load every object; a pin already in place is kept as it is."""
+    return _run(options, reporter, reloading=False)
+
+
+def reload(
+    options: LoadOptions, reporter: Reporter, *, recreate_incompatible_maps: bool = False
+) -> RunResult:
+    """Make the pins match the directory: unchanged objects are left alone, new ones loaded,
+    changed ones get new programs swapped in (maps kept when their definition is unchanged),
+    and the pins of removed objects are removed."""
+    return _run(options, reporter, reloading=True, recreate=recreate_incompatible_maps)
+
+
+def _run(
+    options: LoadOptions, reporter: Reporter, *, reloading: bool, recreate: bool = False
+) -> RunResult:
     env = current_environment(options.build_type)
-    reporter.emit(
-        Event(
-            MessageId.RUN_STARTED,
-            Priority.INFO,
-            f"loading {options.source_dir} into {options.pin_root} "
-            f"(kernel {'.'.join(map(str, env.kernel))}, loader version {env.loader_version})",
-        )
-    )
-    applier = Applier(
-        os.path.abspath(options.pin_root),
-        system.linux_version_code(system.kernel_release()),
-        options.dir_mode,
+    verb = "reloading" if reloading else "loading"
+    _emit(
         reporter,
+        MessageId.RUN_STARTED,
+        Priority.INFO,
+        f"{verb} {options.source_dir} into {options.pin_root} "
+        f"(kernel {'.'.join(map(str, env.kernel))}, loader version {env.loader_version})",
     )
-    applier.prepare()
+    pin_root = os.path.abspath(options.pin_root)
     result = RunResult()
-    try:
-        plan = plan_run(options, env, os.path.lexists)
-        result.objects = [applier.apply(p) for p in plan.objects]
-    finally:
-        applier.finish()
-    reporter.emit(
-        Event(
-            MessageId.RUN_FINISHED,
-            Priority.ERR if result.critical_failures else Priority.INFO,
-            f"{result.count(Status.LOADED)} loaded, {result.count(Status.SKIPPED)} skipped, "
-            f"{result.count(Status.FAILED)} failed "
-            f"({len(result.critical_failures)} critical)",
+    with run_lock(options.state_dir, options.lock_timeout):
+        applier = Applier(
+            pin_root,
+            system.linux_version_code(system.kernel_release()),
+            options.dir_mode,
+            reporter,
+            replace=reloading,
+            recreate_incompatible_maps=recreate,
         )
+        applier.prepare()
+        try:
+            plan = plan_run(options, env, os.path.lexists, replace_programs=reloading)
+            previous = _previous_state(options, pin_root, plan, reporter)
+            for obj in plan.objects:
+                old = previous.objects.get(obj.path)
+                if reloading and _unchanged(old, obj):
+                    assert old is not None
+                    result.objects.append(_kept(obj, old, reporter))
+                else:
+                    result.objects.append(applier.apply(obj))
+            state = _next_state(previous, result, keep_absent=not reloading)
+            if reloading:
+                result.removed = remove_pins(previous, state, reporter)
+            write_state(options.state_dir, state)
+        finally:
+            applier.finish()
+        if not result.critical_failures:
+            write_loaded_marker(options.state_dir, _marker(result, pin_root))
+    _emit(
+        reporter,
+        MessageId.RUN_FINISHED,
+        Priority.ERR if result.critical_failures else Priority.INFO,
+        f"{result.count(Status.LOADED)} loaded, {result.count(Status.SKIPPED)} skipped, "
+        f"{result.count(Status.FAILED)} failed ({len(result.critical_failures)} critical)"
+        + (f", {len(result.removed)} pins removed" if reloading else ""),
     )
     return result
+
+
+def unload(options: LoadOptions, reporter: Reporter, names: list[str]) -> RunResult:
+    """Remove the pins of the named objects (a path, a file name, or FILENAME), or of all of
+    them when no name is given: only pins the state records, never anything else."""
+    pin_root = os.path.abspath(options.pin_root)
+    if not kpins.is_bpffs(pin_root):
+        raise LoaderError(f"pin root {pin_root} is not a bpf filesystem")
+    result = RunResult()
+    with run_lock(options.state_dir, options.lock_timeout):
+        env = current_environment(options.build_type)
+        plan = (
+            plan_run(options, env, os.path.lexists)
+            if os.path.isdir(options.source_dir)
+            else RunPlan()
+        )
+        previous = _previous_state(options, pin_root, plan, reporter)
+        chosen = _select(previous, names)
+        state = LoaderState(
+            previous.pin_root,
+            previous.source_dir,
+            {path: obj for path, obj in previous.objects.items() if path not in chosen},
+            previous.environment,
+        )
+        result.removed = remove_pins(previous, state, reporter)
+        write_state(options.state_dir, state)
+    return result
+
+
+def _select(state: LoaderState, names: list[str]) -> set[str]:
+    if not names:
+        return set(state.objects)
+    chosen = set()
+    for name in names:
+        matches = {
+            path
+            for path in state.objects
+            if name in (path, os.path.basename(path), os.path.splitext(os.path.basename(path))[0])
+            or os.path.abspath(name) == path
+        }
+        if not matches:
+            known = ", ".join(sorted(state.objects)) or "none"
+            raise LoaderError(f"no object {name!r} is recorded as loaded (recorded: {known})")
+        chosen |= matches
+    return chosen
+
+
+# -- state ---------------------------------------------------------------------------------
+
+
+def environment_key(env: Environment) -> str:
+    """What gates depend on: a state recorded under another environment is re-checked."""
+    kernel = ".".join(map(str, env.kernel))
+    return f"kernel {kernel}; loader {env.loader_version}; {env.arch}; {env.build_type}"
+
+
+def _previous_state(
+    options: LoadOptions, pin_root: str, plan: RunPlan, reporter: Reporter
+) -> LoaderState:
+    """The recorded state, or one rebuilt from the pins and the objects when there is none."""
+    env_key = environment_key(current_environment(options.build_type))
+    problem = ""
+    try:
+        state = read_state(options.state_dir, pin_root)
+    except StateError as e:
+        state, problem = None, str(e)
+    if state is not None and state.environment == env_key:
+        return state
+    rebuilt = rebuild(plan.objects, pin_root, os.path.abspath(options.source_dir), env_key)
+    if state is not None:
+        problem = f"recorded under another environment ({state.environment})"
+    if problem or rebuilt.objects:
+        _emit(
+            reporter,
+            MessageId.STATE_REBUILT,
+            Priority.WARNING if problem else Priority.NOTICE,
+            f"state {problem or 'missing'}: rebuilt from the pins and the objects "
+            f"({len(rebuilt.pin_paths())} pins attributed to {len(rebuilt.objects)} objects)",
+        )
+    return rebuilt
+
+
+def _unchanged(old: ObjectState | None, plan: ObjectPlan) -> bool:
+    """Same content, loaded before, and every pin still there: nothing to do."""
+    return (
+        old is not None
+        and old.sha256 is not None
+        and old.sha256 == plan.sha256
+        and old.status in (Status.LOADED, Status.SKIPPED)
+        and all(os.path.lexists(pin.path) for pin in old.pins)
+    )
+
+
+def _kept(plan: ObjectPlan, old: ObjectState, reporter: Reporter) -> ObjectResult:
+    _emit(
+        reporter,
+        MessageId.OBJECT_UNCHANGED,
+        Priority.INFO,
+        f"{plan.path}: unchanged, left alone ({len(old.pins)} pins)",
+        BPF_OBJECT=plan.path,
+    )
+    pins = [
+        PinRecord(
+            pin.path,
+            pin.kind,
+            pin.name,
+            pin.kernel_id,
+            Ownership(pin.uid, pin.gid, pin.mode),
+            Action.KEEP,
+            pin.verified_insns,
+            None if pin.load_usec is None else pin.load_usec / 1e6,
+        )
+        for pin in old.pins
+    ]
+    skipped = [Skipped(s.kind, s.name, s.reason) for s in old.skipped]
+    return ObjectResult(plan, Status(old.status), old.reason, pins, skipped)
+
+
+def _next_state(previous: LoaderState, result: RunResult, *, keep_absent: bool) -> LoaderState:
+    """The state after a run. A failed object whose earlier version is still pinned keeps that
+    record (and its hash, so the next reload tries again); `keep_absent` keeps the records of
+    objects no longer in the directory (load never removes; reload does)."""
+    objects = dict(previous.objects) if keep_absent else {}
+    for obj in result.objects:
+        old = previous.objects.get(obj.path)
+        critical = obj.plan.critical
+        if obj.status is Status.FAILED and old is not None and old.pins:
+            objects[obj.path] = ObjectState(
+                obj.path, old.sha256, Status.FAILED, obj.reason, critical, old.pins, old.skipped
+            )
+            continue
+        objects[obj.path] = ObjectState(
+            obj.path,
+            obj.plan.sha256 if obj.status is not Status.FAILED else None,
+            obj.status,
+            obj.reason,
+            critical,
+            [_pin_state(pin) for pin in obj.pins],
+            [SkipState(s.kind, s.name, s.reason) for s in obj.skipped],
+        )
+    return LoaderState(previous.pin_root, previous.source_dir, objects, previous.environment)
+
+
+def _pin_state(pin: PinRecord) -> PinState:
+    return PinState(
+        pin.path,
+        pin.kind,
+        pin.name,
+        pin.kernel_id,
+        pin.owner.uid,
+        pin.owner.gid,
+        pin.owner.mode,
+        pin.verified_insns,
+        None if pin.load_seconds is None else round(pin.load_seconds * 1e6),
+    )
+
+
+def remove_pins(previous: LoaderState, state: LoaderState, reporter: Reporter) -> list[str]:
+    """Unlink the pins `previous` records and `state` no longer does; nothing else."""
+    owners = {pin.path: obj.path for obj in previous.objects.values() for pin in obj.pins}
+    removed = []
+    for path in sorted(previous.pin_paths() - state.pin_paths()):
+        if not os.path.lexists(path):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            _emit(
+                reporter,
+                MessageId.PIN_REMOVED,
+                Priority.WARNING,
+                f"not removing {path}: it is a directory now, not the pin recorded",
+                BPF_PIN=path,
+            )
+            continue
+        os.unlink(path)
+        removed.append(path)
+        _emit(
+            reporter,
+            MessageId.PIN_REMOVED,
+            Priority.INFO,
+            f"removed pin {path}",
+            BPF_PIN=path,
+            BPF_OBJECT=owners[path],
+        )
+        _remove_empty_dirs(os.path.dirname(path), previous.pin_root)
+    for path in sorted(set(previous.objects) - set(state.objects)):
+        _emit(
+            reporter,
+            MessageId.OBJECT_REMOVED,
+            Priority.INFO,
+            f"{path}: no longer loaded, its pins are removed",
+            BPF_OBJECT=path,
+        )
+    return removed
+
+
+def _remove_empty_dirs(directory: str, pin_root: str) -> None:
+    while os.path.abspath(directory) != os.path.abspath(pin_root) and directory.startswith(
+        pin_root
+    ):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return  # not empty: something else lives there
+        directory = os.path.dirname(directory)
+
+
+def _marker(result: RunResult, pin_root: str) -> dict[str, object]:
+    return {
+        "time": time.time(),
+        "pid": os.getpid(),
+        "pin_root": pin_root,
+        "loaded": result.count(Status.LOADED),
+        "skipped": result.count(Status.SKIPPED),
+        "failed": result.count(Status.FAILED),
+    }
+
+
+def _emit(
+    reporter: Reporter, message_id: MessageId, priority: Priority, message: str, **fields: str
+) -> None:
+    reporter.emit(Event(message_id, priority, message, dict(fields)))

@@ -1,0 +1,42 @@
+"""One run at a time: load, reload and unload take an exclusive lock under the state dir, so
+the boot run and a manual reload never interleave."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+
+from bpfloader.errors import LoaderError
+
+LOCK_FILE = "lock"
+POLL_SECONDS = 0.05
+
+
+@contextlib.contextmanager
+def run_lock(state_dir: str, timeout: float) -> Iterator[None]:
+    """Hold the lock for the block; wait up to `timeout` seconds for another run to finish."""
+    os.makedirs(state_dir, mode=0o755, exist_ok=True)
+    path = os.path.join(state_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    raise LoaderError(
+                        f"another bpfloader run (pid {holder}) holds {path}; "
+                        f"gave up waiting after {timeout:g} s"
+                    ) from None
+                time.sleep(POLL_SECONDS)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -1,0 +1,177 @@
+"""What the loader made, remembered between runs: /run/bpfloader/state.json.
+
+The state records, per object, the content hash it was loaded from, how it went, and every
+pin made or kept for it. `reload` compares it with the directory to touch only what changed,
+and removes only pins listed here: a pin the state does not name is never deleted.
+
+The file is written atomically (temporary file, fsync, rename, fsync of the directory). It
+is never trusted blindly: a missing, unreadable or malformed file is reported and rebuilt
+from the pins themselves plus the objects (`rebuild`), with unknown content hashes, so the
+next reload re-checks every object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bpfloader.client.ready import LOADED_MARKER
+from bpfloader.loader.plan import Action, ObjectPlan
+
+STATE_FORMAT = 1
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class PinState:
+    path: str
+    kind: str  # "map" or "program"
+    name: str  # map name or program section
+    kernel_id: int = 0  # 0: not known (a state rebuilt from pins)
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0
+    verified_insns: int | None = None
+    load_usec: int | None = None
+
+
+@dataclass(frozen=True)
+class SkipState:
+    kind: str
+    name: str
+    reason: str
+
+
+@dataclass
+class ObjectState:
+    path: str
+    sha256: str | None  # of the file the pins came from; None when not known
+    status: str  # "loaded", "skipped", "failed"
+    reason: str = ""
+    critical: bool = False
+    pins: list[PinState] = field(default_factory=list)
+    skipped: list[SkipState] = field(default_factory=list)
+
+
+@dataclass
+class LoaderState:
+    pin_root: str
+    source_dir: str
+    objects: dict[str, ObjectState] = field(default_factory=dict)
+    environment: str = ""  # kernel, loader version, arch: what the objects' gates saw
+
+    def pin_paths(self) -> set[str]:
+        return {pin.path for obj in self.objects.values() for pin in obj.pins}
+
+
+class StateError(ValueError):
+    """The state file is there but cannot be used."""
+
+
+def state_path(state_dir: str) -> str:
+    return os.path.join(state_dir, STATE_FILE)
+
+
+def read_state(state_dir: str, pin_root: str) -> LoaderState | None:
+    """The recorded state for `pin_root`; None if there is none; StateError if unusable."""
+    path = state_path(state_dir)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(raw)
+        state = _from_json(data)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise StateError(f"{path}: {type(e).__name__}: {e}") from None
+    if state.pin_root != pin_root:
+        return None  # another pin root's record: nothing about this one
+    return state
+
+
+def _from_json(data: Any) -> LoaderState:
+    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+        raise ValueError(f"not a bpfloader state of format {STATE_FORMAT}")
+    objects = {}
+    for path, obj in data["objects"].items():
+        objects[path] = ObjectState(
+            path=str(obj["path"]),
+            sha256=obj["sha256"],
+            status=str(obj["status"]),
+            reason=str(obj["reason"]),
+            critical=bool(obj["critical"]),
+            pins=[PinState(**pin) for pin in obj["pins"]],
+            skipped=[SkipState(**skip) for skip in obj["skipped"]],
+        )
+        if objects[path].path != path or not all(
+            isinstance(p.path, str) for p in objects[path].pins
+        ):
+            raise ValueError(f"inconsistent entry for {path}")
+    return LoaderState(
+        str(data["pin_root"]), str(data["source_dir"]), objects, str(data["environment"])
+    )
+
+
+def write_state(state_dir: str, state: LoaderState) -> None:
+    os.makedirs(state_dir, mode=0o755, exist_ok=True)
+    data = {
+        "format": STATE_FORMAT,
+        "pin_root": state.pin_root,
+        "source_dir": state.source_dir,
+        "environment": state.environment,
+        "objects": {path: asdict(obj) for path, obj in sorted(state.objects.items())},
+    }
+    _write_atomically(state_path(state_dir), json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def write_loaded_marker(state_dir: str, summary: dict[str, Any]) -> None:
+    """The equivalent of Android's bpf.progs_loaded=1, for client.wait_for_loaded()."""
+    os.makedirs(state_dir, mode=0o755, exist_ok=True)
+    _write_atomically(os.path.join(state_dir, LOADED_MARKER), json.dumps(summary) + "\n")
+
+
+def _write_atomically(path: str, text: str) -> None:
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def rebuild(
+    plans: list[ObjectPlan], pin_root: str, source_dir: str, environment: str
+) -> LoaderState:
+    """A state from what is there: each object's planned pins that exist are taken as its own.
+
+    Hashes stay unknown, so a reload treats every object as changed and re-checks it; pins that
+    no current object would make are not claimed, and so are never deleted."""
+    state = LoaderState(pin_root, source_dir, environment=environment)
+    found = (Action.REUSE, Action.REPLACE)  # what the planner says of a path already pinned
+    for plan in plans:
+        pins = [PinState(m.pin_path, "map", m.spec.name) for m in plan.maps if m.action in found]
+        pins += [
+            PinState(p.pin_path, "program", p.spec.section)
+            for p in plan.programs
+            if p.action in found
+        ]
+        if pins:
+            state.objects[plan.path] = ObjectState(plan.path, None, "loaded", pins=pins)
+    return state
