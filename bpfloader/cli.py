@@ -6,6 +6,7 @@ Exit codes:
   2  the run could not start (bad arguments, no source directory, pin root not a bpffs,
      the lock not obtained in time)
   3  reload only: an object failed (its previous version, if any, stays in place)
+`check` exits 0 when every object is valid, 1 when one is not.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -79,13 +81,23 @@ def _parser() -> argparse.ArgumentParser:
         "socket exists, else stderr)",
     )
 
+    access = argparse.ArgumentParser(add_help=False)
+    access.add_argument(
+        "--lower-unprivileged-bpf-disabled",
+        action="store_true",
+        help="the old-kernel policy: where this kernel refuses BPF_OBJ_GET to processes "
+        "without CAP_BPF because kernel.unprivileged_bpf_disabled is 2 (kernels before 6.5), "
+        "set it to 0 so that the pins' owner, group and mode decide who opens them",
+    )
     load = commands.add_parser(
-        "load", parents=[where, running], help="load every object of a directory and pin it"
+        "load",
+        parents=[where, running, access],
+        help="load every object of a directory and pin it",
     )
     load.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
     reload = commands.add_parser(
         "reload",
-        parents=[where, running],
+        parents=[where, running, access],
         help="make the pins match the directory again, keeping map contents",
     )
     reload.add_argument(
@@ -113,6 +125,24 @@ def _parser() -> argparse.ArgumentParser:
         dest="cflags",
         help="an extra compiler flag (repeatable), e.g. --cflag=-DGID=4",
     )
+    check = commands.add_parser(
+        "check", help="validate objects without pinning (no root needed without --kernel)"
+    )
+    check.add_argument("objects", nargs="+", help="object files")
+    check.add_argument(
+        "--kernel",
+        action="store_true",
+        help="also create the maps and load the programs (the verifier runs), then drop them",
+    )
+    check.add_argument(
+        "--pin-root", default="/sys/fs/bpf", help="the pin root the names are shown under"
+    )
+    check.add_argument(
+        "--build-type",
+        choices=("eng", "user", "userdebug"),
+        help="honour the defs' ignore_on_<build type> bits for this build type",
+    )
+    _add_client_commands(commands)
     return parser
 
 
@@ -121,8 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("load", "reload", "unload"):
             return _run(args)
+        if args.command in ("attach", "detach", "map"):
+            return _client_command(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "check":
+            return _check(args)
         if args.command == "cflags":
             print(" ".join(builder.cflags()))
             return EXIT_OK
@@ -138,6 +172,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bpfloader: {e}", file=sys.stderr)
         return EXIT_SETUP
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from bpfloader.loader.check import check_object, format_result
+    from bpfloader.loader.run import current_environment
+
+    env = current_environment(args.build_type)
+    pin_root = os.path.abspath(args.pin_root)
+    results = [check_object(path, env, pin_root, kernel=args.kernel) for path in args.objects]
+    for result in results:
+        print(format_result(result))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_CRITICAL
 
 
 def _options(args: argparse.Namespace) -> LoadOptions:
@@ -165,6 +211,10 @@ def _run(args: argparse.Namespace) -> int:
         print(format_plan(plan))
         return EXIT_CRITICAL if any(o.error and o.critical for o in plan.objects) else EXIT_OK
     reporter = open_reporter(args.log_target, Priority.WARNING if args.quiet else Priority.INFO)
+    if getattr(args, "lower_unprivileged_bpf_disabled", False):
+        from bpfloader.loader.unprivileged import open_pins_to_unprivileged
+
+        open_pins_to_unprivileged(reporter)
     if args.command == "unload":
         result = run.unload(options, reporter, args.objects)
         print(f"removed {len(result.removed)} pins")
@@ -188,6 +238,67 @@ def _status(args: argparse.Namespace) -> int:
 
     report = current_status(_options(args))
     print(json.dumps(report, indent=1) if args.json else format_status(report))
+    return EXIT_OK
+
+
+# ---- attach, detach, map dump: the client library for operators ------------------------------
+
+
+def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from bpfloader.client.dump import TYPE_HELP
+    from bpfloader.client.targets import TARGET_SYNTAX
+
+    attach = commands.add_parser(
+        "attach",
+        help="attach a pinned program; held until interrupted, or pinned as a link with --pin",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="targets:\n" + TARGET_SYNTAX,
+    )
+    attach.add_argument("program", metavar="PIN_PATH", help="the program's pin")
+    attach.add_argument("target", metavar="TARGET", help="where to attach it (see targets)")
+    attach.add_argument(
+        "--pin",
+        metavar="LINK_PATH",
+        help="pin the BPF link there and exit: the program stays attached after this command",
+    )
+    detach = commands.add_parser("detach", help="detach pinned links and remove their pins")
+    detach.add_argument("links", nargs="+", metavar="LINK_PATH", help="a link pin or directory")
+    map_command = commands.add_parser("map", help="read pinned maps")
+    map_actions = map_command.add_subparsers(dest="map_command", required=True)
+    dump = map_actions.add_parser("dump", help="print every key and value of a pinned map")
+    dump.add_argument("map", metavar="PIN_PATH")
+    dump.add_argument("--key-type", help=TYPE_HELP)
+    dump.add_argument("--value-type", help=TYPE_HELP)
+    dump.add_argument("--json", action="store_true", help="a JSON list of {key, value}")
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from bpfloader.client import Program, detach_pinned
+    from bpfloader.client.dump import dump, text
+
+    if args.command == "detach":
+        for path in args.links:
+            for link in detach_pinned(path):
+                print(f"{path}: detached {link.type_name} link {link.id} of program {link.prog_id}")
+        return EXIT_OK
+    if args.command == "map":
+        entries = dump(args.map, args.key_type, args.value_type)
+        if args.json:
+            print(json.dumps(entries))
+        else:
+            for entry in entries:
+                print(f"{text(entry['key'])}: {text(entry['value'])}")
+        return EXIT_OK
+    interrupts = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, interrupts)  # from here on, close() runs
+    with Program.open(args.program, readonly=True) as prog, prog.attach(args.target) as attached:
+        links = ", ".join(str(i) for i in attached.link_ids()) or "none"
+        if args.pin:
+            attached.pin(args.pin)
+            print(f"{attached.target}: pinned at {args.pin} (link {links})")
+        else:
+            print(f"{attached.target}: attached (link {links}) until interrupted", flush=True)
+            signal.sigwait(interrupts)
     return EXIT_OK
 
 

@@ -62,6 +62,20 @@ class VerifierError(KernelError):
         self.truncated = truncated
 
 
+class PinError(LoaderError):
+    """A path is not a pin, or pins another kind of object than the one asked for."""
+
+
+class MapError(LoaderError, ValueError):
+    """A map used as it is not: key or value sizes that differ from the kernel's, an operation
+    its type does not have."""
+
+
+class AttachError(LoaderError):
+    """A program cannot go where it was asked: a target of the wrong kind or that does not
+    exist, a program of another type, a kernel without the feature."""
+
+
 def one_line(text: str) -> str:
     """Collapse control characters so a message can never span lines or hide bytes."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -1,4 +1,6 @@
-"""What other processes import to use the pins: typed maps and pinned programs.
+"""What other processes import to use the pins: typed maps, ring buffer and perf event array
+consumers, pinned programs and their attachments (pinnable as links). Importing it needs
+neither root nor pyroute2 (only attaching to a network interface imports pyroute2).
 
 from bpfloader.client import BpfMap, Program
 with BpfMap.open("/sys/fs/bpf/map_myschedtp_cpu_pid_map", key="i", value="I", readonly=True) as m:
@@ -7,8 +9,22 @@ with Program.open("/sys/fs/bpf/prog_myschedtp_tracepoint_sched_sched_switch") as
     attachment = prog.attach_tracepoint("sched", "sched_switch")
 """
 
-from bpfloader.client.maps import BpfMap
-from bpfloader.client.programs import Program, TracepointAttachment
+from bpfloader.client.attachment import Attachment, detach_pinned
+from bpfloader.client.maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, BpfMap
+from bpfloader.client.perfbuf import PerfBuffer
+from bpfloader.client.programs import Program
 from bpfloader.client.ready import wait_for_loaded
+from bpfloader.client.ringbuf import RingBuffer
 
-__all__ = ["BpfMap", "Program", "TracepointAttachment", "wait_for_loaded"]
+__all__ = [
+    "BPF_ANY",
+    "BPF_EXIST",
+    "BPF_NOEXIST",
+    "Attachment",
+    "BpfMap",
+    "PerfBuffer",
+    "Program",
+    "RingBuffer",
+    "detach_pinned",
+    "wait_for_loaded",
+]

@@ -6,6 +6,8 @@ import ctypes
 import struct
 from typing import Any
 
+from bpfloader.errors import MapError
+
 # A struct format string, a ctypes type (c_uint32, a Structure, an Array), or None for bytes.
 ValueType = str | type | None
 
@@ -16,9 +18,10 @@ class Codec:
     def __init__(self, kind: ValueType, size: int, what: str):
         self.kind = kind
         self.size = size
+        self.what = what
         declared = _size_of(kind)
         if declared is not None and declared != size:
-            raise ValueError(f"{what} type is {declared} bytes, the map's {what} is {size} bytes")
+            raise MapError(f"{what} type is {declared} bytes, the map's {what} is {size} bytes")
 
     def encode(self, value: Any) -> bytes:
         if self.kind is None:
@@ -34,7 +37,7 @@ class Codec:
         else:
             data = bytes(self.kind(value))
         if len(data) != self.size:
-            raise ValueError(f"{len(data)} bytes given where the map holds {self.size}")
+            raise MapError(f"{len(data)} bytes given where the map's {self.what} is {self.size}")
         return data
 
     def decode(self, data: bytes) -> Any:

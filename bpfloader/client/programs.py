@@ -1,36 +1,25 @@
-"""Program: a pinned program, and attaching it to a tracepoint."""
+"""Program: a pinned program, what the kernel says about it, and attaching it."""
 
 from __future__ import annotations
 
 import os
+import socket
 
-from bpfloader.kernel import perf
-from bpfloader.kernel import pins as kpins
+from bpfloader.client import cgroups, netdev, sockets, targets, tracing
+from bpfloader.client.attachment import Attachment
+from bpfloader.client.pinned import open_pin
+from bpfloader.errors import AttachError
 from bpfloader.kernel import programs as kprogs
-
-
-class TracepointAttachment:
-    """The program runs on the tracepoint while this is open; close() detaches it."""
-
-    def __init__(self, perf_fd: int, tracepoint: str):
-        self.perf_fd = perf_fd
-        self.tracepoint = tracepoint
-
-    def close(self) -> None:
-        if self.perf_fd >= 0:
-            os.close(self.perf_fd)
-            self.perf_fd = -1
-
-    def __enter__(self) -> TracepointAttachment:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+from bpfloader.obj.bpftypes import ProgType
 
 
 class Program:
-    def __init__(self, fd: int):
+    """A program opened from its pin. `info` is the kernel's description: type, id, tag,
+    name, verified_insns, jited and translated sizes."""
+
+    def __init__(self, fd: int, path: str | None = None):
         self.fd = fd
+        self.path = path
         try:
             self.info = kprogs.program_info(fd)
         except BaseException:
@@ -41,12 +30,72 @@ class Program:
     def open(cls, path: str, *, readonly: bool = False) -> Program:
         """Open a pinned program. A member of the pin's group (mode 0440) needs
         `readonly=True`; a read-only program fd attaches all the same."""
-        return cls(kpins.open_pinned(path, readonly=readonly))
+        return cls(open_pin(path, "prog", readonly=readonly), path)
 
-    def attach_tracepoint(self, category: str, name: str) -> TracepointAttachment:
-        return TracepointAttachment(
-            perf.attach_tracepoint(self.fd, category, name), f"{category}:{name}"
-        )
+    @property
+    def type_name(self) -> str:
+        try:
+            return ProgType(self.info.type).name
+        except ValueError:
+            return f"type {self.info.type}"
+
+    def require_type(self, target: str, *allowed: ProgType) -> None:
+        """AttachError unless this program is of one of the `allowed` types."""
+        if self.info.type not in allowed:
+            raise AttachError(
+                f"a {self.type_name} program cannot attach to {target}, which takes"
+                f" {' or '.join(t.name for t in allowed)} programs",
+                file=self.path,
+            )
+
+    # ---- attaching: each returns an Attachment; close() detaches, pin() keeps it ------------
+
+    def attach(self, target: str) -> Attachment:
+        """Attach by a target string: see bpfloader.client.targets.TARGET_SYNTAX."""
+        return targets.attach(self, target)
+
+    def attach_tracepoint(self, category: str, name: str) -> Attachment:
+        return tracing.attach_tracepoint(self, category, name)
+
+    def attach_kprobe(
+        self, function: str, offset: int = 0, *, retprobe: bool = False
+    ) -> Attachment:
+        return tracing.attach_kprobe(self, function, offset, retprobe=retprobe)
+
+    def attach_uprobe(
+        self,
+        binary: str,
+        symbol: str | None = None,
+        offset: int = 0,
+        *,
+        retprobe: bool = False,
+        pid: int = -1,
+    ) -> Attachment:
+        """On `symbol` (a function in the binary's symbol tables) plus `offset`, or on a
+        file `offset` alone; every process running the binary, or only `pid`."""
+        return tracing.attach_uprobe(self, binary, symbol, offset, retprobe=retprobe, pid=pid)
+
+    def attach_perf_event(self, frequency: int = tracing.DEFAULT_FREQUENCY) -> Attachment:
+        """On the software cpu-clock event of every online CPU, `frequency` times a second."""
+        return tracing.attach_perf_event(self, frequency)
+
+    def attach_cgroup(self, cgroup: str, attach_type: str | None = None) -> Attachment:
+        """On a cgroup v2 directory; `attach_type` is one of cgroups.ATTACH_TYPES (needed for
+        CGROUP_SKB programs: "ingress" or "egress"; the others find their own)."""
+        return cgroups.attach_cgroup(self, cgroup, attach_type)
+
+    def attach_socket(self, sock: socket.socket) -> Attachment:
+        return sockets.attach_socket(self, sock)
+
+    def attach_xdp(self, interface: str, mode: str = "generic") -> Attachment:
+        """On a network interface of this network namespace; `mode` "generic" or "driver"."""
+        return netdev.attach_xdp(self, interface, mode)
+
+    def attach_tc(
+        self, interface: str, direction: str = "ingress", priority: int | None = None
+    ) -> Attachment:
+        """As a direct-action tc filter in the interface's clsact qdisc (made if missing)."""
+        return netdev.attach_tc(self, interface, direction, priority)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -230,3 +230,45 @@ static long (*bpf_skb_load_bytes)(const struct __sk_buff *skb, unsigned int offs
     DEFINE_BPF_PROG_KVER_RANGE_OPT(SECTION_NAME, uid, gid, the_prog, KVER_NONE, KVER_INF, true)
 #define DEFINE_OPTIONAL_BPF_PROG_KVER(SECTION_NAME, uid, gid, the_prog, min_kv) \
     DEFINE_BPF_PROG_KVER_RANGE_OPT(SECTION_NAME, uid, gid, the_prog, min_kv, KVER_INF, true)
+
+/* ---- more kernel helpers: ring buffers --------------------------------------------------- */
+
+static void *(*bpf_ringbuf_reserve)(const void *ringbuf, unsigned long long size,
+                                    unsigned long long flags) = (void *)BPF_FUNC_ringbuf_reserve;
+static void (*bpf_ringbuf_submit)(void *data, unsigned long long flags) = (void *)BPF_FUNC_ringbuf_submit;
+static void (*bpf_ringbuf_discard)(void *data, unsigned long long flags) = (void *)BPF_FUNC_ringbuf_discard;
+
+/*
+ * DEFINE_BPF_RINGBUF(name, ValueType, size_bytes, uid, gid, mode): a BPF_MAP_TYPE_RINGBUF of
+ * size_bytes (a power of two, at least a page), read with bpfloader.client.RingBuffer. Typed
+ * accessors: bpf_NAME_output(&v), bpf_NAME_reserve() -> ValueType * (or NULL when full),
+ * bpf_NAME_submit(v), bpf_NAME_discard(v). The consumer needs read-write access to the pin.
+ */
+#define DEFINE_BPF_RINGBUF(the_map, ValueType, size_bytes, usr, grp, md)                          \
+    const struct bpf_map_def SECTION("maps") the_map = {                                         \
+        .type = BPF_MAP_TYPE_RINGBUF,                                                            \
+        .key_size = 0,                                                                           \
+        .value_size = 0,                                                                         \
+        .max_entries = (size_bytes),                                                             \
+        .gid = (grp),                                                                            \
+        .mode = (md),                                                                            \
+        .bpfloader_min_ver = BPFLOADER_MIN_VER,                                                  \
+        .bpfloader_max_ver = BPFLOADER_MAX_VER,                                                  \
+        .min_kver = KVER_NONE,                                                                   \
+        .max_kver = KVER_INF,                                                                    \
+        .uid = (usr),                                                                            \
+    };                                                                                           \
+    _Static_assert((size_bytes) >= 4096, "a ring buffer holds at least 4096 bytes");            \
+    _Static_assert(((size_bytes) & ((size_bytes) - 1)) == 0, "a ring buffer's size: 2^n bytes"); \
+    static __always_inline __unused long bpf_##the_map##_output(const ValueType *v) {            \
+        return bpf_ringbuf_output(&the_map, (void *)v, sizeof(*v), 0);                           \
+    }                                                                                            \
+    static __always_inline __unused ValueType *bpf_##the_map##_reserve(void) {                   \
+        return bpf_ringbuf_reserve(&the_map, sizeof(ValueType), 0);                              \
+    }                                                                                            \
+    static __always_inline __unused void bpf_##the_map##_submit(ValueType *v) {                  \
+        bpf_ringbuf_submit(v, 0);                                                                \
+    }                                                                                            \
+    static __always_inline __unused void bpf_##the_map##_discard(ValueType *v) {                 \
+        bpf_ringbuf_discard(v, 0);                                                               \
+    }

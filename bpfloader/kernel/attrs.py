@@ -73,6 +73,39 @@ class ProgLoadAttr(ctypes.Structure):
     ]
 
 
+class BtfLoadAttr(ctypes.Structure):
+    _fields_ = [
+        ("btf", u64),
+        ("btf_log_buf", u64),
+        ("btf_size", u32),
+        ("btf_log_size", u32),
+        ("btf_log_level", u32),
+        ("btf_log_true_size", u32),  # written back by kernels >= 6.4
+    ]
+
+
+class TestRunAttr(ctypes.Structure):
+    """BPF_PROG_TEST_RUN: run a program once on given input, without attaching it."""
+
+    __test__ = False  # not a pytest test class, whatever its name says
+    _fields_ = [
+        ("prog_fd", u32),
+        ("retval", u32),
+        ("data_size_in", u32),
+        ("data_size_out", u32),
+        ("data_in", u64),
+        ("data_out", u64),
+        ("repeat", u32),
+        ("duration", u32),
+        ("ctx_size_in", u32),
+        ("ctx_size_out", u32),
+        ("ctx_in", u64),
+        ("ctx_out", u64),
+        ("flags", u32),
+        ("cpu", u32),
+    ]
+
+
 class ObjAttr(ctypes.Structure):
     """BPF_OBJ_PIN and BPF_OBJ_GET."""
 
@@ -178,6 +211,59 @@ class PerfEventAttr(ctypes.Structure):
         ("aux_watermark", u32),
         ("sample_max_stack", ctypes.c_uint16),
         ("reserved_2", ctypes.c_uint16),
+    ]
+
+
+class BatchAttr(ctypes.Structure):
+    """BPF_MAP_LOOKUP_BATCH (and the other *_BATCH commands)."""
+
+    _fields_ = [
+        ("in_batch", u64),
+        ("out_batch", u64),
+        ("keys", u64),
+        ("values", u64),
+        ("count", u32),
+        ("map_fd", u32),
+        ("elem_flags", u64),
+        ("flags", u64),
+    ]
+
+
+class ProgAttachAttr(ctypes.Structure):
+    """BPF_PROG_ATTACH and BPF_PROG_DETACH: the attachments that predate links."""
+
+    _fields_ = [
+        ("target_fd", u32),
+        ("attach_bpf_fd", u32),
+        ("attach_type", u32),
+        ("attach_flags", u32),
+    ]
+
+
+class LinkCreateAttr(ctypes.Structure):
+    """BPF_LINK_CREATE up to `flags`: the per-type union after it stays zero (no cookie)."""
+
+    _fields_ = [
+        ("prog_fd", u32),
+        ("target", u32),  # a target fd (cgroup, perf event) or an ifindex (XDP)
+        ("attach_type", u32),
+        ("flags", u32),
+    ]
+
+
+class LinkDetachAttr(ctypes.Structure):
+    _fields_ = [("link_fd", u32)]
+
+
+class LinkInfoStruct(ctypes.Structure):
+    """struct bpf_link_info: the common head, then the per-type union (kept as bytes)."""
+
+    _fields_ = [
+        ("type", u32),
+        ("id", u32),
+        ("prog_id", u32),
+        ("pad", u32),
+        ("details", ctypes.c_uint8 * 64),
     ]
 
 

@@ -7,7 +7,14 @@ import errno
 from dataclasses import dataclass
 
 from bpfloader.errors import KernelError
-from bpfloader.kernel.attrs import OBJ_NAME_LEN, InfoAttr, MapCreateAttr, MapElemAttr, MapInfoStruct
+from bpfloader.kernel.attrs import (
+    OBJ_NAME_LEN,
+    BatchAttr,
+    InfoAttr,
+    MapCreateAttr,
+    MapElemAttr,
+    MapInfoStruct,
+)
 from bpfloader.kernel.syscall import Cmd, bpf
 
 
@@ -29,17 +36,41 @@ def kernel_name(name: str) -> bytes:
 
 
 def create_map(
-    name: str, map_type: int, key_size: int, value_size: int, max_entries: int, flags: int
+    name: str,
+    map_type: int,
+    key_size: int,
+    value_size: int,
+    max_entries: int,
+    flags: int,
+    *,
+    inner_map_fd: int = 0,
+    numa_node: int = 0,
+    btf_fd: int = 0,
+    btf_key_type_id: int = 0,
+    btf_value_type_id: int = 0,
+    map_extra: int = 0,
 ) -> int:
+    """A new map; `inner_map_fd` is a map of maps' template, `btf_*` its types' BTF."""
     attr = MapCreateAttr(
         map_type=map_type,
         key_size=key_size,
         value_size=value_size,
         max_entries=max_entries,
         map_flags=flags,
+        inner_map_fd=inner_map_fd,
+        numa_node=numa_node,
         map_name=kernel_name(name),
+        btf_fd=btf_fd,
+        btf_key_type_id=btf_key_type_id,
+        btf_value_type_id=btf_value_type_id,
+        map_extra=map_extra,
     )
     return bpf(Cmd.MAP_CREATE, attr)
+
+
+def freeze(fd: int) -> None:
+    """Make the map read-only for user space from now on (BPF_MAP_FREEZE)."""
+    bpf(Cmd.MAP_FREEZE, MapElemAttr(map_fd=fd))
 
 
 def map_info(fd: int) -> MapInfo:
@@ -108,3 +139,40 @@ def next_key(fd: int, key: bytes | None, key_size: int) -> bytes | None:
             return None
         raise
     return next_buf.raw
+
+
+def lookup_batch(
+    fd: int, token: bytes | None, count: int, key_size: int, value_size: int
+) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+    """Up to `count` elements from where `token` says (None: the start), and the token to go
+    on with (None: that was the last batch). BPF_MAP_LOOKUP_BATCH; KernelError where the map
+    type or kernel does not have it, ENOSPC where one hash bucket holds more than `count`."""
+    token_size = max(key_size, 8)  # a hash map's token is a u32 bucket, an array's a key
+    in_token = ctypes.create_string_buffer(token, token_size) if token is not None else None
+    out_token = ctypes.create_string_buffer(token_size)
+    keys = ctypes.create_string_buffer(key_size * count)
+    values = ctypes.create_string_buffer(value_size * count)
+    attr = BatchAttr(
+        in_batch=ctypes.addressof(in_token) if in_token is not None else 0,
+        out_batch=ctypes.addressof(out_token),
+        keys=ctypes.addressof(keys),
+        values=ctypes.addressof(values),
+        count=count,
+        map_fd=fd,
+    )
+    done = False
+    try:
+        bpf(Cmd.MAP_LOOKUP_BATCH, attr)
+    except KernelError as e:
+        if e.errno != errno.ENOENT:
+            raise
+        done = True  # the last batch: attr.count says how many it still holds
+    key_bytes, value_bytes = keys.raw, values.raw
+    elements = [
+        (
+            key_bytes[i * key_size : (i + 1) * key_size],
+            value_bytes[i * value_size : (i + 1) * value_size],
+        )
+        for i in range(attr.count)
+    ]
+    return elements, None if done else out_token.raw

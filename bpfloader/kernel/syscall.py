@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import platform
 from enum import IntEnum
@@ -39,7 +40,19 @@ class Cmd(IntEnum):
     PROG_LOAD = 5
     OBJ_PIN = 6
     OBJ_GET = 7
+    PROG_ATTACH = 8
+    PROG_DETACH = 9
+    PROG_TEST_RUN = 10
     OBJ_GET_INFO_BY_FD = 15
+    BTF_LOAD = 18
+    MAP_FREEZE = 22
+    MAP_LOOKUP_BATCH = 24
+    LINK_CREATE = 28
+    LINK_DETACH = 34
+
+
+# What the kernel answers for a command, map type or attachment it does not have.
+UNSUPPORTED_ERRNOS = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # 524: the kernel's own ENOTSUPP
 
 
 def bpf(cmd: Cmd, attr: ctypes.Structure, *, operation: str | None = None) -> int:

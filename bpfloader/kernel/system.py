@@ -28,3 +28,24 @@ def linux_version_code(release: str) -> int:
 
 def machine() -> str:
     return platform.machine()
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """'0-3,8,10-11' (the kernel's cpu list format) -> [0, 1, 2, 3, 8, 10, 11]."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if part:
+            first, _, last = part.partition("-")
+            cpus.extend(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def possible_cpus() -> list[int]:
+    """The CPUs the kernel allots per-CPU map slots to, in the order it copies them out."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        return parse_cpu_list(f.read())
+
+
+def online_cpus() -> list[int]:
+    with open("/sys/devices/system/cpu/online") as f:
+        return parse_cpu_list(f.read())

@@ -1,0 +1,109 @@
+"""BPF links (BPF_LINK_CREATE) and the attachments that came before them (BPF_PROG_ATTACH).
+
+A link is a kernel object that holds one attachment: it lasts while an fd or a pin refers to
+it, so pinning a link makes an attachment outlive the process that made it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+from dataclasses import dataclass
+from enum import IntEnum
+
+from bpfloader.errors import KernelError
+from bpfloader.kernel.attrs import (
+    InfoAttr,
+    LinkCreateAttr,
+    LinkDetachAttr,
+    LinkInfoStruct,
+    ProgAttachAttr,
+)
+from bpfloader.kernel.syscall import UNSUPPORTED_ERRNOS, Cmd, bpf
+
+BPF_F_ALLOW_MULTI = 1 << 1
+
+
+class LinkType(IntEnum):
+    """enum bpf_link_type (include/uapi/linux/bpf.h)."""
+
+    UNSPEC = 0
+    RAW_TRACEPOINT = 1
+    TRACING = 2
+    CGROUP = 3
+    ITER = 4
+    NETNS = 5
+    XDP = 6
+    PERF_EVENT = 7
+    KPROBE_MULTI = 8
+    STRUCT_OPS = 9
+    NETFILTER = 10
+    TCX = 11
+    UPROBE_MULTI = 12
+    NETKIT = 13
+    SOCKMAP = 14
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    id: int
+    type: int
+    prog_id: int
+
+    @property
+    def type_name(self) -> str:
+        try:
+            return LinkType(self.type).name.lower()
+        except ValueError:
+            return f"type {self.type}"
+
+
+def create_link(prog_fd: int, target: int, attach_type: int, flags: int = 0) -> int:
+    """A new link fd attaching `prog_fd` to `target` (an fd, or an ifindex for XDP)."""
+    attr = LinkCreateAttr(prog_fd=prog_fd, target=target, attach_type=attach_type, flags=flags)
+    return bpf(Cmd.LINK_CREATE, attr)
+
+
+def detach_link(link_fd: int) -> None:
+    """Detach now, whoever else holds the link (BPF_LINK_DETACH), where the kernel can for
+    this kind of link; perf links cannot: they detach when their last holder lets go."""
+    try:
+        bpf(Cmd.LINK_DETACH, LinkDetachAttr(link_fd=link_fd))
+    except KernelError as e:
+        if e.errno not in UNSUPPORTED_ERRNOS:
+            raise
+
+
+def link_info(fd: int) -> LinkInfo:
+    info = LinkInfoStruct()
+    attr = InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    bpf(Cmd.OBJ_GET_INFO_BY_FD, attr, operation="BPF_OBJ_GET_INFO_BY_FD (link)")
+    return LinkInfo(id=info.id, type=info.type, prog_id=info.prog_id)
+
+
+@functools.cache
+def links_supported() -> bool:
+    """Whether this kernel knows BPF_LINK_CREATE (5.7+). With an fd that cannot be a program
+    it answers EBADF; a kernel without the command answers EINVAL."""
+    try:
+        bpf(Cmd.LINK_CREATE, LinkCreateAttr(prog_fd=0xFFFFFFFF))
+    except KernelError as e:
+        return e.errno != errno.EINVAL
+    raise AssertionError("BPF_LINK_CREATE accepted an invalid program fd")
+
+
+def attach_program(target_fd: int, prog_fd: int, attach_type: int) -> None:
+    """BPF_PROG_ATTACH with BPF_F_ALLOW_MULTI: stays until detach_program, no fd holds it."""
+    attr = ProgAttachAttr(
+        target_fd=target_fd,
+        attach_bpf_fd=prog_fd,
+        attach_type=attach_type,
+        attach_flags=BPF_F_ALLOW_MULTI,
+    )
+    bpf(Cmd.PROG_ATTACH, attr)
+
+
+def detach_program(target_fd: int, prog_fd: int, attach_type: int) -> None:
+    attr = ProgAttachAttr(target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type)
+    bpf(Cmd.PROG_DETACH, attr)
