@@ -137,6 +137,10 @@ static long (*bpf_ringbuf_output)(const void *ringbuf, void *data, unsigned long
 static long (*bpf_tail_call_unsafe)(void *ctx, const void *prog_array, unsigned int index) = (void *)BPF_FUNC_tail_call;
 static long (*bpf_skb_load_bytes)(const struct __sk_buff *skb, unsigned int offset, void *to,
                                   unsigned int len) = (void *)BPF_FUNC_skb_load_bytes;
+/* Bytes from the link (BPF_HDR_START_MAC) or network (BPF_HDR_START_NET) header, whatever the
+ * socket type: a UDP socket's filter otherwise sees the datagram from its UDP header on. */
+static long (*bpf_skb_load_bytes_relative)(const void *skb, unsigned int offset, void *to,
+                                           unsigned int len, unsigned int start_header) = (void *)BPF_FUNC_skb_load_bytes_relative;
 
 /* bpf_printk("fmt", args...): bpf_trace_printk with the format on the stack. */
 #define bpf_printk(fmt, ...)                                        \
