@@ -37,6 +37,9 @@ def run_lock(state_dir: str, timeout: float) -> Iterator[None]:
                 time.sleep(POLL_SECONDS)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # no stale pid for the next one who waits to read
     finally:
         os.close(fd)  # releases the lock

@@ -56,7 +56,7 @@ def format_summary(run: RunResult) -> str:
                 f"{pin.path:{width}}  {pin.action.value:7}  {owner:11}  {pin.owner.mode:04o}  "
                 f"{pin.kernel_id:>5}  {insns:>7}  {load_ms:>8}  {jit:>6}"
             )
-    loaded = [p for p in pins if p.action in (Action.LOAD, Action.REPLACE)]
+    loaded = [p for p in pins if p.kind == "program" and p.action in (Action.LOAD, Action.REPLACE)]
     if loaded:
         lines.append(
             f"programs loaded: {len(loaded)}, "

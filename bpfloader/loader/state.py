@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from bpfloader.loader.plan import Action, ObjectPlan
 
 STATE_FORMAT = 1
 STATE_FILE = "state.json"
+TEMP_PREFIX = ".tmp-"  # files being written atomically
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ def read_state(state_dir: str, pin_root: str) -> LoaderState | None:
 def _from_json(data: Any) -> LoaderState:
     if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
         raise ValueError(f"not a bpfloader state of format {STATE_FORMAT}")
+    pin_root = str(data["pin_root"])
     objects = {}
     for path, obj in data["objects"].items():
         objects[path] = ObjectState(
@@ -112,13 +115,20 @@ def _from_json(data: Any) -> LoaderState:
             isinstance(p.path, str) for p in objects[path].pins
         ):
             raise ValueError(f"inconsistent entry for {path}")
-    return LoaderState(
-        str(data["pin_root"]), str(data["source_dir"]), objects, str(data["environment"])
-    )
+        for pin in objects[path].pins:  # a reload unlinks these: nothing outside the pin root
+            if os.path.normpath(pin.path) != pin.path or not pin.path.startswith(pin_root + "/"):
+                raise ValueError(f"pin {pin.path!r} of {path} is not in the pin root {pin_root}")
+    return LoaderState(pin_root, str(data["source_dir"]), objects, str(data["environment"]))
 
 
 def write_state(state_dir: str, state: LoaderState) -> None:
+    """Record `state`. Runs write it holding the run lock, so a temporary file found here is
+    what a run killed while writing left behind: it is removed."""
     os.makedirs(state_dir, mode=0o755, exist_ok=True)
+    for name in os.listdir(state_dir):
+        if name.startswith(TEMP_PREFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(state_dir, name))
     data = {
         "format": STATE_FORMAT,
         "pin_root": state.pin_root,
@@ -137,7 +147,7 @@ def write_loaded_marker(state_dir: str, summary: dict[str, Any]) -> None:
 
 def _write_atomically(path: str, text: str) -> None:
     directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -166,12 +176,25 @@ def rebuild(
     state = LoaderState(pin_root, source_dir, environment=environment)
     found = (Action.REUSE, Action.REPLACE)  # what the planner says of a path already pinned
     for plan in plans:
-        pins = [PinState(m.pin_path, "map", m.spec.name) for m in plan.maps if m.action in found]
+        pins = [
+            PinState(m.pin_path, "map", m.spec.name)
+            for m in plan.maps
+            if m.action in found and is_pin(m.pin_path)
+        ]
         pins += [
             PinState(p.pin_path, "program", p.spec.section)
             for p in plan.programs
-            if p.action in found
+            if p.action in found and is_pin(p.pin_path)
         ]
         if pins:
             state.objects[plan.path] = ObjectState(plan.path, None, "loaded", pins=pins)
     return state
+
+
+def is_pin(path: str) -> bool:
+    """Something is at `path` and it is not a directory: a directory that took a pin's place is
+    not that pin (never kept as it, claimed by a rebuild, or removed)."""
+    try:
+        return not stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False

@@ -23,7 +23,7 @@ import os
 import stat
 from typing import Any
 
-from bpfloader.errors import KernelError
+from bpfloader.errors import KernelError, LoaderError
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import programs as kprogs
@@ -76,7 +76,7 @@ def _pin(pin: PinState) -> dict[str, Any]:
         st = os.lstat(pin.path)
     except FileNotFoundError:
         st = None
-    if st is not None:
+    if st is not None and not stat.S_ISDIR(st.st_mode):  # a directory there is not the pin
         entry.update(
             present=True, uid=st.st_uid, gid=st.st_gid, mode=f"{stat.S_IMODE(st.st_mode):04o}"
         )
@@ -146,6 +146,8 @@ def format_status(report: dict[str, Any]) -> str:
 def current_status(options: LoadOptions) -> dict[str, Any]:
     """The report for a pin root: from the recorded state, or rebuilt (read-only) without one."""
     pin_root = os.path.abspath(options.pin_root)
+    if not kpins.is_bpffs(pin_root):
+        raise LoaderError(f"pin root {pin_root} is not a bpf filesystem")
     env_key = environment_key(current_environment(options.build_type))
     try:
         state = read_state(options.state_dir, pin_root)
