@@ -84,26 +84,8 @@ class BtfLoadAttr(ctypes.Structure):
     ]
 
 
-class TestRunAttr(ctypes.Structure):
-    """BPF_PROG_TEST_RUN: run a program once on given input, without attaching it."""
-
-    __test__ = False  # not a pytest test class, whatever its name says
-    _fields_ = [
-        ("prog_fd", u32),
-        ("retval", u32),
-        ("data_size_in", u32),
-        ("data_size_out", u32),
-        ("data_in", u64),
-        ("data_out", u64),
-        ("repeat", u32),
-        ("duration", u32),
-        ("ctx_size_in", u32),
-        ("ctx_size_out", u32),
-        ("ctx_in", u64),
-        ("ctx_out", u64),
-        ("flags", u32),
-        ("cpu", u32),
-    ]
+class ProgBindMapAttr(ctypes.Structure):
+    _fields_ = [("prog_fd", u32), ("map_fd", u32), ("flags", u32)]
 
 
 class ObjAttr(ctypes.Structure):

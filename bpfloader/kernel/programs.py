@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bpfloader.errors import KernelError, VerifierError
-from bpfloader.kernel.attrs import InfoAttr, ProgInfoStruct, ProgLoadAttr
+from bpfloader.kernel.attrs import InfoAttr, ProgBindMapAttr, ProgInfoStruct, ProgLoadAttr
 from bpfloader.kernel.maps import kernel_name
 from bpfloader.kernel.syscall import Cmd, bpf
+from bpfloader.obj.btf import FuncInfo, LineInfo
 
+FUNC_INFO = struct.Struct("<II")  # struct bpf_func_info: insn_off, type_id
+LINE_INFO = struct.Struct("<IIII")  # struct bpf_line_info: insn_off, file, line, line_col
 LOG_FIRST_SIZE = 256 * 1024
 LOG_MAX_SIZE = 128 * 1024 * 1024
 EAGAIN_RETRIES = 5
@@ -42,6 +47,11 @@ def load_program(
     instructions: bytes,
     license: str,
     kern_version: int,
+    btf_fd: int = 0,
+    func_info: Sequence[FuncInfo] = (),
+    line_info: Sequence[LineInfo] = (),
+    attach_btf_id: int = 0,
+    prog_flags: int = 0,
 ) -> LoadedProgram:
     """Load once with the log off; if the verifier refuses, load again to get its log.
 
@@ -59,7 +69,25 @@ def load_program(
         kern_version=kern_version,
         prog_name=kernel_name(name),
         expected_attach_type=expected_attach_type,
+        prog_flags=prog_flags,
+        attach_btf_id=attach_btf_id,
     )
+    # With the object's BTF: the type of each function and the source line of instructions,
+    # which the verifier quotes in its log.
+    funcs = b"".join(FUNC_INFO.pack(f.insn, f.type_id) for f in func_info)
+    lines = b"".join(
+        LINE_INFO.pack(x.insn, x.file_name_off, x.line_off, x.line_col) for x in line_info
+    )
+    func_buf = ctypes.create_string_buffer(funcs, len(funcs))
+    line_buf = ctypes.create_string_buffer(lines, len(lines))
+    if btf_fd:
+        attr.prog_btf_fd = btf_fd
+        if func_info:
+            attr.func_info_rec_size, attr.func_info_cnt = FUNC_INFO.size, len(func_info)
+            attr.func_info = ctypes.addressof(func_buf)
+        if line_info:
+            attr.line_info_rec_size, attr.line_info_cnt = LINE_INFO.size, len(line_info)
+            attr.line_info = ctypes.addressof(line_buf)
     clock = _Stopwatch()
     try:
         return LoadedProgram(_load(attr, clock), clock.total)
@@ -114,3 +142,8 @@ def program_info(fd: int) -> ProgramInfo:
         jited_size=info.jited_prog_len,
         xlated_size=info.xlated_prog_len,
     )
+
+
+def bind_map(prog_fd: int, map_fd: int) -> None:
+    """Make the program hold a map its code does not name (BPF_PROG_BIND_MAP, Linux 5.10)."""
+    bpf(Cmd.PROG_BIND_MAP, ProgBindMapAttr(prog_fd=prog_fd, map_fd=map_fd))

@@ -49,6 +49,7 @@ class Cmd(IntEnum):
     MAP_LOOKUP_BATCH = 24
     LINK_CREATE = 28
     LINK_DETACH = 34
+    PROG_BIND_MAP = 35
 
 
 # What the kernel answers for a command, map type or attachment it does not have.

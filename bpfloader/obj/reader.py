@@ -1,4 +1,5 @@
-"""Reading an Android-format BPF ELF object into an ObjectSpec (pure: bytes in, spec out)."""
+"""Reading a BPF ELF object into an ObjectSpec (pure: bytes in, spec out): Android-format
+objects here, libbpf-style ones in libbpf_reader.py."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from bpfloader.obj.defs import (
     decode_map_def,
     decode_prog_def,
 )
+from bpfloader.obj.elf import ElfObject, check_bpf_header, string_at
+from bpfloader.obj.libbpf_reader import read_libbpf_object
+from bpfloader.obj.object_btf import read_object_btf
 from bpfloader.obj.sections import SECTION_PREFIXES, program_kind
 from bpfloader.obj.spec import (
     DEFAULT_LOADER_MAX,
@@ -44,11 +48,16 @@ ELF64_HEADER_SIZE = 64
 
 
 def read_object(data: bytes, path: str) -> ObjectSpec:
-    """Parse an object. Every problem is an ObjectFormatError naming the file and section."""
+    """Parse an object, Android-format or libbpf-style (see `is_libbpf_style`). Every problem
+    is an ObjectFormatError naming the file and section."""
     if data[:4] != b"\x7fELF":
         raise ObjectFormatError("not an ELF file", file=path)
     try:
         _check_section_headers_present(data)
+        if is_libbpf_style(data):
+            elf = ElfObject(data)
+            section = elf.section("license")
+            return read_libbpf_object(elf, path, decode_license(section.data if section else None))
         return _Reader(data, path).read()
     except LoaderError as e:
         raise e.where(file=path) from None
@@ -58,6 +67,54 @@ def read_object(data: bytes, path: str) -> ObjectSpec:
         # Untrusted input reaches pyelftools, which fails in many ways on corrupt files;
         # whatever it raises, the verdict is the same: this file is not a usable object.
         raise ObjectFormatError(f"malformed ELF ({type(e).__name__}: {e})", file=path) from None
+
+
+# Sections only Android's header emits: their presence settles the format.
+ANDROID_SECTIONS = frozenset(
+    {
+        "maps",
+        "progs",
+        "critical",
+        "bpfloader_min_ver",
+        "bpfloader_max_ver",
+        "size_of_bpf_map_def",
+        "size_of_bpf_prog_def",
+    }
+)
+
+
+def is_libbpf_style(data: bytes) -> bool:
+    """An object without Android's sections that has what only libbpf-style objects have:
+    `.maps`, BTF, global data, code in `.text`, or a code section that is none of Android's."""
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        names = {s.name: s for s in elf.iter_sections()}
+    except Exception:
+        return False  # the Android reader names what is wrong with the file
+    if ANDROID_SECTIONS & names.keys():
+        return False
+    if {".maps", ".BTF"} & names.keys():
+        return True
+    for name, section in names.items():
+        code = section["sh_type"] == "SHT_PROGBITS" and section["sh_flags"] & SH_FLAGS.SHF_EXECINSTR
+        if code and section.data_size and (name == ".text" or program_kind(name) is None):
+            return True
+        if name in (".data", ".rodata", ".bss") or name.startswith((".data.", ".rodata.")):
+            return True
+    return False
+
+
+def decode_license(data: bytes | None) -> str:
+    """The `license` section's string: required, NUL-terminated, ASCII."""
+    if data is None:
+        raise _err('no "license" section (declare one with LICENSE("GPL"))')
+    text = data.split(b"\0", 1)[0]
+    if not text or len(text) == len(data):
+        raise _err("license must be a non-empty NUL-terminated string", "license")
+    try:
+        return text.decode("ascii")
+    except UnicodeDecodeError:
+        raise _err(f"license is not ASCII: {text!r}", "license") from None
 
 
 def _err(reason: str, section: str | None = None) -> ObjectFormatError:
@@ -80,13 +137,6 @@ def _check_section_headers_present(data: bytes) -> None:
         raise _truncated("the section header table", shoff + shentsize * shnum, len(data))
 
 
-def _string_at(table: bytes, offset: int) -> str:
-    if not 0 <= offset < len(table):
-        raise _err(f"name offset {offset} is outside its string table ({len(table)} bytes)")
-    end = table.find(b"\0", offset)
-    return table[offset : end if end >= 0 else len(table)].decode("latin-1")
-
-
 class _Reader:
     def __init__(self, data: bytes, path: str):
         self.path = path
@@ -104,21 +154,18 @@ class _Reader:
         self._strtab: bytes = (
             self.elf.get_section(self.symtab["sh_link"]).data() if self.symtab else b""
         )
+        # Compiled with -g, an Android-format object has BTF too: its programs then get their
+        # source lines in verifier logs, as libbpf-style ones do.
+        self.object_btf = read_object_btf(ElfObject(data)) if ".BTF" in self.sections else None
 
     def _section_name(self, section: Section) -> str:
-        return _string_at(self._shstrtab, section["sh_name"])
+        return string_at(self._shstrtab, section["sh_name"])
 
     def _symbol_name(self, symbol: Any) -> str:
-        return _string_at(self._strtab, symbol["st_name"])
+        return string_at(self._strtab, symbol["st_name"])
 
     def read(self) -> ObjectSpec:
-        machine = self.elf.header["e_machine"]
-        if machine not in ("EM_BPF", 247):
-            raise _err(f"not a BPF object (ELF machine {machine})")
-        if not self.elf.little_endian:
-            raise _err("big-endian BPF objects are not supported on this little-endian host")
-        if self.elf.elfclass != 64:
-            raise _err("not a 64-bit ELF file")
+        check_bpf_header(self.elf)
         maps = self._maps()
         programs = self._programs({m.offset: m.spec for m in maps})
         return ObjectSpec(
@@ -129,6 +176,7 @@ class _Reader:
             critical=self._text_section("critical"),
             min_loader=self._u32_section("bpfloader_min_ver", DEFAULT_LOADER_MIN),
             max_loader=self._u32_section("bpfloader_max_ver", DEFAULT_LOADER_MAX),
+            btf=self.object_btf.fixed_up if self.object_btf else None,
         )
 
     # -- small sections -------------------------------------------------------------------
@@ -163,16 +211,7 @@ class _Reader:
         return data.split(b"\0", 1)[0].decode("utf-8", errors="backslashreplace")
 
     def _license(self) -> str:
-        data = self._data("license")
-        if data is None:
-            raise _err('no "license" section (declare one with LICENSE("GPL"))')
-        text = data.split(b"\0", 1)[0]
-        if not text or len(text) == len(data):
-            raise _err("license must be a non-empty NUL-terminated string", "license")
-        try:
-            return text.decode("ascii")
-        except UnicodeDecodeError:
-            raise _err(f"license is not ASCII: {text!r}", "license") from None
+        return decode_license(self._data("license"))
 
     def _symbols_in(self, section_index: int) -> list[tuple[str, Any]]:
         """(name, symbol) of the objects and functions defined in a section."""
@@ -268,6 +307,10 @@ class _Reader:
                 except DefError as e:
                     raise _err(str(e), name) from None
             refs = self._map_refs(index, name, code, maps_index, maps_by_offset)
+            if self.object_btf is not None:
+                fields["func_info"], fields["line_info"] = self.object_btf.records(
+                    name, 0, len(code) // INSN_SIZE
+                )
             programs.append(
                 ProgramSpec(
                     section=name,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from bpfloader.obj.bpftypes import MapType, ProgType
+from bpfloader.obj.btf import FuncInfo, LineInfo
 
 KVER_INF = 0xFFFFFFFF
 DEFAULT_LOADER_MIN = 0
@@ -44,6 +46,21 @@ class Gates:
     ignore_on: int = 0  # the ignore_on_* bit byte of the def
 
 
+class ObjectStyle(StrEnum):
+    ANDROID = "android"  # defs in `maps` and `progs`, Android's section prefixes
+    LIBBPF = "libbpf"  # BTF-defined maps in `.maps`, libbpf's section names, global data
+
+
+@dataclass(frozen=True)
+class MapSlot:
+    """An element a map starts with: key `index` holds the fd of program `target` (a prog
+    array) or of map `target` (a map of maps)."""
+
+    index: int
+    target: str
+    is_program: bool
+
+
 @dataclass(frozen=True)
 class MapSpec:
     name: str
@@ -57,14 +74,25 @@ class MapSpec:
     pin_subdir: str = ""
     shared: bool = False
     selinux_context: str = ""
+    kernel_name: str = ""  # the name the kernel is given, where it is not `name`
+    btf_key_type_id: int = 0  # in the object's BTF; 0: none
+    btf_value_type_id: int = 0
+    initial_data: bytes | None = None  # global data: the value of element 0
+    frozen: bool = False  # read-only data: frozen (BPF_MAP_FREEZE) once initialised
+    inner: MapSpec | None = None  # a map of maps: the template of its inner maps
+    slots: tuple[MapSlot, ...] = ()
+    numa_node: int = 0
+    map_extra: int = 0
 
 
 @dataclass(frozen=True)
 class MapReference:
-    """Instruction `insn` (a ld_imm64) must be given the fd of map `map_name`."""
+    """Instruction `insn` (a ld_imm64) must be given the fd of map `map_name`, or, where
+    `offset` is set, the address of byte `offset` of the map's value (global data)."""
 
     insn: int
     map_name: str
+    offset: int | None = None
 
 
 @dataclass(frozen=True)
@@ -80,11 +108,22 @@ class ProgramSpec:
     optional: bool = False
     pin_subdir: str = ""
     selinux_context: str = ""
+    pin_stem: str = ""  # PROGTYPE/PROGNAME for the pin name, where it is not base_section
+    func_info: tuple[FuncInfo, ...] = ()  # BTF of each function, by instruction index
+    line_info: tuple[LineInfo, ...] = ()  # source line of instructions, by index
+    attach_target: str = ""  # tracing programs: the kernel BTF type they attach to
+    attach_target_kind: str = ""  # its BTF kind, "FUNC" or "TYPEDEF"
+    prog_flags: int = 0
 
     @property
     def base_section(self) -> str:
         """The section without its `$variant` suffix: the name its pin carries."""
         return self.section.split("$", 1)[0]
+
+    @property
+    def pin_section(self) -> str:
+        """What the pin name is made of: `prog_FILENAME_` + this with `/` -> `_`."""
+        return self.pin_stem or self.base_section
 
     @property
     def insn_count(self) -> int:
@@ -100,6 +139,8 @@ class ObjectSpec:
     critical: str | None = None  # the CRITICAL(reason) text, if the object is critical
     min_loader: int = DEFAULT_LOADER_MIN
     max_loader: int = DEFAULT_LOADER_MAX
+    style: ObjectStyle = ObjectStyle.ANDROID
+    btf: bytes | None = None  # the object's BTF, fixed up, for BPF_BTF_LOAD
 
     @property
     def is_critical(self) -> bool:

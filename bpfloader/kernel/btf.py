@@ -1,0 +1,75 @@
+"""BTF in the kernel: load an object's BTF (BPF_BTF_LOAD), and find types in the kernel's own.
+
+The kernel's BTF (/sys/kernel/btf/vmlinux) is read only when a program needs a type from it
+(fentry/, fexit/, lsm/, tp_btf/, iter/ programs), once per process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+
+from bpfloader.errors import KernelError, LoaderError
+from bpfloader.kernel.attrs import BtfLoadAttr
+from bpfloader.kernel.syscall import Cmd, bpf
+from bpfloader.obj.btf import BtfError, Kind, type_ids_by_name
+
+VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+LOG_SIZE = 1 << 20
+LOG_MAX_SIZE = 64 << 20
+
+
+class BtfLoadError(KernelError):
+    """BPF_BTF_LOAD was refused; `log` is what the kernel's BTF checker said."""
+
+    def __init__(self, err: int, log: str):
+        lines = [line for line in log.splitlines() if line.strip()]
+        super().__init__("BPF_BTF_LOAD", err, " | ".join(lines[-2:]))
+        self.log = log
+
+
+def load_btf(raw: bytes) -> int:
+    """A BTF fd for `raw`. The log is only asked for when the kernel refuses."""
+    data = ctypes.create_string_buffer(raw, len(raw))
+    attr = BtfLoadAttr(btf=ctypes.addressof(data), btf_size=len(raw))
+    try:
+        return bpf(Cmd.BTF_LOAD, attr)
+    except KernelError:
+        pass
+    size = LOG_SIZE
+    while True:
+        log = ctypes.create_string_buffer(size)
+        attr.btf_log_buf, attr.btf_log_size, attr.btf_log_level = ctypes.addressof(log), size, 1
+        try:
+            return bpf(Cmd.BTF_LOAD, attr)
+        except KernelError as e:
+            if e.errno == errno.ENOSPC and size < LOG_MAX_SIZE:
+                size *= 4
+                continue
+            raise BtfLoadError(e.errno, log.value.decode(errors="replace")) from None
+
+
+@functools.cache
+def _vmlinux_index() -> dict[tuple[Kind, str], int]:
+    try:
+        with open(VMLINUX_BTF, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise LoaderError(
+            f"cannot read the kernel's BTF ({VMLINUX_BTF}: {e.strerror}); tracing programs "
+            "need a kernel built with CONFIG_DEBUG_INFO_BTF"
+        ) from None
+    try:
+        return type_ids_by_name(data, (Kind.FUNC, Kind.TYPEDEF))
+    except BtfError as e:
+        raise LoaderError(f"{VMLINUX_BTF}: {e}") from None
+
+
+def vmlinux_type_id(name: str, kind: str) -> int:
+    """The id of kernel BTF type `name` of `kind` ("FUNC" or "TYPEDEF")."""
+    found = _vmlinux_index().get((Kind[kind], name))
+    if found is None:
+        what = "function" if kind == "FUNC" else "type"
+        raise LoaderError(f"the kernel has no {what} '{name}' in its BTF ({VMLINUX_BTF})")
+    return found

@@ -1,0 +1,190 @@
+"""Policy files: the owner, group and mode of an object's pins, where the object cannot say.
+
+libbpf-style objects carry no ownership (Android's defs do), so their pins default to root
+0600 (maps) and root 0440 (programs). A TOML file next to the object, named like it with
+`.policy` for `.o` (`/etc/bpf/netmon.o` -> `/etc/bpf/netmon.policy`), sets them:
+
+    [maps]                    # every map of the object
+    group = "netmon"          # a name or a number; `user` likewise
+    mode = "0640"             # octal, as a string or as a TOML integer (0o640)
+
+    [programs]                # every program
+    group = "netmon"
+
+    [map.counters]            # one map, by name (the MAPNAME of its pin)
+    mode = "0660"
+
+    [program.count_packets]   # one program, by the name of its function
+    user = "root"
+
+The most specific table wins, field by field. A policy file applies to an object of either
+format; for an Android-format object it overrides what the defs declare. Anything the file
+names that the object does not have, and any unknown key, is an error: a typo must not leave
+a pin more open, or more closed, than intended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import grp
+import pwd
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+from bpfloader.errors import LoaderError
+from bpfloader.obj.spec import MapSpec, ObjectSpec, Ownership
+
+POLICY_SUFFIX = ".policy"
+FIELDS = ("user", "group", "mode")
+Rule = dict[str, int]  # "uid", "gid", "mode" -> value
+
+
+class PolicyError(LoaderError):
+    """A policy file that cannot be read or says something impossible."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    path: str
+    maps: Rule
+    programs: Rule
+    map: dict[str, Rule]
+    program: dict[str, Rule]
+    text: bytes  # the file's bytes: a change to them is a change to the object
+
+
+def policy_path(object_path: str) -> str:
+    base = object_path[: -len(".o")] if object_path.endswith(".o") else object_path
+    return base + POLICY_SUFFIX
+
+
+def read_policy(object_path: str) -> Policy | None:
+    """The policy file of an object, or None where there is none."""
+    path = policy_path(object_path)
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise PolicyError(f"policy {path}: cannot read: {e.strerror}") from None
+    return parse_policy(text, path)
+
+
+def parse_policy(text: bytes, path: str) -> Policy:
+    try:
+        doc = tomllib.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise PolicyError(f"policy {path}: not valid TOML: {e}") from None
+    unknown = set(doc) - {"maps", "programs", "map", "program"}
+    if unknown:
+        raise PolicyError(
+            f"policy {path}: unknown table [{sorted(unknown)[0]}] "
+            "(known: [maps], [programs], [map.NAME], [program.NAME])"
+        )
+    return Policy(
+        path,
+        _rule(doc.get("maps", {}), path, "[maps]"),
+        _rule(doc.get("programs", {}), path, "[programs]"),
+        _rules(doc.get("map", {}), path, "map"),
+        _rules(doc.get("program", {}), path, "program"),
+        text,
+    )
+
+
+def _rules(table: Any, path: str, kind: str) -> dict[str, Rule]:
+    if not isinstance(table, dict):
+        raise PolicyError(f"policy {path}: [{kind}] must hold tables [{kind}.NAME]")
+    return {name: _rule(value, path, f"[{kind}.{name}]") for name, value in table.items()}
+
+
+def _rule(table: Any, path: str, where: str) -> Rule:
+    if not isinstance(table, dict):
+        raise PolicyError(f"policy {path}: {where} must be a table")
+    unknown = set(table) - set(FIELDS)
+    if unknown:
+        raise PolicyError(
+            f"policy {path}: {where}: unknown key '{sorted(unknown)[0]}' (known: user, group, mode)"
+        )
+    rule: Rule = {}
+    try:
+        if "user" in table:
+            rule["uid"] = _id(table["user"], pwd.getpwnam, "user")
+        if "group" in table:
+            rule["gid"] = _id(table["group"], grp.getgrnam, "group")
+        if "mode" in table:
+            rule["mode"] = _mode(table["mode"])
+    except ValueError as e:
+        raise PolicyError(f"policy {path}: {where}: {e}") from None
+    return rule
+
+
+def _id(value: Any, lookup: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a name or a number, not {value!r}")
+    if isinstance(value, int):
+        if not 0 <= value < 2**32 - 1:
+            raise ValueError(f"{what} {value} is not a valid id")
+        return value
+    if isinstance(value, str):
+        try:
+            found: int = lookup(value)[2]
+        except KeyError:
+            raise ValueError(f"no {what} named '{value}' on this system") from None
+        return found
+    raise ValueError(f"{what} must be a name or a number, not {value!r}")
+
+
+def _mode(value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            mode = int(value, 8)
+        except ValueError:
+            raise ValueError(f"mode {value!r} is not an octal number") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    else:
+        raise ValueError(f'mode must be octal, as "0640" or 0o640, not {value!r}')
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"mode {mode:#o} has bits beyond 0777")
+    return mode
+
+
+def _owned(owner: Ownership, *rules: Mapping[str, int]) -> Ownership:
+    fields = {"uid": owner.uid, "gid": owner.gid, "mode": owner.mode}
+    for rule in rules:
+        fields.update(rule)
+    return Ownership(**fields)
+
+
+def apply_policy(spec: ObjectSpec, policy: Policy | None) -> ObjectSpec:
+    """The object with its maps' and programs' ownership as the policy says."""
+    if policy is None:
+        return spec
+    names = {
+        "map": (policy.map, {m.name for m in spec.maps}),
+        "program": (policy.program, {p.function for p in spec.programs}),
+    }
+    for kind, (named, known) in names.items():
+        for name in named:
+            if name not in known:
+                raise PolicyError(
+                    f"policy {policy.path}: [{kind}.{name}]: the object has no {kind} '{name}' "
+                    f"(it has: {', '.join(sorted(known)) or 'none'})"
+                )
+
+    def owned_map(m: MapSpec) -> MapSpec:
+        rule = policy.map.get(m.name, {})
+        return dataclasses.replace(m, owner=_owned(m.owner, policy.maps, rule))
+
+    return dataclasses.replace(
+        spec,
+        maps=tuple(owned_map(m) for m in spec.maps),
+        programs=tuple(
+            dataclasses.replace(
+                p, owner=_owned(p.owner, policy.programs, policy.program.get(p.function, {}))
+            )
+            for p in spec.programs
+        ),
+    )

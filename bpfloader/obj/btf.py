@@ -1,0 +1,376 @@
+"""BTF (.BTF) and BTF.ext (.BTF.ext) of an object: read, bounded, and fixed up for the kernel.
+
+Only what loading needs is modelled: every type's kind, name, size or referenced type, and
+the members, array shapes, variables and data-section entries that map definitions, global
+data and type sizes are read from. The raw bytes are kept: the kernel gets them back with
+the fix-ups it requires (data-section sizes and variable offsets, which the compiler leaves
+to the loader) patched in place.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+BTF_MAGIC = 0xEB9F
+HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
+TYPE = struct.Struct("<III")  # name_off, info, size_or_type
+MAX_TYPES = 1 << 20
+MAX_RESOLVE_DEPTH = 64
+
+
+class BtfError(ValueError):
+    """The BTF is malformed: the reader names the section."""
+
+
+class Kind(IntEnum):
+    UNKN = 0
+    INT = 1
+    PTR = 2
+    ARRAY = 3
+    STRUCT = 4
+    UNION = 5
+    ENUM = 6
+    FWD = 7
+    TYPEDEF = 8
+    VOLATILE = 9
+    CONST = 10
+    RESTRICT = 11
+    FUNC = 12
+    FUNC_PROTO = 13
+    VAR = 14
+    DATASEC = 15
+    FLOAT = 16
+    DECL_TAG = 17
+    TYPE_TAG = 18
+    ENUM64 = 19
+
+
+# Bytes that follow the common record, per kind: fixed, and per vlen item.
+_EXTRA: dict[Kind, tuple[int, int]] = {
+    Kind.INT: (4, 0),
+    Kind.ARRAY: (12, 0),
+    Kind.STRUCT: (0, 12),
+    Kind.UNION: (0, 12),
+    Kind.ENUM: (0, 8),
+    Kind.FUNC_PROTO: (0, 8),
+    Kind.VAR: (4, 0),
+    Kind.DATASEC: (0, 12),
+    Kind.DECL_TAG: (4, 0),
+    Kind.ENUM64: (0, 12),
+}
+_MODIFIERS = {Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.TYPE_TAG}
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    type: int
+    bit_offset: int
+
+
+@dataclass(frozen=True)
+class SecVar:
+    """One variable of a DATASEC: its VAR type id, offset and size in the section."""
+
+    type: int
+    offset: int
+    size: int
+    record: int  # where its offset field lives in the raw type section (for fix-ups)
+
+
+@dataclass(frozen=True)
+class BtfType:
+    id: int
+    kind: Kind
+    name: str
+    size_or_type: int
+    record: int  # offset of the record in the type section
+    members: tuple[Member, ...] = ()
+    array: tuple[int, int] | None = None  # (element type, element count)
+    sec_vars: tuple[SecVar, ...] = ()
+    linkage: int = 0  # VAR and FUNC
+
+
+@dataclass
+class Btf:
+    raw: bytes
+    types: list[BtfType]
+    strings: bytes
+    header_len: int
+    type_off: int
+
+    def name_at(self, offset: int) -> str:
+        return _string(self.strings, offset, "BTF string")
+
+    def type(self, type_id: int) -> BtfType:
+        if not 0 < type_id < len(self.types):
+            raise BtfError(f"type id {type_id} does not exist ({len(self.types) - 1} types)")
+        return self.types[type_id]
+
+    def resolve(self, type_id: int) -> BtfType:
+        """Skip typedefs and qualifiers; refuses a chain that loops."""
+        for _ in range(MAX_RESOLVE_DEPTH):
+            t = self.type(type_id)
+            if t.kind not in _MODIFIERS:
+                return t
+            type_id = t.size_or_type
+        raise BtfError(f"type {type_id} refers to itself through typedefs or qualifiers")
+
+    def size_of(self, type_id: int, depth: int = 0) -> int:
+        if depth > MAX_RESOLVE_DEPTH:
+            raise BtfError(f"type {type_id} is nested too deeply (or refers to itself)")
+        t = self.resolve(type_id)
+        if t.kind in (
+            Kind.INT,
+            Kind.STRUCT,
+            Kind.UNION,
+            Kind.ENUM,
+            Kind.ENUM64,
+            Kind.FLOAT,
+            Kind.DATASEC,
+        ):
+            return t.size_or_type
+        if t.kind is Kind.PTR:
+            return 8
+        if t.kind is Kind.ARRAY and t.array is not None:
+            return t.array[1] * self.size_of(t.array[0], depth + 1)
+        if t.kind is Kind.VAR:
+            return self.size_of(t.size_or_type, depth + 1)
+        raise BtfError(f"type {type_id} ({t.kind.name}) has no size")
+
+    def datasec(self, name: str) -> BtfType | None:
+        return self.named(Kind.DATASEC, name)
+
+    def fixed_up(
+        self, section_sizes: Mapping[str, int], symbol_offsets: Mapping[str, Mapping[str, int]]
+    ) -> bytes:
+        """The raw BTF with each DATASEC's size and its variables' offsets filled in from the
+        ELF (the compiler leaves 0s there; the kernel checks them), the variables sorted by
+        offset as the kernel requires. `symbol_offsets` is {section: {symbol: offset}}."""
+        raw = bytearray(self.raw)
+        base = self.header_len + self.type_off
+        for sec in self.types:
+            if sec.kind is not Kind.DATASEC:
+                continue
+            size = section_sizes.get(sec.name)
+            if size is None:
+                raise BtfError(f"DATASEC {sec.name} has no ELF section")
+            struct.pack_into("<I", raw, base + sec.record + 8, size)
+            offsets = symbol_offsets.get(sec.name, {})
+            entries = []
+            for var in sec.sec_vars:
+                name = self.type(var.type).name
+                offset = offsets.get(name, var.offset)
+                if offset + var.size > size:
+                    raise BtfError(f"variable {name} lies outside DATASEC {sec.name}")
+                entries.append((offset, var.type, var.size))
+            for i, (offset, type_id, var_size) in enumerate(sorted(entries)):
+                record = base + sec.sec_vars[0].record + 12 * i
+                struct.pack_into("<III", raw, record, type_id, offset, var_size)
+        return bytes(raw)
+
+    def named(self, kind: Kind, name: str) -> BtfType | None:
+        return next((t for t in self.types if t.kind is kind and t.name == name), None)
+
+
+def parse_btf(data: bytes) -> Btf:
+    if len(data) < HEADER.size:
+        raise BtfError(f"{len(data)} bytes is shorter than the BTF header")
+    magic, version, _, hdr_len, type_off, type_len, str_off, str_len = HEADER.unpack_from(data)
+    if magic != BTF_MAGIC:
+        raise BtfError(f"bad magic {magic:#06x} (big-endian BTF is not supported)")
+    if version != 1:
+        raise BtfError(f"unsupported BTF version {version}")
+    if hdr_len < HEADER.size:
+        raise BtfError(f"header length {hdr_len} is too short")
+    for what, off, length in (("types", type_off, type_len), ("strings", str_off, str_len)):
+        if hdr_len + off + length > len(data):
+            raise BtfError(f"{what} run past the end of the section (truncated BTF)")
+    types_raw = data[hdr_len + type_off : hdr_len + type_off + type_len]
+    strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
+    btf = Btf(bytes(data), [BtfType(0, Kind.UNKN, "void", 0, -1)], strings, hdr_len, type_off)
+    pos = 0
+    while pos < len(types_raw):
+        if len(btf.types) > MAX_TYPES:
+            raise BtfError(f"more than {MAX_TYPES} types")
+        btf.types.append(_read_type(btf, types_raw, pos, len(btf.types)))
+        pos = _next_record(types_raw, pos)
+    for t in btf.types[1:]:
+        for ref in _references(t):
+            if ref >= len(btf.types):
+                raise BtfError(f"type {t.id} refers to type {ref}, which does not exist")
+    return btf
+
+
+def type_ids_by_name(data: bytes, kinds: tuple[Kind, ...]) -> dict[tuple[Kind, str], int]:
+    """{(kind, name): id} of the named types of `kinds` in BTF `data` (the first of each),
+    without building the whole type table: the kernel's own BTF holds 100k+ types and a
+    tracing program needs one of them."""
+    if len(data) < HEADER.size:
+        raise BtfError(f"{len(data)} bytes is shorter than the BTF header")
+    magic, _, _, hdr_len, type_off, type_len, str_off, str_len = HEADER.unpack_from(data)
+    if magic != BTF_MAGIC or hdr_len + max(type_off + type_len, str_off + str_len) > len(data):
+        raise BtfError("not BTF, or truncated")
+    types_raw = data[hdr_len + type_off : hdr_len + type_off + type_len]
+    strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
+    wanted = {int(k) for k in kinds}
+    found: dict[tuple[Kind, str], int] = {}
+    pos, type_id = 0, 1
+    while pos + TYPE.size <= len(types_raw):
+        name_off, info, _ = TYPE.unpack_from(types_raw, pos)
+        number = (info >> 24) & 0x1F
+        if number in wanted and name_off:
+            key = (Kind(number), _string(strings, name_off, "BTF string"))
+            found.setdefault(key, type_id)
+        pos = _next_record(types_raw, pos)
+        type_id += 1
+    return found
+
+
+def _next_record(raw: bytes, pos: int) -> int:
+    info: int = TYPE.unpack_from(raw, pos)[1]
+    kind, vlen = _kind(info), info & 0xFFFF
+    fixed, per_item = _EXTRA.get(kind, (0, 0))
+    return pos + TYPE.size + fixed + per_item * vlen
+
+
+def _kind(info: int) -> Kind:
+    number = (info >> 24) & 0x1F
+    try:
+        return Kind(number)
+    except ValueError:
+        raise BtfError(f"unknown BTF kind {number}") from None
+
+
+def _read_type(btf: Btf, raw: bytes, pos: int, type_id: int) -> BtfType:
+    if pos + TYPE.size > len(raw):
+        raise BtfError(f"type {type_id} is cut short (truncated BTF)")
+    name_off, info, size_or_type = TYPE.unpack_from(raw, pos)
+    kind, vlen = _kind(info), info & 0xFFFF
+    end = _next_record(raw, pos)
+    if end > len(raw):
+        raise BtfError(f"type {type_id} ({kind.name}) is cut short (truncated BTF)")
+    name = btf.name_at(name_off)
+    body = pos + TYPE.size
+    extra: dict[str, object] = {}
+    if kind in (Kind.STRUCT, Kind.UNION):
+        extra["members"] = tuple(
+            Member(btf.name_at(n), t, off)
+            for n, t, off in (struct.unpack_from("<III", raw, body + 12 * i) for i in range(vlen))
+        )
+    elif kind is Kind.ARRAY:
+        elem, _, count = struct.unpack_from("<III", raw, body)
+        extra["array"] = (elem, count)
+    elif kind is Kind.DATASEC:
+        extra["sec_vars"] = tuple(_sec_var(raw, body + 12 * i) for i in range(vlen))
+    elif kind is Kind.VAR:
+        extra["linkage"] = struct.unpack_from("<I", raw, body)[0]
+    elif kind is Kind.FUNC:
+        extra["linkage"] = vlen
+    return BtfType(type_id, kind, name, size_or_type, pos, **extra)  # type: ignore[arg-type]
+
+
+def _sec_var(raw: bytes, record: int) -> SecVar:
+    type_id, offset, size = struct.unpack_from("<III", raw, record)
+    return SecVar(type_id, offset, size, record)
+
+
+def _references(t: BtfType) -> list[int]:
+    refs = [m.type for m in t.members] + [v.type for v in t.sec_vars]
+    if t.array is not None:
+        refs.append(t.array[0])
+    if t.kind in (*_MODIFIERS, Kind.PTR, Kind.FUNC, Kind.VAR, Kind.DECL_TAG):
+        refs.append(t.size_or_type)
+    return refs
+
+
+def _string(table: bytes, offset: int, what: str) -> str:
+    if not 0 <= offset < max(len(table), 1):
+        raise BtfError(f"{what} offset {offset} is outside the string table")
+    end = table.find(b"\0", offset)
+    return table[offset : end if end >= 0 else len(table)].decode("latin-1")
+
+
+# -- .BTF.ext ---------------------------------------------------------------------------------
+
+EXT_HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, func/line info off+len
+EXT_CORE = struct.Struct("<II")  # core_relo off+len, in headers of 40 bytes and more
+
+
+@dataclass(frozen=True)
+class FuncInfo:
+    insn: int  # instruction index in its section
+    type_id: int
+
+
+@dataclass(frozen=True)
+class LineInfo:
+    insn: int
+    file_name_off: int
+    line_off: int
+    line_col: int
+
+
+@dataclass
+class BtfExt:
+    func_info: dict[str, list[FuncInfo]] = field(default_factory=dict)
+    line_info: dict[str, list[LineInfo]] = field(default_factory=dict)
+    core_relos: dict[str, int] = field(default_factory=dict)  # CO-RE relocations per section
+
+
+def parse_btf_ext(data: bytes, btf: Btf) -> BtfExt:
+    if len(data) < EXT_HEADER.size:
+        raise BtfError(f"{len(data)} bytes is shorter than the BTF.ext header")
+    magic, version, _, hdr_len, func_off, func_len, line_off, line_len = EXT_HEADER.unpack_from(
+        data
+    )
+    if magic != BTF_MAGIC or version != 1:
+        raise BtfError(f"bad BTF.ext magic {magic:#06x} or version {version}")
+    ext = BtfExt()
+    for name_off, records in _ext_entries(data, hdr_len + func_off, func_len, 2):
+        ext.func_info[btf.name_at(name_off)] = [FuncInfo(r[0] // 8, r[1]) for r in records]
+    for name_off, records in _ext_entries(data, hdr_len + line_off, line_len, 4):
+        ext.line_info[btf.name_at(name_off)] = [
+            LineInfo(r[0] // 8, r[1], r[2], r[3]) for r in records
+        ]
+    if hdr_len >= EXT_HEADER.size + EXT_CORE.size and len(data) >= EXT_HEADER.size + EXT_CORE.size:
+        core_off, core_len = EXT_CORE.unpack_from(data, EXT_HEADER.size)
+        for name_off, records in _ext_entries(data, hdr_len + core_off, core_len, 4):
+            if records:
+                ext.core_relos[btf.name_at(name_off)] = len(records)
+    return ext
+
+
+def _ext_entries(
+    data: bytes, start: int, length: int, fields: int
+) -> list[tuple[int, list[tuple[int, ...]]]]:
+    """(section name offset, records) of one BTF.ext info block; records keep their first
+    `fields` u32s (a newer, longer record layout is read by its declared size)."""
+    if start + length > len(data):
+        raise BtfError("BTF.ext info runs past the end of the section (truncated)")
+    if length == 0:
+        return []
+    chunk = data[start : start + length]
+    if len(chunk) < 4:
+        raise BtfError("BTF.ext info block is too short for its record size")
+    rec_size = struct.unpack_from("<I", chunk)[0]
+    if rec_size < 4 * fields:
+        raise BtfError(f"BTF.ext record size {rec_size} is smaller than {4 * fields}")
+    record = struct.Struct(f"<{fields}I")
+    entries = []
+    pos = 4
+    while pos < len(chunk):
+        if pos + 8 > len(chunk):
+            raise BtfError("BTF.ext section entry is cut short")
+        name_off, count = struct.unpack_from("<II", chunk, pos)
+        pos += 8
+        if pos + count * rec_size > len(chunk):
+            raise BtfError(f"BTF.ext entry of {count} records runs past its end")
+        entries.append(
+            (name_off, [record.unpack_from(chunk, pos + i * rec_size) for i in range(count)])
+        )
+        pos += count * rec_size
+    return entries

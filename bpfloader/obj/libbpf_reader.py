@@ -1,0 +1,194 @@
+"""Reading a libbpf-style object: BTF-defined maps, libbpf's section names, several programs
+per section, subprograms, global data, and the object's BTF (pure: bytes in, spec out).
+
+Programs are the global functions of the code sections other than `.text`; their pins are
+named from the section, followed by the function's name where the section is exactly one of
+libbpf's names and carries no name of its own (`socket` -> `socket/measure`). Ownership is
+not in the object: maps default to root 0600, programs to root 0440 (a policy file next to
+the object may say otherwise, see loader/policy.py).
+"""
+
+from __future__ import annotations
+
+from bpfloader.errors import ObjectFormatError
+from bpfloader.obj.btf_maps import MAPS_SECTION, read_btf_maps
+from bpfloader.obj.elf import ElfObject, Relocation
+from bpfloader.obj.global_data import data_map, is_data_section
+from bpfloader.obj.libbpf_sections import known_names, program_kind
+from bpfloader.obj.linker import INSN_SIZE, CodeTarget, Function, LinkedProgram, Linker
+from bpfloader.obj.object_btf import read_object_btf
+from bpfloader.obj.spec import (
+    PROGRAM_PIN_MODE,
+    MapReference,
+    MapSpec,
+    ObjectSpec,
+    ObjectStyle,
+    Ownership,
+    ProgramSpec,
+)
+
+
+def read_libbpf_object(elf: ElfObject, path: str, license: str) -> ObjectSpec:
+    return _Reader(elf, path).read(license)
+
+
+class _Reader:
+    def __init__(self, elf: ElfObject, path: str):
+        self.elf = elf
+        self.path = path
+        self.object_btf = read_object_btf(elf)
+        self.btf = self.object_btf.btf if self.object_btf else None
+        self.ext = self.object_btf.ext if self.object_btf else None
+        self.data_maps: dict[int, MapSpec] = {
+            s.index: data_map(s, path, self.btf) for s in elf.sections if is_data_section(s)
+        }
+        maps_section = elf.section(MAPS_SECTION)
+        self.maps_index = maps_section.index if maps_section is not None else None
+        self.maps_by_offset: dict[int, str] = {}
+        self.btf_maps: list[MapSpec] = []
+        if maps_section is not None and maps_section.size:
+            symbols = elf.symbols_in(maps_section.index)
+            self.btf_maps = read_btf_maps(self.btf, symbols, elf.relocations(maps_section.index))
+            names = {m.name for m in self.btf_maps}
+            self.maps_by_offset = {
+                s.value: s.name for s in symbols if s.type == "STT_OBJECT" and s.name in names
+            }
+
+    def read(self, license: str) -> ObjectSpec:
+        maps = (*self.btf_maps, *self.data_maps.values())
+        _check_unique_names(maps)
+        functions = self._functions()
+        linker = Linker(self.elf, functions, self._classify, self.ext)
+        programs = tuple(self._program(fn, linker) for fn in functions if fn.is_program)
+        functions_loaded = {p.function for p in programs}
+        for spec in self.btf_maps:
+            for slot in spec.slots:
+                if slot.is_program and slot.target not in functions_loaded:
+                    raise ObjectFormatError(
+                        f"map '{spec.name}': element {slot.index} names function "
+                        f"'{slot.target}', which is not a program of this object",
+                        section=MAPS_SECTION,
+                    )
+        return ObjectSpec(
+            path=self.path,
+            license=license,
+            maps=maps,
+            programs=programs,
+            style=ObjectStyle.LIBBPF,
+            btf=self.object_btf.fixed_up if self.object_btf else None,
+        )
+
+    # -- programs -----------------------------------------------------------------------------
+
+    def _functions(self) -> list[Function]:
+        functions = []
+        for section in self.elf.sections:
+            if not section.executable or not section.data:
+                continue
+            if len(section.data) % INSN_SIZE:
+                raise ObjectFormatError(
+                    f"code size {len(section.data)} is not a multiple of {INSN_SIZE}",
+                    section=section.name,
+                )
+            found = [s for s in self.elf.symbols_in(section.index) if s.type == "STT_FUNC"]
+            if not found:
+                raise ObjectFormatError("code without a function symbol", section=section.name)
+            for symbol in found:
+                start, size = symbol.value, symbol.size
+                if (
+                    start % INSN_SIZE
+                    or size % INSN_SIZE
+                    or not 0 < start + size <= len(section.data)
+                ):
+                    raise ObjectFormatError(
+                        f"function '{symbol.name}' (bytes {start}..{start + size}) is not a run "
+                        "of whole instructions inside the section",
+                        section=section.name,
+                    )
+                is_program = section.name != ".text" and symbol.bind in ("STB_GLOBAL", "STB_WEAK")
+                functions.append(
+                    Function(
+                        symbol.name,
+                        section,
+                        start // INSN_SIZE,
+                        (start + size) // INSN_SIZE,
+                        is_program,
+                    )
+                )
+        return functions
+
+    def _program(self, fn: Function, linker: Linker) -> ProgramSpec:
+        section = fn.section.name
+        kind = program_kind(section)
+        if kind is None:
+            raise ObjectFormatError(
+                f"not a program section libbpf knows (its names: {known_names()})",
+                section=section,
+            )
+        definition = kind.definition
+        if definition.target is not None and not kind.own_name:
+            raise ObjectFormatError(
+                f"a {definition.name} program names what it attaches to: '{definition.name}/NAME'",
+                section=section,
+            )
+        linked: LinkedProgram = linker.link(fn)
+        stem = section if kind.own_name else f"{section}/{fn.name}"
+        return ProgramSpec(
+            section=section,
+            function=fn.name,
+            type=definition.type,
+            expected_attach_type=definition.attach,
+            instructions=linked.instructions,
+            map_refs=linked.map_refs,
+            owner=Ownership(mode=PROGRAM_PIN_MODE),
+            pin_stem=stem.replace(".", "_"),
+            func_info=linked.func_info,
+            line_info=linked.line_info,
+            attach_target=kind.target_name,
+            attach_target_kind=definition.target.btf_kind if definition.target is not None else "",
+            prog_flags=definition.flags,
+        )
+
+    def _classify(self, reloc: Relocation, addend: int, place: str) -> MapReference | CodeTarget:
+        symbol = reloc.symbol
+        name = symbol.name or "(unnamed)"
+        if symbol.section is None:
+            if symbol.shndx == "SHN_UNDEF":
+                raise ObjectFormatError(
+                    f"{place} refers to '{name}', which the object does not define (extern "
+                    "variables, kernel symbols and kfuncs are not supported by this loader)"
+                )
+            raise ObjectFormatError(f"{place} refers to '{name}' in {symbol.shndx}")
+        target = self.elf.section_at(symbol.section)
+        if target is None:
+            raise ObjectFormatError(
+                f"{place} refers to '{name}' in section {symbol.section}, which does not exist"
+            )
+        if target.executable:
+            return CodeTarget(target.index, symbol.value)
+        offset = symbol.value + (addend if symbol.type == "STT_SECTION" else 0)
+        if target.index == self.maps_index:
+            map_name = self.maps_by_offset.get(offset)
+            if map_name is None:
+                raise ObjectFormatError(f"{place} refers to no map ({MAPS_SECTION} + {offset})")
+            return MapReference(0, map_name)
+        data = self.data_maps.get(target.index)
+        if data is not None:
+            return MapReference(0, data.name, symbol.value + addend)
+        raise ObjectFormatError(
+            f"{place} refers to '{name}' in section '{target.name}', which holds neither maps "
+            "nor global data"
+        )
+
+
+def _check_unique_names(maps: tuple[MapSpec, ...]) -> None:
+    seen: dict[str, MapSpec] = {}
+    for spec in maps:
+        other = seen.get(spec.name)
+        if other is not None:
+            raise ObjectFormatError(
+                f"two maps are named '{spec.name}' (a map and a global data section?): their "
+                "pins would collide",
+                section=MAPS_SECTION,
+            )
+        seen[spec.name] = spec

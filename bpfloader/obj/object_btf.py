@@ -1,0 +1,89 @@
+"""An object's BTF and BTF.ext, read from its ELF and fixed up for the kernel (pure).
+
+Both object formats carry them when compiled with `clang -g`: the kernel then gets the types
+of maps and functions, and the source line of each instruction, which its verifier quotes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bpfloader.errors import ObjectFormatError
+from bpfloader.obj.btf import Btf, BtfError, BtfExt, FuncInfo, LineInfo, parse_btf, parse_btf_ext
+from bpfloader.obj.elf import ElfObject
+
+EXTERN_SECTIONS = (".kconfig", ".ksyms")
+
+
+@dataclass(frozen=True)
+class ObjectBtf:
+    btf: Btf
+    ext: BtfExt | None
+    fixed_up: bytes  # what BPF_BTF_LOAD gets
+
+    def records(
+        self, section: str, start: int, end: int
+    ) -> tuple[tuple[FuncInfo, ...], tuple[LineInfo, ...]]:
+        """The function and line records of instructions start..end of a section, as indexes
+        from `start` (for a program that is a whole section: 0..its length)."""
+        if self.ext is None:
+            return (), ()
+        funcs = tuple(
+            FuncInfo(f.insn - start, f.type_id)
+            for f in self.ext.func_info.get(section, [])
+            if start <= f.insn < end
+        )
+        lines = tuple(
+            LineInfo(x.insn - start, x.file_name_off, x.line_off, x.line_col)
+            for x in self.ext.line_info.get(section, [])
+            if start <= x.insn < end
+        )
+        return funcs, lines
+
+
+def read_object_btf(elf: ElfObject) -> ObjectBtf | None:
+    """The object's BTF, or None where it has none. Malformed BTF, extern variables and CO-RE
+    relocations (which this loader cannot honour) are ObjectFormatErrors."""
+    section = elf.section(".BTF")
+    if section is None:
+        return None
+    try:
+        btf = parse_btf(section.data)
+    except BtfError as e:
+        raise ObjectFormatError(str(e), section=".BTF") from None
+    for name in EXTERN_SECTIONS:
+        if btf.datasec(name) is not None:
+            raise ObjectFormatError(
+                f"extern variables ({name}) are not supported by this loader", section=".BTF"
+            )
+    return ObjectBtf(btf, _ext(elf, btf), _fixed_up(elf, btf))
+
+
+def _ext(elf: ElfObject, btf: Btf) -> BtfExt | None:
+    section = elf.section(".BTF.ext")
+    if section is None:
+        return None
+    try:
+        ext = parse_btf_ext(section.data, btf)
+    except BtfError as e:
+        raise ObjectFormatError(str(e), section=".BTF.ext") from None
+    for name, count in ext.core_relos.items():
+        raise ObjectFormatError(
+            f"section '{name}' has {count} CO-RE relocation(s): CO-RE (BPF_CORE_READ, "
+            "preserve_access_index, vmlinux.h) is not supported by this loader",
+            section=".BTF.ext",
+        )
+    return ext
+
+
+def _fixed_up(elf: ElfObject, btf: Btf) -> bytes:
+    sizes = {s.name: s.size for s in elf.sections if s.index}
+    offsets: dict[str, dict[str, int]] = {}
+    for symbol in elf.symbols:
+        section = elf.section_at(symbol.section) if symbol.section is not None else None
+        if section is not None and symbol.type == "STT_OBJECT":
+            offsets.setdefault(section.name, {})[symbol.name] = symbol.value
+    try:
+        return btf.fixed_up(sizes, offsets)
+    except BtfError as e:
+        raise ObjectFormatError(str(e), section=".BTF") from None
