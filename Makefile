@@ -1,5 +1,11 @@
 # Convenience targets; each one installs what it needs through scripts/bootstrap (run as root).
-.PHONY: setup demo test lint ci
+.PHONY: setup demo test lint ci install
+
+# `make install [DESTDIR=root] [PREFIX=/usr/local] [PYTHON=/usr/bin/python3]`: the package, the
+# systemd units, the journal catalog, /etc/default/bpfloader (see scripts/install).
+PREFIX ?= /usr/local
+PYTHON ?= /usr/bin/python3
+export DESTDIR PREFIX PYTHON
 
 setup:
 	scripts/bootstrap setup
@@ -17,3 +23,6 @@ lint: setup
 
 ci:
 	.ci/run
+
+install:
+	scripts/install

@@ -1,0 +1,551 @@
+#!/usr/bin/python3
+"""The boot test's checker, run in the guest by bpfloader-boot-check.service (as root) once
+bpfloader.service and the consumer service have run.
+
+Every check writes one line to the second serial port (/dev/ttyS1), which the host test reads,
+and to stdout (the console and the journal):
+
+    PASS <check>: <what was seen>
+    FAIL <check>: <what was wrong>
+    INFO <name>: <a measurement>
+
+then `DONE <variant>`. The unit powers the guest off when this exits. The variant comes from the
+kernel command line: `bpfloader_boot_test=critical` boots with a failing critical object (added
+by bpfloader-boot-critical.service), `bpfloader_boot_test=oldkernel` is the same image booted
+with Debian 11's 5.10 kernel, where the old-kernel policy has something to do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from bpfloader.client import BpfMap, Program
+from bpfloader.errors import KernelError
+
+PIN_ROOT = "/sys/fs/bpf"
+DATA = "/usr/share/bpfloader-boot-test"
+ADM, NOBODY = 4, 65534
+SYSCTL = "/proc/sys/kernel/unprivileged_bpf_disabled"
+PROGRAM_REJECTED = "7d9afd78562c46faae32983aba52df7a"  # bpfloader.journal.MessageId
+UNPRIVILEGED_BPF = "48db9020749845369588969a8b4cf100"
+OBJECT_LOADED = "2b14cc99de9b447b9b04e33bf7d46db3"
+UNITS = [
+    "bpfloader.service",
+    "bpfloader-bpffs.service",
+    "bpfloader-reload.service",
+    "bpfloader.path",
+]
+MAX_EXPOSURE = 5.0  # `systemd-analyze security`: the unit must stay at "MEDIUM" or better
+
+# (pin, uid, gid, mode) that the examples, built on the host with our header, declare.
+PINS = [
+    ("map_myschedtp_cpu_pid_map", 0, ADM, 0o640),
+    ("prog_myschedtp_tracepoint_sched_sched_switch", 0, ADM, 0o440),
+    ("prog_execsnoop_tracepoint_syscalls_sys_enter_execve", 0, 0, 0o440),
+    ("map_boot_kprobe_getpid_calls", 0, ADM, 0o640),
+    ("prog_boot_kprobe_kprobe___x64_sys_getpid", 0, ADM, 0o440),
+]
+REJECTED = "/etc/bpf/bad_verifier.o"  # its program reads past a map value
+REJECTED_PINS = ["map_bad_verifier_overread_map", "prog_bad_verifier_tracepoint_sched_sched_switch"]
+VERIFIER_SAYS = "invalid access to map value"
+ADDED_PINS = [  # good_last.c, added after boot as reloaded.o, then as watched.o
+    ("map_{}_switch_count", 0, 0, 0o600),
+    ("prog_{}_tracepoint_sched_sched_switch", 0, 0, 0o440),
+]
+CRITICAL = "/etc/bpf/bad_critical.o"
+
+
+class Failed(Exception):
+    pass
+
+
+def run(*cmd: str, ok: tuple[int, ...] = (0,)) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode not in ok:
+        raise Failed(f"`{' '.join(cmd)}` exited {done.returncode}: {done.stderr.strip()[-500:]}")
+    return done.stdout + done.stderr
+
+
+def unit(name: str, *props: str) -> dict[str, str]:
+    out = run("systemctl", "show", name, "-p", ",".join(props))
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def expect_unit(name: str, **want: str) -> None:
+    got = unit(name, *want)
+    wrong = {k: got.get(k) for k, v in want.items() if got.get(k) != v}
+    if wrong:
+        raise Failed(f"{name}: expected {want}, got {wrong}")
+
+
+def journal(*matches: str) -> list[dict[str, object]]:
+    out = run("journalctl", "-b", "--all", "-o", "json", "--no-pager", *matches)
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def text(value: object) -> str:
+    """A journal field as JSON gives it: a string, or a list of bytes when not plain text."""
+    if isinstance(value, list):
+        return bytes(value).decode(errors="replace")
+    return str(value or "")
+
+
+def pin_problems(pins: list[tuple[str, int, int, int]]) -> list[str]:
+    problems = []
+    for name, uid, gid, mode in pins:
+        path = os.path.join(PIN_ROOT, name)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            problems.append(f"{name} missing")
+            continue
+        seen = (st.st_uid, st.st_gid, st.st_mode & 0o7777)
+        if seen != (uid, gid, mode):
+            problems.append(
+                f"{name} is {seen[0]}:{seen[1]} {seen[2]:04o}, not {uid}:{gid} {mode:04o}"
+            )
+    return problems
+
+
+def as_user(uid: int, groups: list[int], action: Callable[[], str]) -> str:
+    """Run `action` in a child process switched to uid (and gid) NOBODY-style with `groups`;
+    its result or its error, as text."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            os.setgroups(groups)
+            os.setgid(uid)
+            os.setuid(uid)
+            result = action()
+        except BaseException as e:
+            result = f"error: {e}"
+        os.write(write, result.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        result = f.read()
+    os.waitpid(pid, 0)
+    return result
+
+
+def open_map_readonly() -> str:
+    try:
+        with BpfMap.open(
+            f"{PIN_ROOT}/map_myschedtp_cpu_pid_map", key="i", value="I", readonly=True
+        ):
+            return "opened"
+    except KernelError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def add_object(source: str, name: str) -> None:
+    """Put an object into /etc/bpf atomically (written beside it, renamed in), as the README says
+    to: a watcher never sees half a file."""
+    staged = f"/etc/.{name}.new"
+    shutil.copyfile(source, staged)
+    os.rename(staged, f"/etc/bpf/{name}")
+
+
+# -- the main variant ----------------------------------------------------------------------
+
+
+def check_loader_unit() -> str:
+    try:
+        expect_unit(
+            "bpfloader.service",
+            ActiveState="active",
+            SubState="exited",
+            Result="success",
+            ExecMainStatus="0",
+        )
+    except Failed as e:
+        raise Failed(f"{e}; its journal: {loader_journal()}") from None
+    return "bpfloader.service active (exited), status 0"
+
+
+def loader_journal(lines: int = 15) -> str:
+    out = run("journalctl", "-b", "-u", "bpfloader.service", "-o", "cat", "--no-pager")
+    return " | ".join(out.strip().splitlines()[-lines:])
+
+
+def loader_run(verb: str) -> None:
+    """`systemctl VERB bpfloader.service`; on failure, say what the loader said."""
+    try:
+        run("systemctl", verb, "bpfloader.service")
+    except Failed as e:
+        raise Failed(f"{e}; its journal: {loader_journal()}") from None
+
+
+def bpffs_problem() -> str | None:
+    kind = run("stat", "-f", "-c", "%T", PIN_ROOT).strip()
+    mode = os.stat(PIN_ROOT).st_mode & 0o777
+    if kind != "bpf_fs" or mode & 0o011 != 0o011:
+        return f"{PIN_ROOT} is {kind} mode {mode:04o}: want a bpffs traversable by others"
+    return None
+
+
+def check_bpffs() -> str:
+    problem = bpffs_problem()
+    if problem:
+        raise Failed(problem)
+    return f"{PIN_ROOT} is a bpffs, mode {os.stat(PIN_ROOT).st_mode & 0o777:04o}"
+
+
+def check_ordering() -> str:
+    def stamp(name: str, prop: str) -> int:
+        return int(unit(name, prop)[prop])
+
+    started = stamp("bpfloader.service", "ExecMainStartTimestampMonotonic")
+    done = stamp("bpfloader.service", "ActiveEnterTimestampMonotonic")
+    sysinit = stamp("sysinit.target", "ActiveEnterTimestampMonotonic")
+    reader = stamp("bpfloader-boot-reader.service", "ExecMainStartTimestampMonotonic")
+    if not 0 < started <= done <= sysinit <= reader:
+        raise Failed(f"loader {started}-{done}, sysinit.target {sysinit}, reader {reader} (us)")
+    return (
+        f"loader ran {started / 1e6:.2f}-{done / 1e6:.2f} s, before sysinit.target "
+        f"({sysinit / 1e6:.2f} s) and the consumer ({reader / 1e6:.2f} s)"
+    )
+
+
+def check_pins() -> str:
+    problems = pin_problems(PINS)
+    problems += [f"{n} exists" for n in REJECTED_PINS if os.path.lexists(f"{PIN_ROOT}/{n}")]
+    if problems:
+        raise Failed("; ".join(problems))
+    return f"{len(PINS)} pins with their owner, group and mode; none of the rejected object's"
+
+
+def check_consumer() -> str:
+    expect_unit("bpfloader-boot-reader.service", Result="success", ExecMainStatus="0")
+    out = run("journalctl", "-b", "-u", "bpfloader-boot-reader.service", "-o", "cat")
+    line = next((x for x in out.splitlines() if x.startswith("reader: OK")), None)
+    if line is None:
+        raise Failed(f"no OK line from the reader: {out.strip()[-300:]}")
+    return line
+
+
+def check_old_kernel_policy() -> str:
+    """The loader's opt-in did what this kernel needs: measured here by setting the sysctl to 2
+    and asking whether a non-root member of the map's group may still open the map. Where it
+    is refused (kernels before 5.19) the loader must have lowered the sysctl to 0; where it is
+    not, the loader must have left it alone."""
+    value = Path(SYSCTL).read_text().strip()
+    events = journal("SYSLOG_IDENTIFIER=bpfloader", f"MESSAGE_ID={UNPRIVILEGED_BPF}")
+    if not events:
+        raise Failed(f"{SYSCTL} is {value}, and no policy event in the journal")
+    said = text(events[0].get("MESSAGE"))
+    try:
+        Path(SYSCTL).write_text("2\n")
+        at_2 = as_user(NOBODY, [ADM], open_map_readonly)
+    finally:
+        Path(SYSCTL).write_text(f"{value}\n")
+    now = as_user(NOBODY, [ADM], open_map_readonly)
+    expected = ("0", "EPERM") if "lowered" in said else ("2", "opened")
+    if (value, at_2, now) != (*expected, "opened"):
+        raise Failed(
+            f"sysctl {value}; a member of adm at 2: {at_2}, now: {now}; the loader said: {said}"
+        )
+    needed = "needed: at 2 a member of adm gets EPERM" if at_2 == "EPERM" else "not needed"
+    return f"{needed}; sysctl {value}; the member opens the map; the loader said: {said!r}"
+
+
+def check_verifier_log() -> str:
+    entries = journal("SYSLOG_IDENTIFIER=bpfloader", f"BPF_OBJECT={REJECTED}")
+    for entry in entries:
+        log = text(entry.get("BPF_VERIFIER_LOG"))
+        if entry.get("MESSAGE_ID") == PROGRAM_REJECTED and VERIFIER_SAYS in log:
+            return (
+                f"{REJECTED}: priority {entry.get('PRIORITY')}, {len(log)}-byte verifier log "
+                f"in this boot's journal: {text(entry.get('MESSAGE'))[:120]!r}"
+            )
+    raise Failed(f"no rejection entry with {VERIFIER_SAYS!r} among {len(entries)} for {REJECTED}")
+
+
+def check_only_rejected_failed() -> str:
+    """Every object in /etc/bpf at boot (all the examples among them) loaded, but the rejected
+    one: each has its `loaded` event in this boot's journal, and that one has none."""
+    loaded = {
+        text(e.get("BPF_OBJECT"))
+        for e in journal("SYSLOG_IDENTIFIER=bpfloader", f"MESSAGE_ID={OBJECT_LOADED}")
+    }
+    present = {str(p) for p in Path("/etc/bpf").glob("*.o")}
+    if loaded != present - {REJECTED}:
+        raise Failed(f"loaded: {sorted(loaded)}; in /etc/bpf: {sorted(present)}")
+    return f"{len(loaded)} objects loaded: {' '.join(sorted(os.path.basename(p) for p in loaded))}"
+
+
+def check_kprobe() -> str:
+    """Attach the pinned kprobe program to __x64_sys_getpid, call getpid, count the calls."""
+    prog_pin = f"{PIN_ROOT}/prog_boot_kprobe_kprobe___x64_sys_getpid"
+    with (
+        Program.open(prog_pin) as prog,
+        BpfMap.open(f"{PIN_ROOT}/map_boot_kprobe_getpid_calls", key="i", value="Q") as counts,
+    ):
+        before = counts[0]
+        if hasattr(prog, "attach_kprobe"):
+            how = "bpfloader.client Program.attach_kprobe"
+            with prog.attach_kprobe("__x64_sys_getpid"):
+                for _ in range(100):
+                    os.getpid()
+        else:
+            how = "perf_event_open(kprobe PMU) + PERF_EVENT_IOC_SET_BPF in the checker"
+            with KprobeEvent("__x64_sys_getpid", prog.fd):
+                for _ in range(100):
+                    os.getpid()
+        calls = counts[0] - before
+    if calls < 100:
+        raise Failed(f"the program counted {calls} getpid calls, want >= 100")
+    return f"attached through {how}: counted {calls} getpid calls"
+
+
+class KprobeEvent:
+    """The minimal kprobe attachment (used where bpfloader.client has none): a perf event of the
+    kprobe PMU on `function`, running the program `prog_fd`."""
+
+    PERF_EVENT_IOC_ENABLE, PERF_EVENT_IOC_SET_BPF = 0x2400, 0x40042408
+
+    def __init__(self, function: str, prog_fd: int):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pmu = int(Path("/sys/bus/event_source/devices/kprobe/type").read_text())
+        self.name = ctypes.create_string_buffer(function.encode())
+        attr = (ctypes.c_uint64 * 16)()  # struct perf_event_attr, 128 bytes
+        attr[0] = pmu | (128 << 32)  # type, size
+        attr[2] = 1  # sample_period
+        attr[7] = ctypes.addressof(self.name)  # config1: the function's name
+        self.fd = libc.syscall(298, attr, -1, 0, -1, 8)  # perf_event_open(pid -1, cpu 0), CLOEXEC
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "perf_event_open")
+        for request, arg in (
+            (self.PERF_EVENT_IOC_SET_BPF, prog_fd),
+            (self.PERF_EVENT_IOC_ENABLE, 0),
+        ):
+            if libc.ioctl(self.fd, request, arg) != 0:
+                raise OSError(ctypes.get_errno(), f"ioctl {request:#x}")
+
+    def __enter__(self) -> KprobeEvent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def check_reload() -> str:
+    """`systemctl reload bpfloader` after adding an object (and taking the rejected one away:
+    a reload that still meets a failing object reports it, exit 3) pins it, and leaves the rest
+    alone."""
+    kept = os.stat(f"{PIN_ROOT}/map_myschedtp_cpu_pid_map").st_ino
+    os.unlink(REJECTED)
+    add_object(f"{DATA}/added/good_last.o", "reloaded.o")
+    loader_run("reload")
+    expect_unit("bpfloader.service", ActiveState="active", Result="success")
+    problems = pin_problems([(n.format("reloaded"), *rest) for n, *rest in ADDED_PINS])
+    if os.stat(f"{PIN_ROOT}/map_myschedtp_cpu_pid_map").st_ino != kept:
+        problems.append("myschedtp's map pin was replaced")
+    if problems:
+        raise Failed("; ".join(problems))
+    return "reloaded.o pinned by `systemctl reload bpfloader`; the other pins untouched"
+
+
+def check_path_unit() -> str:
+    """bpfloader.path is off by default; started, it reloads when an object lands in /etc/bpf."""
+    enabled = run("systemctl", "is-enabled", "bpfloader.path", ok=(0, 1)).strip()
+    if enabled != "disabled":
+        raise Failed(f"bpfloader.path is {enabled!r}, want 'disabled' by default")
+    run("systemctl", "start", "bpfloader.path")
+    add_object(f"{DATA}/added/good_last.o", "watched.o")
+    pins = [(n.format("watched"), *rest) for n, *rest in ADDED_PINS]
+    if not wait_for(lambda: not pin_problems(pins), 60):
+        raise Failed("; ".join(pin_problems(pins)) + " 60 s after adding watched.o")
+    return "disabled by default; once started, adding watched.o to /etc/bpf got it pinned"
+
+
+def check_remount() -> str:
+    """With /sys/fs/bpf unmounted, a restart of the unit mounts a bpffs again and pins into it."""
+    run("umount", PIN_ROOT)
+    if run("stat", "-f", "-c", "%T", PIN_ROOT).strip() == "bpf_fs":
+        raise Failed(f"{PIN_ROOT} still a bpffs after umount")
+    try:
+        loader_run("restart")
+    except Failed as e:
+        mounts = run("findmnt", "-n", PIN_ROOT, ok=(0, 1)).strip() or "nothing mounted"
+        pre = unit("bpfloader.service", "ExecStartPre")
+        raise Failed(f"{e}; now {PIN_ROOT}: {mounts}; {pre}") from None
+    problems = [p for p in [bpffs_problem(), *pin_problems(PINS)] if p]
+    if problems:
+        mounts = run("findmnt", "-n", PIN_ROOT, ok=(0, 1)).strip() or "nothing mounted"
+        raise Failed("; ".join(problems) + f"; {PIN_ROOT}: {mounts}")
+    return "after umount /sys/fs/bpf, `systemctl restart bpfloader` mounted it and pinned again"
+
+
+def check_catalog() -> str:
+    out = run("journalctl", "--list-catalog", "--no-pager")
+    ours = [line for line in out.splitlines() if "bpfloader" in line.lower()]
+    if not any(line.startswith(PROGRAM_REJECTED) for line in ours):
+        raise Failed(f"the catalog has {len(ours)} bpfloader entries, none for rejections")
+    return f"{len(ours)} bpfloader entries in the journal catalog"
+
+
+def check_units_verify() -> str:
+    paths = [f"/usr/local/lib/systemd/system/{u}" for u in UNITS]
+    out = run("systemd-analyze", "verify", *paths).strip()
+    ours = [line for line in out.splitlines() if "bpf" in line]
+    if ours:
+        raise Failed(" | ".join(ours))
+    return f"systemd-analyze verify: {', '.join(UNITS)} clean"
+
+
+def check_security() -> str:
+    out = run("systemd-analyze", "security", "--no-pager", "bpfloader.service", ok=(0, 1))
+    match = re.search(r"Overall exposure level for bpfloader.service: ([\d.]+) (\w+)", out)
+    if not match:
+        raise Failed(f"no exposure level in: {out.strip()[-300:]}")
+    score = float(match.group(1))
+    report("INFO", "exposure", f"{match.group(1)} {match.group(2)}")
+    if score > MAX_EXPOSURE:
+        raise Failed(f"exposure {score} above {MAX_EXPOSURE}")
+    return f"exposure {match.group(1)} {match.group(2)} (at most {MAX_EXPOSURE})"
+
+
+def check_blame() -> str:
+    """Once the boot has finished (this unit is Type=exec: it does not hold it up)."""
+    run("systemctl", "is-system-running", "--wait", ok=(0, 1))
+    out = run("systemd-analyze", "blame", "--no-pager")
+    line = next(
+        (x.strip() for x in out.splitlines() if x.strip().endswith(" bpfloader.service")), ""
+    )
+    if not line:
+        raise Failed("bpfloader.service not in systemd-analyze blame")
+    report("INFO", "blame", line)
+    report("INFO", "boot", run("systemd-analyze", "time").splitlines()[0])
+    return line
+
+
+# -- the critical variant -------------------------------------------------------------------
+
+
+def check_loader_unit_failed() -> str:
+    expect_unit("bpfloader.service", ActiveState="failed", Result="exit-code", ExecMainStatus="1")
+    return "bpfloader.service failed with status 1"
+
+
+def check_critical_logged() -> str:
+    entries = journal("SYSLOG_IDENTIFIER=bpfloader", f"BPF_OBJECT={CRITICAL}", "PRIORITY=2")
+    logged = [e for e in entries if text(e.get("BPF_VERIFIER_LOG"))]
+    if not logged:
+        raise Failed(f"no crit entry with a verifier log for {CRITICAL} ({len(entries)} entries)")
+    return f"crit: {text(logged[0].get('MESSAGE'))[:150]!r}"
+
+
+def check_others_loaded() -> str:
+    problems = pin_problems(PINS)
+    if problems:
+        raise Failed("; ".join(problems))
+    return f"the {len(PINS)} pins of the non-critical objects are there all the same"
+
+
+def check_consumer_held_back() -> str:
+    """A consumer that Requires= the loader does not start after a critical failure, and no
+    `loaded` marker tells a waiting client that all went well."""
+    started = unit("bpfloader-boot-reader.service", "ExecMainStartTimestampMonotonic")
+    if started.get("ExecMainStartTimestampMonotonic") != "0":
+        raise Failed(f"the reader started: {started}")
+    if os.path.exists("/run/bpfloader/loaded"):
+        raise Failed("/run/bpfloader/loaded exists after a critical failure")
+    return "the consumer did not start; no /run/bpfloader/loaded marker"
+
+
+OLD_KERNEL_CHECKS = [
+    check_loader_unit,
+    check_pins,
+    check_consumer,
+    check_old_kernel_policy,
+    check_kprobe,
+]
+MAIN = [
+    check_loader_unit,
+    check_bpffs,
+    check_ordering,
+    check_pins,
+    check_consumer,
+    check_old_kernel_policy,
+    check_verifier_log,
+    check_only_rejected_failed,
+    check_kprobe,
+    check_catalog,
+    check_units_verify,
+    check_security,
+    check_blame,  # before the checks below change the unit (the restart would be blamed)
+    check_reload,
+    check_path_unit,
+    check_remount,
+]
+CRITICAL_CHECKS = [
+    check_loader_unit_failed,
+    check_critical_logged,
+    check_others_loaded,
+    check_consumer_held_back,
+]
+
+VARIANT_ARG = "bpfloader_boot_test="  # on the kernel command line: critical, oldkernel
+SERIAL = "/dev/ttyS1"  # the host reads findings here; the console has kernel messages mixed in
+_outputs: list[TextIO] = [sys.stdout]
+
+
+def report(kind: str, name: str, detail: str) -> None:
+    line = f"{kind} {name}: {' '.join(detail.split())}"
+    for output in _outputs:
+        output.write(line + "\n")
+        output.flush()
+
+
+def main() -> int:
+    words = Path("/proc/cmdline").read_text().split()
+    variant = next((w.split("=", 1)[1] for w in words if w.startswith(VARIANT_ARG)), "main")
+    checks = {"main": MAIN, "critical": CRITICAL_CHECKS, "oldkernel": OLD_KERNEL_CHECKS}
+    with open(SERIAL, "w") as serial:
+        _outputs.append(serial)
+        report(
+            "INFO",
+            "kernel",
+            f"{os.uname().release}; {run('systemctl', '--version').split(chr(10))[0]}",
+        )
+        failed = 0
+        for check in checks[variant]:
+            name = check.__name__.removeprefix("check_")
+            try:
+                report("PASS", name, check())
+            except Failed as e:
+                failed += 1
+                report("FAIL", name, str(e))
+            except Exception:
+                failed += 1
+                report("FAIL", name, traceback.format_exc().strip().replace("\n", " | "))
+        report("DONE", variant, f"{failed} failed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""The boot test's Debian image, built once and cached outside the repository in two layers.
+
+- base (slow, ~2 min): debootstrap bookworm minbase with systemd, Python and the Debian packages
+  bpfloader needs, plus the Debian kernel; keyed by the recipe below.
+- project (fast, ~20 s): a copy of the base with bpfloader installed by `make install`, its units
+  enabled, the guest side of the test, and /etc/bpf filled with objects compiled on the host with
+  our header; made into an ext4 image; keyed by the base and every input file's content.
+
+Both live under BPFLOADER_BOOT_CACHE (default /var/cache/bpfloader-boot); a changed project
+rebuilds only its layer, and older project images are removed. A lock serializes builders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from bpfloader.build import build
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST = Path(__file__).parent / "guest"
+CACHE = Path(os.environ.get("BPFLOADER_BOOT_CACHE", "/var/cache/bpfloader-boot"))
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+# debootstrap --include: what the guest needs at boot (it has no network then).
+BASE_PACKAGES = [
+    "systemd",
+    "systemd-sysv",
+    "udev",
+    "python3",
+    "kmod",
+    "python3-pyelftools",
+    "python3-systemd",  # bpfloader's dependencies, from Debian
+]
+KERNEL_PACKAGES = ["linux-image-amd64", "initramfs-tools"]
+# A second kernel, older than 5.19: there kernel.unprivileged_bpf_disabled refuses every bpf()
+# call to processes without CAP_BPF, so the old-kernel policy has something to do.
+OLD_KERNEL_SUITE, OLD_KERNEL_SERIES = "bullseye", "5.10."
+# A small initramfs: the modules to mount a virtio disk formatted ext4, nothing else.
+INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "ext4"]
+BASE_RECIPE = 1  # bump when the base recipe changes in a way the values above do not show
+
+# Objects for the image: (source, where in the guest), compiled on the host with our header:
+# every example, the kprobe example, a rejected object, and those the checks add later.
+OBJECTS = [
+    *((source, f"etc/bpf/{source.stem}.o") for source in sorted(REPO.glob("etc/bpf/*.c"))),
+    (REPO / "tests/bpf/boot_kprobe.c", "etc/bpf/boot_kprobe.o"),
+    (REPO / "tests/bpf/bad_verifier.c", "etc/bpf/bad_verifier.o"),  # rejected by the verifier
+    (REPO / "tests/bpf/good_last.c", "usr/share/bpfloader-boot-test/added/good_last.o"),
+    (
+        REPO / "tests/bpf/bad_critical_verifier.c",
+        "usr/share/bpfloader-boot-test/critical/bad_critical.o",
+    ),
+]
+GUEST_UNITS = [
+    "bpfloader-boot-reader.service",
+    "bpfloader-boot-check.service",
+    "bpfloader-boot-critical.service",
+]
+# The old-kernel policy, opted into as an administrator would.
+DEFAULTS = 'BPFLOADER_OPTIONS="--lower-unprivileged-bpf-disabled"\n'
+PROJECT_INPUTS = [
+    "bpfloader",
+    "pyproject.toml",
+    "README.md",
+    "Makefile",
+    "scripts/install",
+    "systemd",
+]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    release: str
+    image: Path
+    initrd: Path
+
+
+@dataclass(frozen=True)
+class BootImage:
+    kernel: Kernel  # bookworm's
+    old_kernel: Kernel  # bullseye's 5.10
+    disk: Path  # ext4, booted with snapshot=on: never written
+
+
+def ensure_image(log: Path) -> BootImage:
+    """The current image, built first if the cache does not hold it. Build output goes to `log`."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with _locked(CACHE / "lock"), open(log, "a") as out:
+        steps = _Steps(out)
+        base = _ensure_base(steps)
+        disk = _ensure_project(base, steps)
+    kernels = _kernels(base / "rootfs" / "boot")
+    (old,) = (k for k in kernels if k.release.startswith(OLD_KERNEL_SERIES))
+    (current,) = (k for k in kernels if k is not old)
+    return BootImage(current, old, disk)
+
+
+def base_key() -> str:
+    recipe = [SUITE, MIRROR, BASE_PACKAGES, KERNEL_PACKAGES, INITRAMFS_MODULES, BASE_RECIPE]
+    recipe += [OLD_KERNEL_SUITE, OLD_KERNEL_SERIES]
+    return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
+
+
+def project_key(base: Path) -> str:
+    digest = hashlib.sha256(base.name.encode())
+    files = [REPO / p for p in PROJECT_INPUTS] + [GUEST, Path(__file__)]
+    files += [source for source, _ in OBJECTS]
+    for path in sorted(_files_under(files)):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    digest.update(DEFAULTS.encode())
+    return digest.hexdigest()[:16]
+
+
+def _files_under(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from (p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        else:
+            yield path
+
+
+def _kernels(boot: Path) -> list[Kernel]:
+    found = []
+    for image in sorted(boot.glob("vmlinuz-*")):
+        release = image.name.removeprefix("vmlinuz-")
+        found.append(Kernel(release, image, boot / f"initrd.img-{release}"))
+    return found
+
+
+class _Steps:
+    """Build steps as processes, their output appended to the build log."""
+
+    def __init__(self, out: TextIO):
+        self.out = out
+
+    def run(self, *command: str, capture: bool = False) -> str:
+        self.out.write(f"$ {' '.join(command)}\n")
+        self.out.flush()
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        done = subprocess.run(
+            command,
+            stdout=subprocess.PIPE if capture else self.out,
+            stderr=self.out,
+            env=env,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"image build step failed (exit {done.returncode}): {command}")
+        return done.stdout or ""
+
+    def chroot(self, root: Path, *command: str, capture: bool = False) -> str:
+        return self.run("chroot", str(root), *command, capture=capture)
+
+
+# -- the base layer ------------------------------------------------------------------------
+
+
+def _ensure_base(steps: _Steps) -> Path:
+    final = CACHE / f"base-{base_key()}"
+    if (final / "rootfs" / "boot").is_dir():
+        return final
+    _remove_others("base-", final)
+    work = Path(tempfile.mkdtemp(prefix="building-base-", dir=CACHE))
+    try:
+        root = work / "rootfs"
+        include = f"--include={','.join(BASE_PACKAGES)}"
+        steps.run("debootstrap", "--variant=minbase", include, SUITE, str(root), MIRROR)
+        _write(root / "etc/initramfs-tools/conf.d/bpfloader-boot", "MODULES=list\nCOMPRESS=gzip\n")
+        _write(
+            root / "usr/share/initramfs-tools/modules.d/bpfloader-boot",
+            "\n".join(INITRAMFS_MODULES) + "\n",
+        )
+        with _chroot_mounts(root):
+            steps.chroot(root, "apt-get", "install", "-y", "-q", "--no-install-recommends",
+                         *KERNEL_PACKAGES)  # fmt: skip
+            _install_old_kernel(root, steps)
+        steps.chroot(root, "apt-get", "clean")
+        os.rename(work, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def _install_old_kernel(root: Path, steps: _Steps) -> None:
+    """The old suite's kernel image, from that suite's archive, enabled for this install only."""
+    sources = root / "etc/apt/sources.list.d/old-kernel.list"
+    _write(sources, f"deb {MIRROR} {OLD_KERNEL_SUITE} main\n")
+    try:
+        steps.chroot(root, "apt-get", "update", "-q")
+        shown = steps.chroot(
+            root, "apt-cache", "show", f"linux-image-amd64/{OLD_KERNEL_SUITE}", capture=True
+        )
+        depends = next(line for line in shown.splitlines() if line.startswith("Depends:"))
+        package = depends.split(":", 1)[1].split(",")[0].split("(")[0].strip()
+        steps.chroot(root, "apt-get", "install", "-y", "-q", "--no-install-recommends", package)
+    finally:
+        sources.unlink()
+        steps.chroot(root, "apt-get", "update", "-q")
+
+
+@contextlib.contextmanager
+def _chroot_mounts(root: Path) -> Iterator[None]:
+    mounts = [
+        (root / "proc", ["-t", "proc", "proc"]),
+        (root / "sys", ["-t", "sysfs", "sysfs"]),
+        (root / "dev", ["--bind", "/dev"]),
+    ]
+    done: list[Path] = []
+    try:
+        for target, args in mounts:
+            subprocess.run(["mount", *args, str(target)], check=True)
+            done.append(target)
+        yield
+    finally:
+        for target in reversed(done):
+            subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+# -- the project layer ---------------------------------------------------------------------
+
+
+def _ensure_project(base: Path, steps: _Steps) -> Path:
+    final = CACHE / f"project-{project_key(base)}.ext4"
+    if final.exists():
+        return final
+    _remove_others("project-", final)
+    work = Path(tempfile.mkdtemp(prefix="building-project-", dir=CACHE))
+    try:
+        root = work / "rootfs"
+        steps.run("cp", "-a", str(base / "rootfs"), str(root))
+        _install_project(root, work / "objects", steps)
+        size = f"{int(sum(_sizes(root)) / 2**20 * 1.3) + 256}M"
+        image = work / "disk.ext4"
+        steps.run("mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(root), str(image), size)
+        os.rename(image, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def _install_project(root: Path, objects: Path, steps: _Steps) -> None:
+    steps.run("make", "-C", str(REPO), "install", f"DESTDIR={root}")
+    _write(root / "etc/default/bpfloader", DEFAULTS)
+    for source, target in OBJECTS:
+        (built,) = build([str(source)], str(objects))
+        (root / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(built, root / target)
+    for script in ("check.py", "reader.py"):
+        shutil.copy(GUEST / script, root / "usr/share/bpfloader-boot-test" / script)
+    for unit in GUEST_UNITS:
+        shutil.copy(GUEST / unit, root / "etc/systemd/system" / unit)
+    steps.run("systemctl", f"--root={root}", "enable", "bpfloader.service", *GUEST_UNITS)
+    steps.run("journalctl", f"--root={root}", "--update-catalog")
+    _write(root / "etc/fstab", "/dev/vda / ext4 rw 0 1\n")
+    _write(root / "etc/hostname", "bpfloader-boot\n")
+
+
+def _sizes(root: Path) -> Iterator[int]:
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                yield os.lstat(os.path.join(directory, name)).st_size
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _remove_others(prefix: str, keep: Path) -> None:
+    for old in CACHE.glob(f"{prefix}*"):
+        if old != keep:
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
