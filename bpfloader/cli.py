@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "--lower-unprivileged-bpf-disabled",
         action="store_true",
         help="the old-kernel policy: where this kernel refuses BPF_OBJ_GET to processes "
-        "without CAP_BPF because kernel.unprivileged_bpf_disabled is 2 (kernels before 6.5), "
+        "without CAP_BPF because kernel.unprivileged_bpf_disabled is 2 (kernels before 5.19), "
         "set it to 0 so that the pins' owner, group and mode decide who opens them",
     )
     load = commands.add_parser(
@@ -170,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SETUP
     except LoaderError as e:
         print(f"bpfloader: {e}", file=sys.stderr)
+        return EXIT_SETUP
+    except OSError as e:  # the pin root, state dir or source dir refused us: not a traceback
+        print(f"bpfloader: {e.filename or ''}: {e.strerror}", file=sys.stderr)
         return EXIT_SETUP
     raise AssertionError(f"unhandled command {args.command}")
 

@@ -50,6 +50,8 @@ class MessageId(StrEnum):
     OBJECT_REMOVED = "cc9eb8b8d30840c4b6186705928443d3"
     PIN_REMOVED = "f1de27cd523744119021dc3673ba7f19"
     STATE_REBUILT = "3324797b0f2b46f1a9dce2bda893ac43"
+    UNPRIVILEGED_BPF = "48db9020749845369588969a8b4cf100"
+    BTF_REFUSED = "ce7c55cf1c844c50aaebd606d0911ca6"
 
 
 FieldValue = str | int | bytes

@@ -21,8 +21,13 @@ from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import programs as kprogs
 from bpfloader.loader import events
+from bpfloader.loader.kernel_objects import (
+    KernelObjects,
+    effective_max_entries,
+    maps_section,
+    stale_data,
+)
 from bpfloader.loader.plan import Action, MapPlan, ObjectPlan, ProgramPlan
-from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import MapSpec, Ownership
 
 STAGING_DIR = "bpfloader_staging"
@@ -107,7 +112,12 @@ class Applier:
         mode = stat.S_IMODE(os.stat(self.pin_root).st_mode)
         if mode & 0o111 != 0o111:
             # systemd mounts /sys/fs/bpf 0700: no one but root could reach the pins in it.
-            os.chmod(self.pin_root, mode | 0o111)
+            try:
+                os.chmod(self.pin_root, mode | 0o111)
+            except OSError as e:
+                raise LoaderError(
+                    f"cannot make pin root {self.pin_root} traversable: {e.strerror}"
+                ) from None
             self.emit(
                 MessageId.PIN_ROOT_OPENED,
                 Priority.NOTICE,
@@ -192,28 +202,46 @@ class _ObjectWork:
         self.published: list[_Staged] = []
         self.made_dirs: list[str] = []
         self.owner_updates: list[tuple[str, Ownership]] = []
+        assert plan.spec is not None
+        self.kernel = KernelObjects(plan.spec, applier.kern_version, self._btf_refused)
+
+    def _btf_refused(self, message: str) -> None:
+        self.applier.emit(
+            MessageId.BTF_REFUSED, Priority.WARNING, message, BPF_OBJECT=self.plan.path
+        )
 
     def run(self, result: ObjectResult) -> None:
-        assert self.plan.spec is not None
+        self.kernel.load_btf()
         map_fds: dict[str, int] = {}
+        created: set[str] = set()
         for map_plan in self.plan.maps:
             if map_plan.action is not Action.SKIP:
-                map_fds[map_plan.spec.name] = self._map(map_plan, result)
+                map_fds[map_plan.spec.name] = self._map(map_plan, result, created)
+        prog_fds: dict[str, int] = {}
+        loaded: set[str] = set()
         for prog_plan in self.plan.programs:
             if prog_plan.action is not Action.SKIP:
-                self._program(prog_plan, map_fds, result)
+                self._program(prog_plan, map_fds, result, prog_fds, loaded)
+        for map_plan in self.plan.maps:
+            name = map_plan.spec.name
+            if map_plan.spec.slots and name in map_fds:
+                self.kernel.fill_slots(
+                    map_plan.spec, map_fds[name], map_fds, prog_fds, name in created, loaded
+                )
         self._publish()
         self._commit()
 
     # -- maps -------------------------------------------------------------------------------
 
-    def _map(self, plan: MapPlan, result: ObjectResult) -> int:
+    def _map(self, plan: MapPlan, result: ObjectResult, created: set[str]) -> int:
         spec = plan.spec
         fd = self._open_existing(plan.pin_path, "map")
         note = ""
         if fd is not None:
             info = kmaps.map_info(fd)
-            note = _incompatibility(plan.pin_path, spec, info)
+            note = _incompatibility(plan.pin_path, spec, info) or stale_data(
+                spec, fd, plan.pin_path
+            )
             if not note:
                 owner = _owner_of(plan.pin_path)
                 if self.applier.replace and owner != spec.owner:
@@ -223,15 +251,16 @@ class _ObjectWork:
                     PinRecord(plan.pin_path, "map", spec.name, info.id, owner, Action.REUSE)
                 )
                 return fd
-            if not (self.applier.replace and self.applier.recreate_incompatible_maps):
+            # Read-only data holds nothing of the map's users: a new version simply replaces it.
+            recreate = self.applier.recreate_incompatible_maps or spec.frozen
+            if not (self.applier.replace and recreate):
                 hint = " (--recreate-incompatible-maps replaces it, losing its contents)"
-                raise PlanError(note + (hint if self.applier.replace else ""), section="maps")
-        try:
-            new_fd = kmaps.create_map(
-                spec.name, spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.flags
-            )
-        except KernelError as e:
-            raise LoaderError(f"map '{spec.name}': {e.reason}", section="maps") from None
+                raise PlanError(
+                    note + (hint if self.applier.replace else ""),
+                    section=maps_section(self.kernel.obj),
+                )
+        new_fd = self.kernel.create_map(spec)
+        created.add(spec.name)
         self.fds.append(new_fd)
         self._stage(new_fd, plan.pin_path, spec.owner, replaces=fd is not None)
         info = kmaps.map_info(new_fd)
@@ -243,11 +272,18 @@ class _ObjectWork:
 
     # -- programs ---------------------------------------------------------------------------
 
-    def _program(self, plan: ProgramPlan, map_fds: dict[str, int], result: ObjectResult) -> None:
-        assert self.plan.spec is not None
+    def _program(
+        self,
+        plan: ProgramPlan,
+        map_fds: dict[str, int],
+        result: ObjectResult,
+        prog_fds: dict[str, int],
+        loaded_now: set[str],
+    ) -> None:
         spec = plan.spec
         fd = self._open_existing(plan.pin_path, "prog")
         if fd is not None and not self.applier.replace:
+            prog_fds[spec.function] = fd
             info = kprogs.program_info(fd)
             if info.type != spec.type:
                 raise PlanError(
@@ -268,14 +304,7 @@ class _ObjectWork:
             )
             return
         try:
-            loaded = kprogs.load_program(
-                name=spec.function,
-                prog_type=spec.type,
-                expected_attach_type=spec.expected_attach_type,
-                instructions=relocate(spec, map_fds),
-                license=self.plan.spec.license,
-                kern_version=self.applier.kern_version,
-            )
+            loaded = self.kernel.load_program(spec, map_fds)
         except KernelError as e:
             e.where(file=self.plan.path, section=spec.section)
             if not spec.optional:
@@ -286,6 +315,8 @@ class _ObjectWork:
             )
             return
         self.fds.append(loaded.fd)
+        prog_fds[spec.function] = loaded.fd
+        loaded_now.add(spec.function)
         self._stage(loaded.fd, plan.pin_path, spec.owner, replaces=fd is not None)
         info = kprogs.program_info(loaded.fd)
         result.pins.append(
@@ -306,6 +337,9 @@ class _ObjectWork:
 
     def _open_existing(self, path: str, kind: str) -> int | None:
         """The object pinned at `path`, which must be of `kind` ("map" or "prog"); None if none."""
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISDIR(os.lstat(path).st_mode):  # BPF_OBJ_GET would only say EACCES
+                raise LoaderError(f"{path} is a directory, not a pinned {kind}")
         try:
             fd = kpins.open_pinned(path)
         except KernelError as e:
@@ -383,6 +417,7 @@ class _ObjectWork:
         for fd in self.fds:
             os.close(fd)
         self.fds = []
+        self.kernel.close()
 
 
 def _incompatibility(path: str, spec: MapSpec, info: kmaps.MapInfo) -> str:
@@ -391,7 +426,7 @@ def _incompatibility(path: str, spec: MapSpec, info: kmaps.MapInfo) -> str:
         ("type", int(spec.type), info.type),
         ("key_size", spec.key_size, info.key_size),
         ("value_size", spec.value_size, info.value_size),
-        ("max_entries", spec.max_entries, info.max_entries),
+        ("max_entries", effective_max_entries(spec), info.max_entries),
         ("map_flags", spec.flags, info.flags),
     ):
         if expected != found:

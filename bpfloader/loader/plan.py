@@ -21,7 +21,7 @@ from bpfloader.loader.naming import (
     pin_path,
     program_pin_name,
 )
-from bpfloader.obj.spec import MapSpec, ObjectSpec, Ownership, ProgramSpec
+from bpfloader.obj.spec import MapSpec, ObjectSpec, ObjectStyle, Ownership, ProgramSpec
 
 
 class Action(StrEnum):
@@ -143,7 +143,7 @@ class Planner:
         passing: dict[str, ProgramSpec] = {}  # pin path -> the variant that will be pinned there
         for spec in obj.programs:
             try:
-                name = program_pin_name(object_name(obj.path), spec.base_section)
+                name = program_pin_name(object_name(obj.path), spec.pin_section)
                 path = pin_path(self.pin_root, self._subdir(source, spec.pin_subdir), name)
             except LoaderError as e:
                 raise e.where(section=spec.section) from None
@@ -154,8 +154,16 @@ class Planner:
                 plans.append(ProgramPlan(spec, path, Action.SKIP, reason))
                 continue
             if path in passing:
+                first = passing[path]
+                if obj.style is ObjectStyle.LIBBPF:
+                    raise PlanError(
+                        f"programs '{first.function}' (section '{first.section}') and "
+                        f"'{spec.function}' (section '{spec.section}') would both be pinned "
+                        f"at {path}",
+                        section=spec.section,
+                    )
                 raise PlanError(
-                    f"sections '{passing[path].section}' and '{spec.section}' both pass their "
+                    f"sections '{first.section}' and '{spec.section}' both pass their "
                     f"gates and would both be pinned at {path}",
                     section=spec.section,
                 )

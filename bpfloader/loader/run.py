@@ -17,7 +17,9 @@ from bpfloader.kernel import system
 from bpfloader.loader.apply import Applier, ObjectResult, PinRecord, Skipped, Status
 from bpfloader.loader.gates import Environment
 from bpfloader.loader.lock import run_lock
+from bpfloader.loader.naming import object_name
 from bpfloader.loader.plan import Action, ObjectPlan, Planner, RunPlan
+from bpfloader.loader.policy import apply_policy, read_policy
 from bpfloader.loader.scan import scan
 from bpfloader.loader.state import (
     LoaderState,
@@ -25,6 +27,7 @@ from bpfloader.loader.state import (
     PinState,
     SkipState,
     StateError,
+    is_pin,
     read_state,
     rebuild,
     write_loaded_marker,
@@ -84,16 +87,21 @@ def plan_run(
     run = RunPlan()
     for source in scan(options.source_dir):
         data = b""
+        policy = None
         try:
             with open(source.path, "rb") as f:
                 data = f.read()
-            spec = read_object(data, source.path)
+            policy = read_policy(source.path)
+            spec = apply_policy(read_object(data, source.path), policy)
         except (LoaderError, OSError) as e:
             error = e if isinstance(e, LoaderError) else LoaderError(f"cannot read: {e.strerror}")
             plan = planner.failed(source, error, declares_critical(data))
         else:
             plan = planner.plan(source, spec)
-        run.objects.append(replace(plan, sha256=hashlib.sha256(data).hexdigest() if data else None))
+        digest = hashlib.sha256(data)
+        if policy is not None:  # a changed policy is a changed object, for reload
+            digest.update(b"\0policy\0" + policy.text)
+        run.objects.append(replace(plan, sha256=digest.hexdigest() if data else None))
     return run
 
 
@@ -145,7 +153,7 @@ def _run(
                     result.objects.append(_kept(obj, old, reporter))
                 else:
                     result.objects.append(applier.apply(obj))
-            state = _next_state(previous, result, keep_absent=not reloading)
+            state = _next_state(previous, result, reloading=reloading)
             if reloading:
                 result.removed = remove_pins(previous, state, reporter)
             write_state(options.state_dir, state)
@@ -200,6 +208,7 @@ def _select(state: LoaderState, names: list[str]) -> set[str]:
             path
             for path in state.objects
             if name in (path, os.path.basename(path), os.path.splitext(os.path.basename(path))[0])
+            or name == _filename(path)
             or os.path.abspath(name) == path
         }
         if not matches:
@@ -207,6 +216,14 @@ def _select(state: LoaderState, names: list[str]) -> set[str]:
             raise LoaderError(f"no object {name!r} is recorded as loaded (recorded: {known})")
         chosen |= matches
     return chosen
+
+
+def _filename(path: str) -> str | None:
+    """The object's FILENAME, the name in its pins (`offload@mainline.o` -> `offload`)."""
+    try:
+        return object_name(path)
+    except LoaderError:
+        return None
 
 
 # -- state ---------------------------------------------------------------------------------
@@ -251,7 +268,7 @@ def _unchanged(old: ObjectState | None, plan: ObjectPlan) -> bool:
         and old.sha256 is not None
         and old.sha256 == plan.sha256
         and old.status in (Status.LOADED, Status.SKIPPED)
-        and all(os.path.lexists(pin.path) for pin in old.pins)
+        and all(is_pin(pin.path) for pin in old.pins)
     )
 
 
@@ -280,11 +297,13 @@ def _kept(plan: ObjectPlan, old: ObjectState, reporter: Reporter) -> ObjectResul
     return ObjectResult(plan, Status(old.status), old.reason, pins, skipped)
 
 
-def _next_state(previous: LoaderState, result: RunResult, *, keep_absent: bool) -> LoaderState:
+def _next_state(previous: LoaderState, result: RunResult, *, reloading: bool) -> LoaderState:
     """The state after a run. A failed object whose earlier version is still pinned keeps that
-    record (and its hash, so the next reload tries again); `keep_absent` keeps the records of
-    objects no longer in the directory (load never removes; reload does)."""
-    objects = dict(previous.objects) if keep_absent else {}
+    record (and its hash, so the next reload tries again); a load keeps the records of objects
+    no longer in the directory (load never removes; reload does). A load that reused pins made
+    from another file records no hash, so that the next reload re-checks the object."""
+    objects = {} if reloading else dict(previous.objects)
+    made = {pin.path for o in result.objects for pin in o.pins if pin.action is not Action.REUSE}
     for obj in result.objects:
         old = previous.objects.get(obj.path)
         critical = obj.plan.critical
@@ -293,9 +312,16 @@ def _next_state(previous: LoaderState, result: RunResult, *, keep_absent: bool) 
                 obj.path, old.sha256, Status.FAILED, obj.reason, critical, old.pins, old.skipped
             )
             continue
+        sha256 = obj.plan.sha256 if obj.status is not Status.FAILED else None
+        if (
+            not reloading
+            and any(pin.action is Action.REUSE and pin.path not in made for pin in obj.pins)
+            and (old is None or old.sha256 != sha256)
+        ):
+            sha256 = None  # pins found in place may come from an earlier version of the file
         objects[obj.path] = ObjectState(
             obj.path,
-            obj.plan.sha256 if obj.status is not Status.FAILED else None,
+            sha256,
             obj.status,
             obj.reason,
             critical,
@@ -325,6 +351,8 @@ def remove_pins(previous: LoaderState, state: LoaderState, reporter: Reporter) -
     removed = []
     for path in sorted(previous.pin_paths() - state.pin_paths()):
         if not os.path.lexists(path):
+            # Gone already (a run killed after unlinking it): its directory may still be left.
+            _remove_empty_dirs(os.path.dirname(path), previous.pin_root)
             continue
         if os.path.isdir(path) and not os.path.islink(path):
             _emit(
