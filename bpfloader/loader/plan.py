@@ -186,6 +186,12 @@ class Planner:
                 raise PlanError(reason, section=spec.section)
         return None
 
+    def unchanged(self, source: SourceObject, pin_paths: list[str], critical: bool) -> ObjectPlan:
+        """An object a reload leaves alone, unparsed: its recorded pins stay claimed by it."""
+        for path in pin_paths:
+            self.claimed.setdefault(path, source.path)
+        return ObjectPlan(source=source, critical=critical)
+
     def _claim(
         self, source: SourceObject, maps: tuple[MapPlan, ...], programs: tuple[ProgramPlan, ...]
     ) -> None:

@@ -19,7 +19,7 @@ from bpfloader.loader.gates import Environment
 from bpfloader.loader.lock import run_lock
 from bpfloader.loader.naming import object_name
 from bpfloader.loader.plan import Action, ObjectPlan, Planner, RunPlan
-from bpfloader.loader.policy import apply_policy, read_policy
+from bpfloader.loader.policy import Policy, apply_policy, read_policy
 from bpfloader.loader.scan import scan
 from bpfloader.loader.state import (
     LoaderState,
@@ -81,28 +81,39 @@ def plan_run(
     pin_exists: Callable[[str], bool],
     *,
     replace_programs: bool = False,
+    recorded: LoaderState | None = None,
 ) -> RunPlan:
-    """Read and plan every object in the source directory (pure but for reading the files)."""
+    """Read and plan every object in the source directory (pure but for reading the files).
+
+    An object whose content matches what `recorded` says is loaded, with every pin in place,
+    is not parsed at all: a reload that finds nothing changed costs a hash per file."""
     planner = Planner(env, os.path.abspath(options.pin_root), pin_exists, replace=replace_programs)
     run = RunPlan()
     for source in scan(options.source_dir):
         data = b""
-        policy = None
+        sha256 = None
         try:
             with open(source.path, "rb") as f:
                 data = f.read()
             policy = read_policy(source.path)
-            spec = apply_policy(read_object(data, source.path), policy)
+            sha256 = _content_hash(data, policy) if data else None
+            old = recorded.objects.get(source.path) if recorded is not None else None
+            if old is not None and _unchanged(old, sha256):
+                plan = planner.unchanged(source, [pin.path for pin in old.pins], old.critical)
+            else:
+                plan = planner.plan(source, apply_policy(read_object(data, source.path), policy))
         except (LoaderError, OSError) as e:
             error = e if isinstance(e, LoaderError) else LoaderError(f"cannot read: {e.strerror}")
             plan = planner.failed(source, error, declares_critical(data))
-        else:
-            plan = planner.plan(source, spec)
-        digest = hashlib.sha256(data)
-        if policy is not None:  # a changed policy is a changed object, for reload
-            digest.update(b"\0policy\0" + policy.text)
-        run.objects.append(replace(plan, sha256=digest.hexdigest() if data else None))
+        run.objects.append(replace(plan, sha256=sha256))
     return run
+
+
+def _content_hash(data: bytes, policy: Policy | None) -> str:
+    digest = hashlib.sha256(data)
+    if policy is not None:  # a changed policy is a changed object, for reload
+        digest.update(b"\0policy\0" + policy.text)
+    return digest.hexdigest()
 
 
 def load(options: LoadOptions, reporter: Reporter) -> RunResult:
@@ -144,12 +155,18 @@ def _run(
         )
         applier.prepare()
         try:
-            plan = plan_run(options, env, os.path.lexists, replace_programs=reloading)
-            previous = _previous_state(options, pin_root, plan, reporter)
+            recorded, problem = _recorded_state(options, pin_root)
+            plan = plan_run(
+                options,
+                env,
+                os.path.lexists,
+                replace_programs=reloading,
+                recorded=recorded if reloading else None,
+            )
+            previous = recorded or _rebuilt_state(options, pin_root, plan, problem, reporter)
             for obj in plan.objects:
                 old = previous.objects.get(obj.path)
-                if reloading and _unchanged(old, obj):
-                    assert old is not None
+                if reloading and old is not None and _unchanged(old, obj.sha256):
                     result.objects.append(_kept(obj, old, reporter))
                 else:
                     result.objects.append(applier.apply(obj))
@@ -235,21 +252,31 @@ def environment_key(env: Environment) -> str:
     return f"kernel {kernel}; loader {env.loader_version}; {env.arch}; {env.build_type}"
 
 
+def _recorded_state(options: LoadOptions, pin_root: str) -> tuple[LoaderState | None, str]:
+    """The recorded state if it can be used, else None and why not ('' when there is none)."""
+    env_key = environment_key(current_environment(options.build_type))
+    try:
+        state = read_state(options.state_dir, pin_root)
+    except StateError as e:
+        return None, str(e)
+    if state is not None and state.environment != env_key:
+        return None, f"recorded under another environment ({state.environment})"
+    return state, ""
+
+
 def _previous_state(
     options: LoadOptions, pin_root: str, plan: RunPlan, reporter: Reporter
 ) -> LoaderState:
     """The recorded state, or one rebuilt from the pins and the objects when there is none."""
+    recorded, problem = _recorded_state(options, pin_root)
+    return recorded or _rebuilt_state(options, pin_root, plan, problem, reporter)
+
+
+def _rebuilt_state(
+    options: LoadOptions, pin_root: str, plan: RunPlan, problem: str, reporter: Reporter
+) -> LoaderState:
     env_key = environment_key(current_environment(options.build_type))
-    problem = ""
-    try:
-        state = read_state(options.state_dir, pin_root)
-    except StateError as e:
-        state, problem = None, str(e)
-    if state is not None and state.environment == env_key:
-        return state
     rebuilt = rebuild(plan.objects, pin_root, os.path.abspath(options.source_dir), env_key)
-    if state is not None:
-        problem = f"recorded under another environment ({state.environment})"
     if problem or rebuilt.objects:
         _emit(
             reporter,
@@ -261,12 +288,11 @@ def _previous_state(
     return rebuilt
 
 
-def _unchanged(old: ObjectState | None, plan: ObjectPlan) -> bool:
+def _unchanged(old: ObjectState, sha256: str | None) -> bool:
     """Same content, loaded before, and every pin still there: nothing to do."""
     return (
-        old is not None
-        and old.sha256 is not None
-        and old.sha256 == plan.sha256
+        old.sha256 is not None
+        and old.sha256 == sha256
         and old.status in (Status.LOADED, Status.SKIPPED)
         and all(is_pin(pin.path) for pin in old.pins)
     )
