@@ -30,6 +30,7 @@ from bpfloader.loader.state import (
     is_pin,
     read_state,
     rebuild,
+    remove_loaded_marker,
     write_loaded_marker,
     write_state,
 )
@@ -194,7 +195,9 @@ def unload(options: LoadOptions, reporter: Reporter, names: list[str]) -> RunRes
     them when no name is given: only pins the state records, never anything else."""
     pin_root = os.path.abspath(options.pin_root)
     if not kpins.is_bpffs(pin_root):
-        raise LoaderError(f"pin root {pin_root} is not a bpf filesystem")
+        raise LoaderError(
+            f"pin root {pin_root} is not a bpf filesystem (mount it: mount -t bpf bpf {pin_root})"
+        )
     result = RunResult()
     with run_lock(options.state_dir, options.lock_timeout):
         env = current_environment(options.build_type)
@@ -213,6 +216,8 @@ def unload(options: LoadOptions, reporter: Reporter, names: list[str]) -> RunRes
         )
         result.removed = remove_pins(previous, state, reporter)
         write_state(options.state_dir, state)
+        if not state.objects:  # nothing of ours is pinned: services must not see "loaded"
+            remove_loaded_marker(options.state_dir)
     return result
 
 

@@ -145,6 +145,11 @@ def write_loaded_marker(state_dir: str, summary: dict[str, Any]) -> None:
     _write_atomically(os.path.join(state_dir, LOADED_MARKER), json.dumps(summary) + "\n")
 
 
+def remove_loaded_marker(state_dir: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(state_dir, LOADED_MARKER))
+
+
 def _write_atomically(path: str, text: str) -> None:
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)

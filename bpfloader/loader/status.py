@@ -119,7 +119,9 @@ def format_status(report: dict[str, Any]) -> str:
     lines = [f"pin root {report['pin_root']} (state {report['state']})"]
     for obj in report["objects"]:
         critical = " (critical)" if obj["critical"] else ""
-        reason = f": {obj['reason']}" if obj["reason"] else ""
+        # A failure's reason already starts with the object's path: don't say it twice.
+        text = obj["reason"].removeprefix(f"{obj['path']}: ")
+        reason = f": {text}" if text else ""
         lines.append(f"{obj['path']}{critical}: {obj['status']}{reason}")
         for kind in ("maps", "programs"):
             for pin in obj[kind]:
@@ -147,7 +149,9 @@ def current_status(options: LoadOptions) -> dict[str, Any]:
     """The report for a pin root: from the recorded state, or rebuilt (read-only) without one."""
     pin_root = os.path.abspath(options.pin_root)
     if not kpins.is_bpffs(pin_root):
-        raise LoaderError(f"pin root {pin_root} is not a bpf filesystem")
+        raise LoaderError(
+            f"pin root {pin_root} is not a bpf filesystem (mount it: mount -t bpf bpf {pin_root})"
+        )
     env_key = environment_key(current_environment(options.build_type))
     try:
         state = read_state(options.state_dir, pin_root)
