@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         "without CAP_BPF because kernel.unprivileged_bpf_disabled is 2 (kernels before 5.19), "
         "set it to 0 so that the pins' owner, group and mode decide who opens them",
     )
+    access.add_argument(
+        "--insecure-allow-untrusted",
+        action="store_true",
+        help="development only: load objects that someone other than root could have written "
+        "(not root-owned, group- or world-writable, on such a path, or symlinked from outside "
+        "the directory), with a warning each, instead of refusing them",
+    )
     load = commands.add_parser(
         "load",
         parents=[where, running, access],
@@ -199,6 +206,7 @@ def _options(args: argparse.Namespace) -> LoadOptions:
         build_type=args.build_type,
         state_dir=args.state_dir,
         lock_timeout=getattr(args, "lock_timeout", 0.0),
+        allow_untrusted=getattr(args, "insecure_allow_untrusted", False),
     )
 
 
@@ -211,6 +219,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "load" and args.dry_run:
         env = run.current_environment(args.build_type)
         plan = run.plan_run(options, env, os.path.lexists)
+        for obj in plan.objects:
+            if obj.untrusted is not None:
+                print(f"bpfloader: warning: {obj.path}: INSECURE: {obj.untrusted}", file=sys.stderr)
         print(format_plan(plan))
         return EXIT_CRITICAL if any(o.error and o.critical for o in plan.objects) else EXIT_OK
     reporter = open_reporter(args.log_target, Priority.WARNING if args.quiet else Priority.INFO)

@@ -387,9 +387,9 @@ def test_pin_root_that_is_not_bpffs_is_refused(
     (plain / "somefile").write_text("x")
     run = bpfloader_cli(command, "--dir", source_dir, "--pin-root", plain)
     assert run.returncode == 2, run.stderr
-    message = f"bpfloader: pin root {plain} is not a bpf filesystem"
-    if command in ("load", "reload"):
-        message += f" (mount it: mount -t bpf bpf {plain})"
+    message = (
+        f"bpfloader: pin root {plain} is not a bpf filesystem (mount it: mount -t bpf bpf {plain})"
+    )
     assert run.stderr.splitlines()[-1] == message
     assert run.stdout == ""
     assert os.listdir(plain) == ["somefile"]

@@ -75,6 +75,7 @@ class ObjectPlan:
     error: LoaderError | None = None
     critical: bool = False
     sha256: str | None = None  # of the file's content, when it could be read
+    untrusted: str | None = None  # why the trust policy would refuse it (let through: insecure)
 
     @property
     def path(self) -> str:

@@ -34,6 +34,7 @@ from bpfloader.loader.state import (
     write_loaded_marker,
     write_state,
 )
+from bpfloader.loader.trust import TrustPolicy, refused
 from bpfloader.obj.reader import declares_critical, read_object
 from bpfloader.obj.spec import Ownership
 from bpfloader.version import LOADER_VERSION
@@ -51,6 +52,7 @@ class LoadOptions:
     build_type: str | None = None
     state_dir: str = DEFAULT_STATE_DIR
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    allow_untrusted: bool = False  # --insecure-allow-untrusted: the trust policy only warns
 
 
 @dataclass
@@ -90,9 +92,15 @@ def plan_run(
     is not parsed at all: a reload that finds nothing changed costs a hash per file."""
     planner = Planner(env, os.path.abspath(options.pin_root), pin_exists, replace=replace_programs)
     run = RunPlan()
+    trust = TrustPolicy(options.source_dir)
     for source in scan(options.source_dir):
         data = b""
         sha256 = None
+        untrusted = trust.problem(source.path)
+        if untrusted is not None and not options.allow_untrusted:
+            # Nothing of an untrusted file is read: it is not even asked whether it is critical.
+            run.objects.append(planner.failed(source, refused(untrusted), False))
+            continue
         try:
             with open(source.path, "rb") as f:
                 data = f.read()
@@ -106,7 +114,7 @@ def plan_run(
         except (LoaderError, OSError) as e:
             error = e if isinstance(e, LoaderError) else LoaderError(f"cannot read: {e.strerror}")
             plan = planner.failed(source, error, declares_critical(data))
-        run.objects.append(replace(plan, sha256=sha256))
+        run.objects.append(replace(plan, sha256=sha256, untrusted=untrusted))
     return run
 
 
@@ -143,6 +151,15 @@ def _run(
         f"{verb} {options.source_dir} into {options.pin_root} "
         f"(kernel {'.'.join(map(str, env.kernel))}, loader version {env.loader_version})",
     )
+    if options.allow_untrusted:
+        _emit(
+            reporter,
+            MessageId.TRUST_POLICY_OFF,
+            Priority.WARNING,
+            f"INSECURE: --insecure-allow-untrusted: the trust policy on {options.source_dir} is "
+            "off; objects that someone other than root could have written will be loaded "
+            "(for development only, never on a real system)",
+        )
     pin_root = os.path.abspath(options.pin_root)
     result = RunResult()
     with run_lock(options.state_dir, options.lock_timeout):
@@ -166,6 +183,15 @@ def _run(
             )
             previous = recorded or _rebuilt_state(options, pin_root, plan, problem, reporter)
             for obj in plan.objects:
+                if obj.untrusted is not None:
+                    _emit(
+                        reporter,
+                        MessageId.UNTRUSTED_OBJECT_ALLOWED,
+                        Priority.WARNING,
+                        f"{obj.path}: INSECURE: let through despite the trust policy "
+                        f"(--insecure-allow-untrusted): {obj.untrusted}",
+                        BPF_OBJECT=obj.path,
+                    )
                 old = previous.objects.get(obj.path)
                 if reloading and old is not None and _unchanged(old, obj.sha256):
                     result.objects.append(_kept(obj, old, reporter))
