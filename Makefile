@@ -1,5 +1,5 @@
 # Convenience targets; each one installs what it needs through scripts/bootstrap (run as root).
-.PHONY: setup demo test lint ci install
+.PHONY: setup demo test lint ci install fuzz
 
 # `make install [DESTDIR=root] [PREFIX=/usr/local] [PYTHON=/usr/bin/python3]`: the package, the
 # systemd units, the journal catalog, /etc/default/bpfloader (see scripts/install).
@@ -17,8 +17,8 @@ test:
 	scripts/bootstrap test
 
 lint: setup
-	.venv/bin/ruff check bpfloader tests
-	.venv/bin/ruff format --check bpfloader tests
+	.venv/bin/ruff check bpfloader tests fuzz
+	.venv/bin/ruff format --check bpfloader tests fuzz
 	.venv/bin/mypy
 
 ci:
@@ -26,3 +26,15 @@ ci:
 
 install:
 	scripts/install
+
+# `make fuzz [FUZZ_RUNS=1000000] [FUZZ_ARGS=-max_total_time=3600]`: the object reader under
+# atheris, seeded with every object the tests build (fuzz/build_seeds.py); not run in CI (the
+# short deterministic run is tests/test_reader_fuzz.py). Findings go to fuzz/findings/.
+FUZZ_RUNS ?= 1000000
+FUZZ_ARGS ?=
+fuzz: setup
+	.venv/bin/pip install -q -e '.[fuzz]'
+	.venv/bin/python fuzz/build_seeds.py build/fuzz/seeds
+	mkdir -p build/fuzz/corpus
+	PYTHONPATH=. .venv/bin/python fuzz/fuzz_reader.py build/fuzz/corpus build/fuzz/seeds \
+		-runs=$(FUZZ_RUNS) -print_final_stats=1 $(FUZZ_ARGS)

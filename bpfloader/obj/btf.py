@@ -19,6 +19,7 @@ HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/
 TYPE = struct.Struct("<III")  # name_off, info, size_or_type
 MAX_TYPES = 1 << 20
 MAX_RESOLVE_DEPTH = 64
+MAX_NAME_LEN = 4096  # a type, member or variable name, in bytes (the kernel allows 512)
 
 
 class BtfError(ValueError):
@@ -290,7 +291,9 @@ def _references(t: BtfType) -> list[int]:
 def _string(table: bytes, offset: int, what: str) -> str:
     if not 0 <= offset < max(len(table), 1):
         raise BtfError(f"{what} offset {offset} is outside the string table")
-    end = table.find(b"\0", offset)
+    end = table.find(b"\0", offset, offset + MAX_NAME_LEN + 1)
+    if end < 0 and len(table) - offset > MAX_NAME_LEN:
+        raise BtfError(f"{what} at offset {offset} is longer than {MAX_NAME_LEN} bytes")
     return table[offset : end if end >= 0 else len(table)].decode("latin-1")
 
 

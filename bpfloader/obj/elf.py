@@ -7,9 +7,11 @@ per byte (latin-1), as the Android reader does, so no byte of a name is ever los
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 
 from elftools.elf.elffile import ELFFile
+from elftools.elf.enums import ENUM_E_MACHINE
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import Section as ElfSection
 from elftools.elf.sections import SymbolTableSection
@@ -17,6 +19,40 @@ from elftools.elf.sections import SymbolTableSection
 from bpfloader.errors import ObjectFormatError
 
 SHF_EXECINSTR = 0x4
+SHF_COMPRESSED = 0x800
+EM_BPF = 247
+ELF64_HEADER_SIZE = 64
+SECTION_HEADER_SIZE = 64
+SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_NOBITS, SHT_REL = 2, 3, 4, 8, 9
+SYMBOL_SIZE = 24
+REL_SIZE = 16
+RELA_SIZE = 24
+# Section types of executables and shared objects, which pyelftools links to other sections
+# as it builds them: a relocatable BPF object has none, so they are refused before that.
+LINKED_SECTION_TYPES = {
+    5: "SHT_HASH",
+    6: "SHT_DYNAMIC",
+    11: "SHT_DYNSYM",
+    18: "SHT_SYMTAB_SHNDX",
+    19: "SHT_RELR",
+    0x6FFFFFF3: "SHT_SUNW_LDYNSYM",
+    0x6FFFFFF6: "SHT_GNU_HASH",
+    0x6FFFFFFC: "SHT_SUNW_syminfo",
+    0x6FFFFFFD: "SHT_GNU_verdef",
+    0x6FFFFFFE: "SHT_GNU_verneed",
+    0x6FFFFFFF: "SHT_GNU_versym",
+}
+
+# Bounds on what an object may hold, far above what any compiler emits for one BPF object:
+# an untrusted file must not make the loader, which runs as root at boot, take long or use
+# much memory.
+MAX_SECTIONS = 4096
+MAX_SYMBOLS = 1 << 18
+MAX_RELOCATIONS = 1 << 20  # in all relocation sections together
+MAX_NAME_LEN = 4096  # a section or symbol name, in bytes
+MAX_NOBITS_SIZE = 1 << 28  # a .bss-like section: its zeros are made in memory
+
+_MACHINE_NAMES = {number: name for name, number in ENUM_E_MACHINE.items() if name != "_default_"}
 
 
 def check_bpf_header(elf: ELFFile) -> None:
@@ -37,8 +73,109 @@ def string_at(table: bytes, offset: int) -> str:
         raise ObjectFormatError(
             f"name offset {offset} is outside its string table ({len(table)} bytes)"
         )
-    end = table.find(b"\0", offset)
+    end = table.find(b"\0", offset, offset + MAX_NAME_LEN + 1)
+    if end < 0 and len(table) - offset > MAX_NAME_LEN:
+        raise ObjectFormatError(f"name at offset {offset} is longer than {MAX_NAME_LEN} bytes")
     return table[offset : end if end >= 0 else len(table)].decode("latin-1")
+
+
+def check_layout(data: bytes) -> None:
+    """Check the ELF header and section header table before pyelftools reads them, so that
+    every inconsistency is named here (file, section, reason) and bounded: a BPF object,
+    64-bit little-endian, its section headers, names, data, symbol and relocation tables
+    inside the file and within MAX_SECTIONS, MAX_SYMBOLS, MAX_RELOCATIONS."""
+    if len(data) < 20:
+        raise ObjectFormatError(f"truncated file: {len(data)} bytes is shorter than the ELF header")
+    big = data[5] == 2
+    machine: int = struct.unpack_from(">H" if big else "<H", data, 18)[0]
+    if machine != EM_BPF:
+        raise ObjectFormatError(
+            f"not a BPF object (ELF machine {_MACHINE_NAMES.get(machine, machine)})"
+        )
+    if data[5] != 1:
+        raise ObjectFormatError(
+            "big-endian BPF objects are not supported on this little-endian host"
+            if big
+            else f"unknown ELF data encoding {data[5]}"
+        )
+    if data[4] != 2:
+        raise ObjectFormatError("not a 64-bit ELF file")
+    if len(data) < ELF64_HEADER_SIZE:
+        raise _truncated("the ELF header", ELF64_HEADER_SIZE, len(data))
+    shoff: int = struct.unpack_from("<Q", data, 0x28)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    if shnum == 0:
+        raise ObjectFormatError("no section header table (or extended section numbering)")
+    if shnum > MAX_SECTIONS:
+        raise ObjectFormatError(f"{shnum} sections is more than the limit of {MAX_SECTIONS}")
+    if shentsize != SECTION_HEADER_SIZE:
+        raise ObjectFormatError(
+            f"section header size {shentsize} is not {SECTION_HEADER_SIZE} bytes"
+        )
+    if shoff + shentsize * shnum > len(data):
+        raise _truncated("the section header table", shoff + shentsize * shnum, len(data))
+    headers = [
+        struct.unpack_from("<IIQQQQIIQQ", data, shoff + SECTION_HEADER_SIZE * i)
+        for i in range(shnum)
+    ]
+    if not 0 < shstrndx < shnum or headers[shstrndx][1] != SHT_STRTAB:
+        raise ObjectFormatError(f"section name table index {shstrndx} is not a string table")
+    names_at, names_size = headers[shstrndx][4], headers[shstrndx][5]
+    if names_at + names_size > len(data):
+        raise _truncated("the section name table", names_at + names_size, len(data))
+    names = data[names_at : names_at + names_size]
+    symbols = relocations = 0
+    for index, header in enumerate(headers):
+        name_off, kind, flags, _, offset, size, link, _, _, entsize = header
+        name = string_at(names, name_off) if index else ""
+        if kind == SHT_NOBITS and size > MAX_NOBITS_SIZE:
+            raise ObjectFormatError(
+                f"{size} bytes is more than the limit of {MAX_NOBITS_SIZE} bytes", section=name
+            )
+        if kind != SHT_NOBITS and offset + size > len(data):
+            raise ObjectFormatError(
+                f"truncated file: the section's data ends at byte {offset + size}, "
+                f"but the file has {len(data)} bytes",
+                section=name,
+            )
+        if kind in LINKED_SECTION_TYPES:
+            raise ObjectFormatError(
+                f"{LINKED_SECTION_TYPES[kind]} sections belong to executables and shared "
+                "objects, not to BPF objects",
+                section=name,
+            )
+        if flags & SHF_COMPRESSED:
+            raise ObjectFormatError("compressed sections are not supported", section=name)
+        entry = {SHT_SYMTAB: SYMBOL_SIZE, SHT_REL: REL_SIZE, SHT_RELA: RELA_SIZE}.get(kind)
+        if entry is None:
+            continue
+        if entsize != entry or size % entry:
+            raise ObjectFormatError(
+                f"table of {size} bytes with entries of {entsize} bytes; expected whole "
+                f"entries of {entry} bytes",
+                section=name,
+            )
+        linked = SHT_STRTAB if kind == SHT_SYMTAB else SHT_SYMTAB
+        if not 0 < link < shnum or headers[link][1] != linked:
+            raise ObjectFormatError(f"linked section {link} is not usable", section=name)
+        if kind == SHT_SYMTAB:
+            symbols += size // entry
+            if symbols > MAX_SYMBOLS:
+                raise ObjectFormatError(
+                    f"more than the limit of {MAX_SYMBOLS} symbols", section=name
+                )
+        else:
+            relocations += size // entry
+            if relocations > MAX_RELOCATIONS:
+                raise ObjectFormatError(
+                    f"more than the limit of {MAX_RELOCATIONS} relocations", section=name
+                )
+
+
+def _truncated(what: str, end: int, size: int) -> ObjectFormatError:
+    return ObjectFormatError(
+        f"truncated file: {what} ends at byte {end}, but the file has {size} bytes"
+    )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from bpfloader.obj.defs import (
     decode_map_def,
     decode_prog_def,
 )
-from bpfloader.obj.elf import ElfObject, check_bpf_header, string_at
+from bpfloader.obj.elf import ElfObject, check_bpf_header, check_layout, string_at
 from bpfloader.obj.libbpf_reader import read_libbpf_object
 from bpfloader.obj.object_btf import read_object_btf
 from bpfloader.obj.sections import SECTION_PREFIXES, program_kind
@@ -44,7 +44,6 @@ R_BPF_64_32 = 10  # call to a bpf-to-bpf function
 OPCODE_LD_IMM64 = 0x18
 OPCODE_CALL = 0x85
 INSN_SIZE = 8
-ELF64_HEADER_SIZE = 64
 
 
 def read_object(data: bytes, path: str) -> ObjectSpec:
@@ -53,7 +52,7 @@ def read_object(data: bytes, path: str) -> ObjectSpec:
     if data[:4] != b"\x7fELF":
         raise ObjectFormatError("not an ELF file", file=path)
     try:
-        _check_section_headers_present(data)
+        check_layout(data)
         if is_libbpf_style(data):
             elf = ElfObject(data)
             section = elf.section("license")
@@ -64,8 +63,9 @@ def read_object(data: bytes, path: str) -> ObjectSpec:
     except DefError as e:
         raise ObjectFormatError(str(e), file=path) from None
     except Exception as e:
-        # Untrusted input reaches pyelftools, which fails in many ways on corrupt files;
-        # whatever it raises, the verdict is the same: this file is not a usable object.
+        # A last resort: check_layout validates what pyelftools reads, and each check names
+        # its problem. Reaching here is a missing check; tests/test_reader_fuzz.py and
+        # `make fuzz` report every input that does.
         raise ObjectFormatError(f"malformed ELF ({type(e).__name__}: {e})", file=path) from None
 
 
@@ -125,16 +125,6 @@ def _truncated(what: str, end: int, size: int, section: str | None = None) -> Ob
     return _err(
         f"truncated file: {what} ends at byte {end}, but the file has {size} bytes", section
     )
-
-
-def _check_section_headers_present(data: bytes) -> None:
-    """Name a truncated ELF64 (little-endian) file as such, before pyelftools trips on it."""
-    if len(data) < ELF64_HEADER_SIZE or data[4:6] != b"\x02\x01":
-        return  # not ELF64 LE, or too short for its header: the reader's own checks speak
-    shoff: int = struct.unpack_from("<Q", data, 0x28)[0]
-    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-    if shoff + shentsize * shnum > len(data):
-        raise _truncated("the section header table", shoff + shentsize * shnum, len(data))
 
 
 class _Reader:
@@ -358,12 +348,23 @@ class _Reader:
             insn = offset // INSN_SIZE
             if offset % INSN_SIZE or offset + INSN_SIZE > len(code):
                 raise _err(f"relocation at offset {offset} is not on an instruction", section)
+            if not 0 <= reloc["r_info_sym"] < self.symtab.num_symbols():
+                raise _err(
+                    f"relocation at offset {offset} names symbol {reloc['r_info_sym']}, "
+                    "which does not exist",
+                    self._section_name(rel),
+                )
             symbol = self.symtab.get_symbol(reloc["r_info_sym"])
             target = self._symbol_name(symbol) or "(unnamed)"
-            if symbol["st_info"]["type"] == "STT_SECTION" and isinstance(symbol["st_shndx"], int):
-                target = self._section_name(
-                    self.elf.get_section(symbol["st_shndx"])
-                )  # e.g. a call into .text
+            shndx = symbol["st_shndx"]
+            if isinstance(shndx, int) and not 0 < shndx < self.elf.num_sections():
+                raise _err(
+                    f"instruction {insn} refers to '{target}' in section {shndx}, "
+                    "which does not exist",
+                    section,
+                )
+            if symbol["st_info"]["type"] == "STT_SECTION" and isinstance(shndx, int):
+                target = self._section_name(self.elf.get_section(shndx))  # e.g. a call into .text
             opcode = code[offset]
             if kind == R_BPF_64_32 and opcode == OPCODE_CALL:
                 raise _err(
@@ -379,7 +380,6 @@ class _Reader:
                     f"instruction (opcode {opcode:#04x})",
                     section,
                 )
-            shndx = symbol["st_shndx"]
             if shndx == "SHN_UNDEF":
                 raise _err(f"instruction {insn} refers to unknown symbol '{target}'", section)
             if shndx != maps_index:

@@ -1,0 +1,49 @@
+"""Compile every object the tests build into one (flat) seed directory for the reader fuzzer.
+
+Usage: python fuzz/build_seeds.py OUT_DIR
+Android-format sources go through `bpfloader build`; libbpf-style ones (tests/bpf/libbpf_*.c)
+through plain clang with -g, as tests/libbpf_support.py does. A source that does not compile
+(some are meant not to) is skipped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBBPF_CFLAGS = ["-O2", "-g", "-target", "bpf", "-idirafter", "/usr/include/x86_64-linux-gnu"]
+
+
+def build_seeds(out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    bpfloader = ROOT / ".venv" / "bin" / "bpfloader"
+    sources = sorted((ROOT / "tests" / "bpf").glob("*.c")) + sorted(
+        (ROOT / "etc" / "bpf").glob("*.c")
+    )
+    built = []
+    for src in sources:
+        if src.name.startswith("libbpf_"):
+            obj = out / f"{src.stem}.o"
+            cmd = ["clang", *LIBBPF_CFLAGS, "-c", str(src), "-o", str(obj)]
+            done = subprocess.run(cmd, capture_output=True)
+            if done.returncode == 0:
+                built.append(obj)
+            continue
+        for flags in ([], ["-g"]):  # -g adds .BTF and .BTF.ext to Android-format objects
+            sub = out / (src.stem + ("_g" if flags else ""))
+            cmd = [str(bpfloader), "build", str(src), "-o", str(sub)]
+            cmd += [f"--cflag={f}" for f in flags] if flags else []
+            done = subprocess.run(cmd, capture_output=True)
+            if done.returncode == 0:
+                for obj in sorted(sub.glob("*.o")):  # flat: libFuzzer reads one directory
+                    built.append(obj.rename(out / f"{sub.name}__{obj.name}"))
+            shutil.rmtree(sub, ignore_errors=True)
+    return built
+
+
+if __name__ == "__main__":
+    objects = build_seeds(Path(sys.argv[1]))
+    print(f"{len(objects)} seed objects in {sys.argv[1]}")

@@ -1,0 +1,165 @@
+"""The object reader's contract, checked on one input, and a structure-aware ELF mutator.
+
+Shared by fuzz/fuzz_reader.py (atheris, long runs) and tests/test_reader_fuzz.py (a short,
+deterministic run in CI). The contract of `read_object`: every input either parses or raises
+ObjectFormatError whose str() is one line starting with the file name; nothing else is raised,
+nothing hangs, memory stays bounded. An ObjectFormatError made by read_object's catch-all
+("malformed ELF (TypeName: ...)") is not a violation but is reported as a finding: it means
+some check is missing where the bad value was first read.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import struct
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bpfloader.errors import ObjectFormatError
+from bpfloader.obj.reader import read_object
+
+PATH = "fuzz.o"
+CATCH_ALL = "malformed ELF ("
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class InputTimeout(BaseException):
+    """Raised by the per-input alarm; a BaseException so that no `except Exception` hides it."""
+
+
+class ContractViolation(AssertionError):
+    pass
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    def expired(signum: int, frame: object) -> None:
+        raise InputTimeout(f"input took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def where_raised(error: BaseException) -> str:
+    """`TypeName at file:line (function)` of the innermost frame, and of the innermost
+    bpfloader frame when that differs."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return type(error).__name__
+    last = frames[-1]
+    ours = [f for f in frames if "/bpfloader/" in f.filename]
+    text = f"{type(error).__name__} at {_frame(last)}"
+    if ours and ours[-1] is not last:
+        text += f" via {_frame(ours[-1])}"
+    return text
+
+
+def _frame(frame: traceback.FrameSummary) -> str:
+    name = frame.filename
+    for marker in ("/bpfloader/", "/elftools/"):
+        if marker in name:
+            name = marker.strip("/") + "/" + name.split(marker, 1)[1]
+    return f"{name}:{frame.lineno} ({frame.name})"
+
+
+def check(data: bytes) -> str | None:
+    """Run the reader on `data`; raise ContractViolation if it breaks the contract. Returns
+    a finding (where the original exception was raised) when the catch-all was needed."""
+    try:
+        read_object(data, PATH)
+    except ObjectFormatError as e:
+        text = str(e)
+        if "\n" in text or not text.startswith(PATH + ": "):
+            raise ContractViolation(f"error is not one line naming the file: {text!r}") from e
+        if e.reason.startswith(CATCH_ALL):
+            original = e.__context__
+            return where_raised(original) if original is not None else e.reason
+        return None
+    except (InputTimeout, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        raise ContractViolation(f"read_object raised {where_raised(e)}: {e!r}") from e
+    return None
+
+
+# -- mutations -------------------------------------------------------------------------------
+
+INTERESTING = (0, 1, 2, 7, 8, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0xFFFF, 0x10000, 0x7FFFFFFF,
+               0xFFFFFFFF, 0x100000000, 0x7FFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF)  # fmt: skip
+
+
+def _header_fields(data: bytes, rng: random.Random) -> int | None:
+    """The offset of a random field of a random section header (or of the ELF header)."""
+    if len(data) < 64:
+        return None
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    shnum = struct.unpack_from("<H", data, 0x3C)[0]
+    if rng.random() < 0.2 or not shnum or shoff + 64 * shnum > len(data):
+        return rng.choice((0x18, 0x20, 0x28, 0x30, 0x34, 0x36, 0x38, 0x3A, 0x3C, 0x3E))
+    return shoff + 64 * rng.randrange(shnum) + rng.choice((0, 4, 8, 16, 24, 32, 40, 44, 48, 56))
+
+
+def _section_entry(data: bytes, rng: random.Random) -> int | None:
+    """A random 8-byte-aligned offset inside a random section's data (symbols, relocations,
+    BTF, defs live there)."""
+    if len(data) < 64:
+        return None
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    shnum = struct.unpack_from("<H", data, 0x3C)[0]
+    if not shnum or shoff + 64 * shnum > len(data):
+        return None
+    header = shoff + 64 * rng.randrange(shnum)
+    offset, size = struct.unpack_from("<QQ", data, header + 24)
+    if not size or offset + size > len(data):
+        return None
+    return offset + rng.randrange(0, size, 4) if size >= 4 else offset
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    """One to three mutations: bit flips, interesting integers at ELF fields, at section data
+    or anywhere, truncation, deletion and duplication of chunks."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        if not out:
+            out = bytearray(b"\x7fELF")
+        choice = rng.randrange(8)
+        if choice == 0:
+            for _ in range(rng.randint(1, 4)):
+                i = rng.randrange(len(out))
+                out[i] ^= 1 << rng.randrange(8)
+        elif choice in (1, 2, 3):
+            at = (
+                _header_fields(bytes(out), rng)
+                if choice == 1
+                else _section_entry(bytes(out), rng)
+                if choice == 2
+                else rng.randrange(len(out))
+            )
+            if at is None:
+                at = rng.randrange(len(out))
+            width = rng.choice((1, 2, 4, 8))
+            value = rng.choice(INTERESTING) & ((1 << (8 * width)) - 1)
+            if rng.random() < 0.3:
+                value = rng.getrandbits(8 * width)
+            chunk = value.to_bytes(width, "little")
+            out[at : at + width] = chunk[: max(0, len(out) - at)]
+        elif choice == 4:
+            out = out[: rng.randrange(len(out))]
+        elif choice == 5:
+            i = rng.randrange(len(out))
+            del out[i : i + rng.randint(1, 64)]
+        elif choice == 6:
+            i = rng.randrange(len(out))
+            out[i:i] = out[i : i + rng.randint(1, 64)]
+        else:
+            i = rng.randrange(len(out))
+            out[i] = rng.randrange(256)
+    return bytes(out)

@@ -1,0 +1,93 @@
+"""Fuzz bpfloader's object reader with atheris (libFuzzer), seeded with every test object.
+
+    make fuzz [FUZZ_RUNS=1000000]
+    .venv/bin/python fuzz/fuzz_reader.py CORPUS_DIR SEED_DIR -runs=N [libFuzzer flags]
+
+Each input runs under a per-input alarm (FUZZ_TIMEOUT seconds, default 5; libFuzzer's own
+-timeout backs it up) and the process under RLIMIT_AS (FUZZ_MEMORY_MB, default 2048). A
+contract violation (an exception other than ObjectFormatError, an error that is not one line
+naming the file, a hang) crashes the run and libFuzzer saves the input. Inputs that only
+read_object's catch-all turned into ObjectFormatError are findings, not crashes: each distinct
+place is logged once to stderr, with the input saved under FUZZ_FINDINGS (default
+fuzz/findings/), and the counts per place are rewritten to FUZZ_FINDINGS/counts.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import resource
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import atheris
+
+with atheris.instrument_imports(include=["bpfloader", "elftools"]):
+    from fuzz.contract import InputTimeout, check, mutate, time_limit
+
+FINDINGS = Path(os.environ.get("FUZZ_FINDINGS", Path(__file__).parent / "findings"))
+TIMEOUT = float(os.environ.get("FUZZ_TIMEOUT", "5"))
+MEMORY_MB = int(os.environ.get("FUZZ_MEMORY_MB", "2048"))
+
+counts: Counter[str] = Counter()
+executions = 0
+last_dump = time.monotonic()
+
+
+def dump_counts() -> None:
+    FINDINGS.mkdir(parents=True, exist_ok=True)
+    summary = {"executions": executions, "catch_all": dict(counts.most_common())}
+    (FINDINGS / "counts.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def test_one(data: bytes) -> None:
+    global executions, last_dump
+    executions += 1
+    try:
+        with time_limit(TIMEOUT):
+            finding = check(data)
+    except InputTimeout as e:
+        raise AssertionError(f"hang: {e}") from None  # libFuzzer saves the input as a crash
+    if finding is not None:
+        if finding not in counts:
+            FINDINGS.mkdir(parents=True, exist_ok=True)
+            name = hashlib.sha1(data).hexdigest()[:16]
+            (FINDINGS / f"catchall-{name}").write_bytes(data)
+            print(f"\nFINDING catch-all: {finding} (input catchall-{name})", file=sys.stderr)
+        counts[finding] += 1
+        if counts[finding] == 1:
+            dump_counts()
+    if time.monotonic() - last_dump > 30:
+        last_dump = time.monotonic()
+        dump_counts()
+
+
+def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+    """Half libFuzzer's own byte mutations, half ELF-aware ones (fuzz/contract.py)."""
+    rng = random.Random(seed)
+    if rng.random() < 0.5:
+        return bytes(atheris.Mutate(data, max_size))
+    return mutate(data, rng)[:max_size]
+
+
+def main() -> None:
+    limit = MEMORY_MB * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    args = list(sys.argv)
+    if not any(a.startswith("-max_len=") for a in args):
+        args.append("-max_len=131072")
+    if not any(a.startswith("-timeout=") for a in args):
+        args.append(f"-timeout={int(TIMEOUT) * 2 + 1}")
+    atheris.Setup(args, test_one, custom_mutator=custom_mutator)
+    try:
+        atheris.Fuzz()
+    finally:
+        dump_counts()
+
+
+if __name__ == "__main__":
+    main()
