@@ -215,17 +215,29 @@ class _Reader:
 
     # -- maps -----------------------------------------------------------------------------
 
+    def _def_section(
+        self, name: str, size_section: str, default_size: int, min_size: int, what: str
+    ) -> tuple[int, bytes, int] | None:
+        """A `maps` or `progs` section: its index, its bytes, and the def size it was built with."""
+        found = self.sections.get(name)
+        if found is None:
+            return None
+        index, section = found
+        size = self._u32_section(size_section, default_size)
+        try:
+            check_def_size(size, min_size, what)
+        except DefError as e:
+            raise _err(str(e), size_section) from None
+        data: bytes = section.data()
+        return index, data, size
+
     def _maps(self) -> list[_PlacedMap]:
-        found = self.sections.get("maps")
+        found = self._def_section(
+            "maps", "size_of_bpf_map_def", DEFAULT_MAP_DEF_SIZE, MAP_DEF_MIN_SIZE, "map def"
+        )
         if found is None:
             return []
-        index, section = found
-        data: bytes = section.data()
-        size = self._u32_section("size_of_bpf_map_def", DEFAULT_MAP_DEF_SIZE)
-        try:
-            check_def_size(size, MAP_DEF_MIN_SIZE, "map def")
-        except DefError as e:
-            raise _err(str(e), "size_of_bpf_map_def") from None
+        index, data, size = found
         if len(data) % size:
             raise _err(f"{len(data)} bytes is not a whole number of {size}-byte map defs", "maps")
         names: dict[int, str] = {}
@@ -250,16 +262,12 @@ class _Reader:
     # -- programs -------------------------------------------------------------------------
 
     def _prog_defs(self) -> dict[str, bytes]:
-        found = self.sections.get("progs")
+        found = self._def_section(
+            "progs", "size_of_bpf_prog_def", DEFAULT_PROG_DEF_SIZE, PROG_DEF_MIN_SIZE, "program def"
+        )
         if found is None:
             return {}
-        index, section = found
-        data: bytes = section.data()
-        size = self._u32_section("size_of_bpf_prog_def", DEFAULT_PROG_DEF_SIZE)
-        try:
-            check_def_size(size, PROG_DEF_MIN_SIZE, "program def")
-        except DefError as e:
-            raise _err(str(e), "size_of_bpf_prog_def") from None
+        index, data, size = found
         defs = {}
         for name, symbol in self._symbols_in(index):
             offset = symbol["st_value"]
