@@ -27,10 +27,9 @@ from bpfloader.loader.kernel_objects import (
     maps_section,
     stale_data,
 )
+from bpfloader.loader.pin_root import STAGING_DIR, prepare_staging, refuse_symlinks
 from bpfloader.loader.plan import Action, MapPlan, ObjectPlan, ProgramPlan
 from bpfloader.obj.spec import MapSpec, Ownership
-
-STAGING_DIR = "bpfloader_staging"
 
 
 class Status(StrEnum):
@@ -97,7 +96,7 @@ class Applier:
         self.reporter = reporter
         self.replace = replace
         self.recreate_incompatible_maps = recreate_incompatible_maps
-        self.staging = os.path.join(pin_root, STAGING_DIR)
+        self.staging = os.path.join(pin_root, STAGING_DIR)  # made by prepare()
         self._staged_count = 0
 
     # -- the run around the objects --------------------------------------------------------
@@ -124,15 +123,7 @@ class Applier:
                 f"made pin root {self.pin_root} traversable ({mode:04o} -> {mode | 0o111:04o})",
                 BPF_PIN=self.pin_root,
             )
-        try:
-            os.mkdir(self.staging, 0o700)
-        except FileExistsError:
-            st = os.lstat(self.staging)
-            if not stat.S_ISDIR(st.st_mode):
-                raise LoaderError(f"{self.staging} exists and is not a directory") from None
-            for leftover in os.listdir(self.staging):  # from an interrupted run
-                os.unlink(os.path.join(self.staging, leftover))
-        os.chmod(self.staging, 0o700)
+        self.staging = prepare_staging(self.pin_root)
 
     def finish(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -337,6 +328,7 @@ class _ObjectWork:
 
     def _open_existing(self, path: str, kind: str) -> int | None:
         """The object pinned at `path`, which must be of `kind` ("map" or "prog"); None if none."""
+        refuse_symlinks(self.applier.pin_root, path)  # BPF_OBJ_GET would follow them
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISDIR(os.lstat(path).st_mode):  # BPF_OBJ_GET would only say EACCES
                 raise LoaderError(f"{path} is a directory, not a pinned {kind}")
@@ -389,10 +381,13 @@ class _ObjectWork:
             kpins.set_owner(path, owner.uid, owner.gid, owner.mode)
 
     def _make_dirs(self, directory: str) -> None:
+        refuse_symlinks(self.applier.pin_root, directory)
         missing = []
-        while not os.path.isdir(directory):
+        while not os.path.lexists(directory):
             missing.append(directory)
             directory = os.path.dirname(directory)
+        if not os.path.isdir(directory):
+            raise LoaderError(f"{directory} is in the way of a pin directory: not a directory")
         for path in reversed(missing):
             os.mkdir(path)
             os.chmod(path, self.applier.dir_mode)  # exact mode, whatever the umask
@@ -438,5 +433,5 @@ def _incompatibility(path: str, spec: MapSpec, info: kmaps.MapInfo) -> str:
 
 
 def _owner_of(path: str) -> Ownership:
-    st = os.stat(path)
+    st = os.lstat(path)
     return Ownership(uid=st.st_uid, gid=st.st_gid, mode=stat.S_IMODE(st.st_mode))

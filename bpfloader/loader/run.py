@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,7 @@ from bpfloader.loader.apply import Applier, ObjectResult, PinRecord, Skipped, St
 from bpfloader.loader.gates import Environment
 from bpfloader.loader.lock import run_lock
 from bpfloader.loader.naming import object_name
+from bpfloader.loader.pin_root import symlink_on_path
 from bpfloader.loader.plan import Action, ObjectPlan, Planner, RunPlan
 from bpfloader.loader.policy import Policy, apply_policy, read_policy
 from bpfloader.loader.scan import scan
@@ -411,12 +413,13 @@ def remove_pins(previous: LoaderState, state: LoaderState, reporter: Reporter) -
             # Gone already (a run killed after unlinking it): its directory may still be left.
             _remove_empty_dirs(os.path.dirname(path), previous.pin_root)
             continue
-        if os.path.isdir(path) and not os.path.islink(path):
+        problem = _not_a_recorded_pin(previous.pin_root, path)
+        if problem:
             _emit(
                 reporter,
                 MessageId.PIN_REMOVED,
                 Priority.WARNING,
-                f"not removing {path}: it is a directory now, not the pin recorded",
+                f"not removing {path}: {problem}",
                 BPF_PIN=path,
             )
             continue
@@ -440,6 +443,16 @@ def remove_pins(previous: LoaderState, state: LoaderState, reporter: Reporter) -
             BPF_OBJECT=path,
         )
     return removed
+
+
+def _not_a_recorded_pin(pin_root: str, path: str) -> str:
+    """Why the file at `path` cannot be the pin a state recorded ('' when it can be)."""
+    link = symlink_on_path(pin_root, path)
+    if link is not None:
+        return f"{link} is a symbolic link now, the loader never follows links in the pin root"
+    if stat.S_ISDIR(os.lstat(path).st_mode):
+        return "it is a directory now, not the pin recorded"
+    return ""
 
 
 def _remove_empty_dirs(directory: str, pin_root: str) -> None:

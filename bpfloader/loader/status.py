@@ -27,7 +27,7 @@ from bpfloader.errors import KernelError, LoaderError
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import programs as kprogs
-from bpfloader.loader.apply import STAGING_DIR
+from bpfloader.loader.pin_root import STAGING_DIR
 from bpfloader.loader.run import LoadOptions, current_environment, environment_key, plan_run
 from bpfloader.loader.state import LoaderState, PinState, StateError, read_state, rebuild
 
