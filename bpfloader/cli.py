@@ -37,6 +37,16 @@ def _mode(text: str) -> int:
     return value
 
 
+def _size(text: str) -> int:
+    from bpfloader.kernel.system import physical_memory
+    from bpfloader.loader.limits import parse_size
+
+    try:
+        return parse_size(text, physical_memory())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bpfloader", description="Load BPF objects and pin them by name."
@@ -95,6 +105,13 @@ def _parser() -> argparse.ArgumentParser:
         help="development only: load objects that someone other than root could have written "
         "(not root-owned, group- or world-writable, on such a path, or symlinked from outside "
         "the directory), with a warning each, instead of refusing them",
+    )
+    access.add_argument(
+        "--max-map-memory",
+        type=_size,
+        metavar="SIZE",
+        help="refuse a map whose elements alone would take more than SIZE (512M, 2G, a "
+        "percentage of physical memory such as 10%%, or 0 for no ceiling; default 25%%)",
     )
     load = commands.add_parser(
         "load",
@@ -207,6 +224,7 @@ def _options(args: argparse.Namespace) -> LoadOptions:
         state_dir=args.state_dir,
         lock_timeout=getattr(args, "lock_timeout", 0.0),
         allow_untrusted=getattr(args, "insecure_allow_untrusted", False),
+        max_map_memory=getattr(args, "max_map_memory", None),
     )
 
 

@@ -54,6 +54,8 @@ class MessageId(StrEnum):
     BTF_REFUSED = "ce7c55cf1c844c50aaebd606d0911ca6"
     TRUST_POLICY_OFF = "a74f5fb0b3e046a2ad5185412dee0344"
     UNTRUSTED_OBJECT_ALLOWED = "6de2155881dc4fc8914328226cc9b893"
+    MEMLOCK_RAISED = "28296c4a1e574228872e18e9bef716fe"
+    MEMLOCK_LOW = "c7aa03af54d34afe84bfa6fe921b592f"
 
 
 FieldValue = str | int | bytes

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import re
+import resource
+
+from bpfloader.errors import KernelError
+
+RLIM_INFINITY = resource.RLIM_INFINITY
 
 
 def kernel_release() -> str:
@@ -49,3 +55,22 @@ def possible_cpus() -> list[int]:
 def online_cpus() -> list[int]:
     with open("/sys/devices/system/cpu/online") as f:
         return parse_cpu_list(f.read())
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def memlock_limit() -> tuple[int, int]:
+    """RLIMIT_MEMLOCK of this process: (soft, hard)."""
+    return resource.getrlimit(resource.RLIMIT_MEMLOCK)
+
+
+def set_memlock_limit(soft: int, hard: int) -> None:
+    """Raising the hard limit needs CAP_SYS_RESOURCE; the soft one may go up to the hard one."""
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (soft, hard))
+    except ValueError:  # how Python reports EPERM here
+        raise KernelError("setrlimit(RLIMIT_MEMLOCK)", errno.EPERM) from None
+    except OSError as e:
+        raise KernelError("setrlimit(RLIMIT_MEMLOCK)", e.errno or errno.EINVAL) from None

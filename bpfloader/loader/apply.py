@@ -24,7 +24,6 @@ from bpfloader.loader import events
 from bpfloader.loader.kernel_objects import (
     KernelObjects,
     effective_max_entries,
-    maps_section,
     stale_data,
 )
 from bpfloader.loader.pin_root import STAGING_DIR, prepare_staging, refuse_symlinks
@@ -248,7 +247,7 @@ class _ObjectWork:
                 hint = " (--recreate-incompatible-maps replaces it, losing its contents)"
                 raise PlanError(
                     note + (hint if self.applier.replace else ""),
-                    section=maps_section(self.kernel.obj),
+                    section=self.kernel.obj.maps_section,
                 )
         new_fd = self.kernel.create_map(spec)
         created.add(spec.name)

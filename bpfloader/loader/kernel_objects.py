@@ -22,7 +22,7 @@ from bpfloader.obj.global_data import BPF_F_MMAPABLE
 from bpfloader.obj.libbpf_sections import BPF_F_SLEEPABLE
 from bpfloader.obj.linker import BPF_PSEUDO_CALL, OPCODE_CALL
 from bpfloader.obj.relocate import relocate
-from bpfloader.obj.spec import MapSpec, ObjectSpec, ObjectStyle, ProgramSpec
+from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 
 # Map types the kernel takes no key/value BTF for (their values are fds or kernel-made).
 NO_BTF_MAP_TYPES = frozenset(
@@ -51,10 +51,6 @@ def effective_max_entries(spec: MapSpec) -> int:
     if spec.type == MapType.PERF_EVENT_ARRAY and spec.max_entries == 0:
         return len(system.possible_cpus())
     return spec.max_entries
-
-
-def maps_section(obj: ObjectSpec) -> str:
-    return ".maps" if obj.style is ObjectStyle.LIBBPF else "maps"
 
 
 class KernelObjects:
@@ -105,7 +101,7 @@ class KernelObjects:
             os.close(fd)
             why = features.unsupported(e.errno, ("global data", features.GLOBAL_DATA))
             raise LoaderError(
-                f"map '{spec.name}': {why or e.reason}", section=maps_section(self.obj)
+                f"map '{spec.name}': {why or e.reason}", section=self.obj.maps_section
             ) from None
         return fd
 
@@ -126,7 +122,7 @@ class KernelObjects:
                 needs.append(("BPF_F_MMAPABLE (global data maps)", features.MMAPABLE_MAPS))
             why = features.unsupported(e.errno, *needs)
             raise LoaderError(
-                f"map '{what}': {why or e.reason}", section=maps_section(self.obj)
+                f"map '{what}': {why or e.reason}", section=self.obj.maps_section
             ) from None
 
     def _create_map(self, spec: MapSpec, inner_fd: int, typed: bool) -> int:
@@ -165,7 +161,7 @@ class KernelObjects:
                 raise LoaderError(
                     f"map '{spec.name}': element {slot.index} names '{slot.target}', which is "
                     "not loaded here",
-                    section=maps_section(self.obj),
+                    section=self.obj.maps_section,
                 )
             key = slot.index.to_bytes(spec.key_size, "little")
             try:
@@ -173,7 +169,7 @@ class KernelObjects:
             except KernelError as e:
                 raise LoaderError(
                     f"map '{spec.name}': element {slot.index} ('{slot.target}'): {e.reason}",
-                    section=maps_section(self.obj),
+                    section=self.obj.maps_section,
                 ) from None
 
     # -- programs ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from bpfloader.errors import LoaderError, PlanError
 from bpfloader.loader.gates import Environment, loader_skip_reason, skip_reason
+from bpfloader.loader.limits import MapMemoryCeiling
 from bpfloader.loader.naming import (
     check_subdir,
     map_pin_name,
@@ -94,11 +95,18 @@ class Planner:
     """Plans objects one after another, remembering which pin paths earlier objects claimed."""
 
     def __init__(
-        self, env: Environment, pin_root: str, pin_exists: PinExists, *, replace: bool = False
+        self,
+        env: Environment,
+        pin_root: str,
+        pin_exists: PinExists,
+        *,
+        replace: bool = False,
+        map_ceiling: MapMemoryCeiling | None = None,
     ):
         self.env = env
         self.pin_root = pin_root
         self.pin_exists = pin_exists
+        self.map_ceiling = map_ceiling
         self.replace = replace  # reload: programs already pinned are loaded anew and swapped in
         self.claimed: dict[str, str] = {}  # pin path -> object path that will make it
 
@@ -132,6 +140,11 @@ class Planner:
         reason = skip_reason(spec.gates, self.env)
         if reason:
             return MapPlan(spec, path, Action.SKIP, reason)
+        if self.map_ceiling is not None:
+            for declared in (spec, spec.inner) if spec.inner else (spec,):
+                problem = self.map_ceiling.problem(declared)
+                if problem:
+                    raise PlanError(problem, section=obj.maps_section)
         claimed_shared = spec.shared and path in self.claimed
         action = Action.REUSE if claimed_shared or self.pin_exists(path) else Action.CREATE
         return MapPlan(spec, path, action)

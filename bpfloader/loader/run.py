@@ -17,6 +17,7 @@ from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import system
 from bpfloader.loader.apply import Applier, ObjectResult, PinRecord, Skipped, Status
 from bpfloader.loader.gates import Environment
+from bpfloader.loader.limits import map_ceiling, raise_memlock_if_needed
 from bpfloader.loader.lock import run_lock
 from bpfloader.loader.naming import object_name
 from bpfloader.loader.pin_root import symlink_on_path
@@ -55,6 +56,7 @@ class LoadOptions:
     state_dir: str = DEFAULT_STATE_DIR
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     allow_untrusted: bool = False  # --insecure-allow-untrusted: the trust policy only warns
+    max_map_memory: int | None = None  # bytes per map; None: DEFAULT_MAP_MEMORY; 0: no ceiling
 
 
 @dataclass
@@ -92,7 +94,13 @@ def plan_run(
 
     An object whose content matches what `recorded` says is loaded, with every pin in place,
     is not parsed at all: a reload that finds nothing changed costs a hash per file."""
-    planner = Planner(env, os.path.abspath(options.pin_root), pin_exists, replace=replace_programs)
+    planner = Planner(
+        env,
+        os.path.abspath(options.pin_root),
+        pin_exists,
+        replace=replace_programs,
+        map_ceiling=map_ceiling(options.max_map_memory),
+    )
     run = RunPlan()
     trust = TrustPolicy(options.source_dir)
     for source in scan(options.source_dir):
@@ -153,6 +161,7 @@ def _run(
         f"{verb} {options.source_dir} into {options.pin_root} "
         f"(kernel {'.'.join(map(str, env.kernel))}, loader version {env.loader_version})",
     )
+    raise_memlock_if_needed(env.kernel, reporter)
     if options.allow_untrusted:
         _emit(
             reporter,

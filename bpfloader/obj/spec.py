@@ -146,5 +146,10 @@ class ObjectSpec:
     def is_critical(self) -> bool:
         return self.critical is not None
 
+    @property
+    def maps_section(self) -> str:
+        """Where the object declares its maps: what an error about a map names."""
+        return ".maps" if self.style is ObjectStyle.LIBBPF else "maps"
+
     def map_named(self, name: str) -> MapSpec | None:
         return next((m for m in self.maps if m.name == name), None)

@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -272,6 +273,58 @@ def check_old_kernel_policy() -> str:
     return f"{needed}; sysctl {value}; the member opens the map; the loader said: {said!r}"
 
 
+MAP_CREATE_PROBE = (
+    "from bpfloader.kernel.maps import create_map\n"
+    "from bpfloader.errors import KernelError\n"
+    "try:\n    create_map('probe', 2, 4, 8, 1024, 0)\nexcept KernelError as e:\n"
+    "    print(e.reason)\nelse:\n    print('created')\n"
+)
+
+
+def check_memlock() -> str:
+    """RLIMIT_MEMLOCK at 0: kernels before 5.11 charge maps to it, so there a plain map create
+    must fail with EPERM and the loader must raise the limit and load all the same; on later
+    kernels both work and the loader leaves the limit alone."""
+    kernel = tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
+    probe = run("prlimit", "--memlock=0:0", "--", sys.executable, "-c", MAP_CREATE_PROBE).strip()
+    work = Path(tempfile.mkdtemp(prefix="memlock-"))
+    objects, pins = work / "objects", work / "pins"
+    objects.mkdir()
+    pins.mkdir()
+    shutil.copy("/etc/bpf/myschedtp.o", objects)
+    run("mount", "-t", "bpf", "bpf", str(pins))
+    try:
+        said = run(
+            "prlimit",
+            "--memlock=0:0",
+            "--",
+            "bpfloader",
+            "load",
+            "--dir",
+            str(objects),
+            "--pin-root",
+            str(pins),
+            "--state-dir",
+            str(work / "state"),
+            "--log-target",
+            "console",
+        )
+        pinned = sorted(os.listdir(pins))
+    finally:
+        run("umount", str(pins))
+    raised = "raised it from 0 bytes" in said
+    if kernel < (5, 11):
+        want_probe, want_raised = "BPF_MAP_CREATE failed: EPERM", True
+    else:
+        want_probe, want_raised = "created", False
+    if not probe.startswith(want_probe) or raised != want_raised:
+        raise Failed(f"memlock 0: a map create said {probe!r}; the loader said {said[-400:]!r}")
+    if "map_myschedtp_cpu_pid_map" not in pinned:
+        raise Failed(f"memlock 0: the loader pinned {pinned}; it said {said[-400:]!r}")
+    needed = "needed" if want_raised else "not needed"
+    return f"raising the limit {needed} on {os.uname().release} (a map create: {probe}); loaded"
+
+
 def check_verifier_log() -> str:
     entries = journal("SYSLOG_IDENTIFIER=bpfloader", f"BPF_OBJECT={REJECTED}")
     for entry in entries:
@@ -483,6 +536,7 @@ OLD_KERNEL_CHECKS = [
     check_consumer,
     check_old_kernel_policy,
     check_kprobe,
+    check_memlock,
 ]
 MAIN = [
     check_loader_unit,
@@ -494,6 +548,7 @@ MAIN = [
     check_verifier_log,
     check_only_rejected_failed,
     check_kprobe,
+    check_memlock,
     check_catalog,
     check_units_verify,
     check_security,

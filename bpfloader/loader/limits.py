@@ -1,0 +1,145 @@
+"""Resource limits: how much memory a map may claim, and RLIMIT_MEMLOCK on old kernels.
+
+A map's max_entries is a number in a file; the kernel allocates what it says (array and
+preallocated hash maps at creation). A typo or a corrupted object asking for 2^32 entries
+must be refused by name, by a ceiling the administrator can set, not end with the OOM killer
+in the middle of boot.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bpfloader.errors import KernelError
+from bpfloader.journal import Event, MessageId, Priority, Reporter
+from bpfloader.kernel import system
+from bpfloader.obj.bpftypes import MapType
+from bpfloader.obj.spec import MapSpec
+
+DEFAULT_MAP_MEMORY = "25%"  # of physical memory, per map
+PAGE = 4096
+# Before 5.11 the kernel charged BPF memory to RLIMIT_MEMLOCK; from 5.11 it is charged to
+# the memory cgroup and the limit no longer applies.
+MEMCG_ACCOUNTING = (5, 11, 0)
+
+_PER_CPU = {MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH}
+# Storage maps hold one value per socket/inode/task/cgroup, made when used; max_entries is 0.
+_LOCAL_STORAGE = {
+    MapType.CGROUP_STORAGE,
+    MapType.PERCPU_CGROUP_STORAGE,
+    MapType.SK_STORAGE,
+    MapType.INODE_STORAGE,
+    MapType.TASK_STORAGE,
+    MapType.CGRP_STORAGE,
+}
+_SIZE = re.compile(r"(\d+)\s*([KMGT]?)(i?B)?", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _round8(size: int) -> int:
+    return (size + 7) & ~7
+
+
+def map_memory(spec: MapSpec, possible_cpus: int) -> int:
+    """The bytes a map's elements take when it is full: what the kernel allocates up front for
+    arrays and preallocated hashes, and what any map may grow to. The kernel's own
+    bookkeeping per element comes on top, so this is a lower bound of the real cost."""
+    entries = spec.max_entries
+    if spec.type in (MapType.RINGBUF, MapType.USER_RINGBUF):
+        return entries  # max_entries is the ring's size in bytes
+    if spec.type == MapType.ARENA:
+        return entries * PAGE  # max_entries is a page count
+    if spec.type in _LOCAL_STORAGE:
+        return 0
+    value = _round8(spec.value_size)
+    if spec.type in _PER_CPU:
+        value *= possible_cpus
+    return entries * (_round8(spec.key_size) + value)
+
+
+@dataclass(frozen=True)
+class MapMemoryCeiling:
+    """Per map; `limit` 0 means no ceiling."""
+
+    limit: int
+    possible_cpus: int
+
+    def problem(self, spec: MapSpec) -> str | None:
+        need = map_memory(spec, self.possible_cpus)
+        if not self.limit or need <= self.limit:
+            return None
+        return (
+            f"map '{spec.name}': max_entries {spec.max_entries} needs at least "
+            f"{human_size(need)}, above the map memory ceiling of {human_size(self.limit)} "
+            "(--max-map-memory)"
+        )
+
+
+def parse_size(text: str, physical_memory: int) -> int:
+    """'512M', '2GiB', '1048576', '25%' (of physical memory), '0' (no ceiling) -> bytes."""
+    text = text.strip()
+    if text.endswith("%"):
+        percent = float(text[:-1])
+        if not 0 <= percent <= 100:
+            raise ValueError(f"not a percentage of memory: {text}")
+        return int(physical_memory * percent / 100)
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (e.g. 512M, 2G, 25%, 0 for none)")
+    return int(match[1]) * _UNITS[match[2].upper()]
+
+
+def human_size(size: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if size >= _UNITS[unit]:
+            return f"{size / _UNITS[unit]:.1f} {unit}iB"
+    return f"{size} bytes"
+
+
+def map_ceiling(limit: int | None) -> MapMemoryCeiling:
+    """The ceiling for this machine: `limit` bytes, or DEFAULT_MAP_MEMORY when None."""
+    if limit is None:
+        limit = parse_size(DEFAULT_MAP_MEMORY, system.physical_memory())
+    return MapMemoryCeiling(limit, len(system.possible_cpus()))
+
+
+def raise_memlock_if_needed(kernel: tuple[int, int, int], reporter: Reporter) -> None:
+    """On kernels that charge maps and programs to RLIMIT_MEMLOCK, lift it for this process,
+    as libbpf does: its usual default (64 KiB or 8 MiB) is used up by a few maps. Without
+    CAP_SYS_RESOURCE only the soft limit can go up, as far as the hard one."""
+    if kernel >= MEMCG_ACCOUNTING:
+        return
+    soft, hard = system.memlock_limit()
+    if soft == system.RLIM_INFINITY:
+        return
+    charged = f"kernel {'.'.join(map(str, kernel))} charges BPF maps and programs to RLIMIT_MEMLOCK"
+    try:
+        system.set_memlock_limit(system.RLIM_INFINITY, system.RLIM_INFINITY)
+    except KernelError as e:
+        if hard != soft:
+            system.set_memlock_limit(hard, hard)
+        reporter.emit(
+            Event(
+                MessageId.MEMLOCK_LOW,
+                Priority.WARNING,
+                f"{charged}, and it could be raised only to {_limit_text(hard)} "
+                f"({e.reason}): maps and programs beyond it fail with EPERM "
+                "(run with LimitMEMLOCK=infinity)",
+                {},
+            )
+        )
+        return
+    reporter.emit(
+        Event(
+            MessageId.MEMLOCK_RAISED,
+            Priority.INFO,
+            f"{charged}: raised it from {_limit_text(soft)} (hard {_limit_text(hard)}) "
+            "to unlimited",
+            {},
+        )
+    )
+
+
+def _limit_text(limit: int) -> str:
+    return "unlimited" if limit == system.RLIM_INFINITY else human_size(limit)
