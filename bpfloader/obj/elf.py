@@ -126,7 +126,7 @@ def check_layout(data: bytes) -> None:
     names = data[names_at : names_at + names_size]
     symbols = relocations = 0
     for index, header in enumerate(headers):
-        name_off, kind, flags, _, offset, size, link, _, _, entsize = header
+        name_off, kind, flags, _, offset, size, link, info, _, entsize = header
         name = string_at(names, name_off) if index else ""
         if kind == SHT_NOBITS and size > MAX_NOBITS_SIZE:
             raise ObjectFormatError(
@@ -158,6 +158,12 @@ def check_layout(data: bytes) -> None:
         linked = SHT_STRTAB if kind == SHT_SYMTAB else SHT_SYMTAB
         if not 0 < link < shnum or headers[link][1] != linked:
             raise ObjectFormatError(f"linked section {link} is not usable", section=name)
+        if kind != SHT_SYMTAB and not 0 < info < shnum:
+            # The Android reader finds a section's relocations by their target: relocations
+            # aimed at no section would be dropped silently, leaving its code unrelocated.
+            raise ObjectFormatError(
+                f"relocations for section {info}, which does not exist", section=name
+            )
         if kind == SHT_SYMTAB:
             symbols += size // entry
             if symbols > MAX_SYMBOLS:

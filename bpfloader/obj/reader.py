@@ -345,6 +345,7 @@ class _Reader:
             None,
         )
         if rel is None:
+            self._check_no_relocations(section)
             return ()
         if rel["sh_type"] == "SHT_RELA" or not isinstance(rel, RelocationSection):
             raise _err("RELA relocations are not used by BPF objects", self._section_name(rel))
@@ -411,6 +412,25 @@ class _Reader:
                 )
             refs.append(MapReference(insn=insn, map_name=spec.name))
         return tuple(refs)
+
+    def _check_no_relocations(self, section: str) -> None:
+        """No relocation section targets `section`: then none may be named for it either.
+
+        Android's loader finds a section's relocations by name (`.rel<section>`); one so named
+        that is not a relocation section, or that targets another section, would leave this
+        code unrelocated, and the verifier would be blamed for a corrupt header."""
+        found = self.sections.get(".rel" + section)
+        if found is None:
+            return
+        header = found[1]
+        kind = header["sh_type"]
+        if kind in ("SHT_REL", "SHT_RELA"):
+            raise _err(
+                f"relocations for section {header['sh_info']}, not for '{section}'",
+                ".rel" + section,
+            )
+        shown = f"{kind:#x}" if isinstance(kind, int) else kind
+        raise _err(f"section type {shown} is not SHT_REL", ".rel" + section)
 
 
 @dataclass(frozen=True)
