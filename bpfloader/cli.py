@@ -124,6 +124,21 @@ def _parser() -> argparse.ArgumentParser:
         parents=[where, running, access],
         help="make the pins match the directory again, keeping map contents",
     )
+    for command in (load, reload):
+        command.add_argument(
+            "--jobs",
+            type=int,
+            default=0,
+            help="objects loaded at once (default: one per CPU, at most 4; 1: one by one)",
+        )
+        command.add_argument(
+            "--stats",
+            action="store_true",
+            help="after the summary, where the time went per object: parse, kernel, pin",
+        )
+        command.add_argument(
+            "--stats-json", metavar="PATH", help="the same figures as JSON, written to PATH"
+        )
     reload.add_argument(
         "--recreate-incompatible-maps",
         action="store_true",
@@ -225,13 +240,14 @@ def _options(args: argparse.Namespace) -> LoadOptions:
         lock_timeout=getattr(args, "lock_timeout", 0.0),
         allow_untrusted=getattr(args, "insecure_allow_untrusted", False),
         max_map_memory=getattr(args, "max_map_memory", None),
+        jobs=getattr(args, "jobs", 0),
     )
 
 
 def _run(args: argparse.Namespace) -> int:
     from bpfloader.loader import run
     from bpfloader.loader.apply import Status
-    from bpfloader.loader.report import format_plan, format_summary
+    from bpfloader.loader.report import format_plan, format_stats, format_summary, stats
 
     options = _options(args)
     if args.command == "load" and args.dry_run:
@@ -258,6 +274,11 @@ def _run(args: argparse.Namespace) -> int:
     else:
         result = run.load(options, reporter)
     print(format_summary(result))
+    if args.stats:
+        print(format_stats(result))
+    if args.stats_json:
+        with open(args.stats_json, "w") as f:
+            json.dump(stats(result), f, indent=1)
     if result.critical_failures:
         return EXIT_CRITICAL
     if args.command == "reload" and result.count(Status.FAILED):

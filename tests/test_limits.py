@@ -109,8 +109,8 @@ def test_a_map_above_the_ceiling_fails_its_object_at_plan_time(big_object):
     plan = plan_with(big_object, MiB)
     assert plan.error is not None
     assert str(plan.error) == (
-        "/etc/bpf/big.o: maps: map 'big': max_entries 131072 needs at least 2.0 MiB, "
-        "above the map memory ceiling of 1.0 MiB (--max-map-memory)"
+        "/etc/bpf/big.o: maps: map 'big': max_entries 131072 of key_size 4 and value_size 8 "
+        "need at least 2.0 MiB, above the map memory ceiling of 1.0 MiB (--max-map-memory)"
     )
     assert plan_with(big_object, 2 * MiB).error is None  # exactly at the ceiling: allowed
     assert plan_with(big_object, 0).error is None  # 0: no ceiling
@@ -121,7 +121,7 @@ def test_the_template_of_a_map_of_maps_counts_too(big_object):
         SAMPLE, name="outer", type=MapType.ARRAY_OF_MAPS, inner=replace(big_object.maps[0])
     )
     plan = plan_with(replace(big_object, maps=(outer,)), MiB)
-    assert plan.error is not None and "map 'big': max_entries 131072" in str(plan.error)
+    assert plan.error is not None and "map 'big': max_entries 131072 of" in str(plan.error)
 
 
 # -- kernel: the CLI ---------------------------------------------------------------------------
@@ -137,8 +137,9 @@ def test_the_ceiling_refuses_by_name_and_the_rest_loads(
     assert run.returncode == 0, run.stderr
     errors = [line for line in run.stderr.splitlines() if "err" in line.split(":")[1]]
     assert errors == [
-        f"bpfloader: err: {source_dir}/big.o: maps: map 'big': max_entries 131072 needs at least "
-        "2.0 MiB, above the map memory ceiling of 1.0 MiB (--max-map-memory)"
+        f"bpfloader: err: {source_dir}/big.o: maps: map 'big': max_entries 131072 of key_size 4 "
+        "and value_size 8 need at least 2.0 MiB, above the map memory ceiling of 1.0 MiB "
+        "(--max-map-memory)"
     ], run.stderr
     assert pins_in(bpffs) == {
         "map_myschedtp_cpu_pid_map",
@@ -156,8 +157,8 @@ def test_the_default_ceiling_refuses_four_billion_entries(
     run = bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs)
     assert run.returncode == 0, run.stderr
     assert (
-        "map 'big': max_entries 4294967295 needs at least 64.0 GiB, above the map memory "
-        "ceiling of" in run.stderr
+        "map 'big': max_entries 4294967295 of key_size 4 and value_size 8 need at least "
+        "64.0 GiB, above the map memory ceiling of" in run.stderr
     )
     assert pins_in(bpffs) == set()
 

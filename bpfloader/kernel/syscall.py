@@ -7,6 +7,8 @@ import ctypes.util
 import errno
 import os
 import platform
+import threading
+import time
 from enum import IntEnum
 
 from bpfloader.errors import KernelError
@@ -56,14 +58,30 @@ class Cmd(IntEnum):
 UNSUPPORTED_ERRNOS = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # 524: the kernel's own ENOTSUPP
 
 
+# The commands that make kernel objects: the time inside them (the verifier runs inside
+# BPF_PROG_LOAD) is the floor no loader can go below. Counted per thread: ctypes releases the
+# GIL during the call, so objects loaded by different threads are verified side by side.
+_TIMED = frozenset({Cmd.MAP_CREATE, Cmd.PROG_LOAD, Cmd.BTF_LOAD})
+_clock = threading.local()
+
+
+def kernel_seconds() -> float:
+    """Seconds this thread has spent inside BPF_MAP_CREATE, BPF_PROG_LOAD and BPF_BTF_LOAD."""
+    seconds: float = getattr(_clock, "seconds", 0.0)
+    return seconds
+
+
 def bpf(cmd: Cmd, attr: ctypes.Structure, *, operation: str | None = None) -> int:
     """bpf(cmd, &attr, sizeof attr); the result, or KernelError with errno."""
+    started = time.perf_counter() if cmd in _TIMED else None
     result: int = _libc.syscall(
         ctypes.c_long(SYS_BPF),
         ctypes.c_int(cmd),
         ctypes.byref(attr),
         ctypes.c_uint(ctypes.sizeof(attr)),
     )
+    if started is not None:
+        _clock.seconds = kernel_seconds() + time.perf_counter() - started
     if result < 0:
         raise KernelError(operation or f"BPF_{cmd.name}", ctypes.get_errno())
     return result

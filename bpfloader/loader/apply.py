@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import stat
+import threading
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -20,6 +23,7 @@ from bpfloader.journal import Event, FieldValue, MessageId, Priority, Reporter
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import programs as kprogs
+from bpfloader.kernel.syscall import kernel_seconds
 from bpfloader.loader import events
 from bpfloader.loader.kernel_objects import (
     KernelObjects,
@@ -61,12 +65,23 @@ class Skipped:
 
 
 @dataclass
+class Timings:
+    """Where an object's time went (`load --stats`): reading and planning it, inside the bpf()
+    calls that make kernel objects (the floor), and pinning (pin, owner and mode, rename)."""
+
+    parse: float = 0.0
+    kernel: float = 0.0
+    pin: float = 0.0
+
+
+@dataclass
 class ObjectResult:
     plan: ObjectPlan
     status: Status
     reason: str = ""
     pins: list[PinRecord] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
 
     @property
     def path(self) -> str:
@@ -96,7 +111,10 @@ class Applier:
         self.replace = replace
         self.recreate_incompatible_maps = recreate_incompatible_maps
         self.staging = os.path.join(pin_root, STAGING_DIR)  # made by prepare()
-        self._staged_count = 0
+        self._staged_count = itertools.count(1)  # next() on it is atomic: threads share it
+        # Objects loading side by side publish one at a time: a directory one makes must not
+        # be removed by another's roll back before its pins are renamed into it.
+        self.publishing = threading.Lock()
 
     # -- the run around the objects --------------------------------------------------------
 
@@ -130,10 +148,14 @@ class Applier:
 
     # -- one object --------------------------------------------------------------------------
 
-    def apply(self, plan: ObjectPlan) -> ObjectResult:
+    def apply(self, plan: ObjectPlan, reporter: Reporter | None = None) -> ObjectResult:
+        """Load one object; its events go to `reporter` (default: the run's). Objects may be
+        applied from several threads at once, each with its own reporter."""
+        reporter = reporter or self.reporter
+        timings = Timings(parse=plan.parse_seconds)
         if plan.error is not None:
-            return self._failed(ObjectResult(plan, Status.FAILED), plan.error)
-        result = ObjectResult(plan, Status.LOADED)
+            return _failed(ObjectResult(plan, Status.FAILED, timings=timings), plan.error, reporter)
+        result = ObjectResult(plan, Status.LOADED, timings=timings)
         result.skipped = [
             Skipped("map", m.spec.name, m.reason) for m in plan.maps if m.action is Action.SKIP
         ] + [
@@ -143,25 +165,23 @@ class Applier:
         ]
         if plan.skip_reason is not None:
             result.status, result.reason = Status.SKIPPED, plan.skip_reason
-            self.reporter.emit(events.object_skipped(plan.path, plan.skip_reason))
+            reporter.emit(events.object_skipped(plan.path, plan.skip_reason))
             return result
-        work = _ObjectWork(self, plan)
+        kernel_before = kernel_seconds()
+        work = _ObjectWork(self, plan, reporter)
         try:
             work.run(result)
         except (LoaderError, OSError) as e:
             work.roll_back()
             if isinstance(e, OSError):
                 e = LoaderError(f"{e.strerror}: {e.filename}")
-            return self._failed(result, e.where(file=plan.path))
+            return _failed(result, e.where(file=plan.path), reporter)
         finally:
             work.close()
+            timings.kernel = kernel_seconds() - kernel_before
+            timings.pin = work.pin_seconds
         for event in events.object_loaded(result):
-            self.reporter.emit(event)
-        return result
-
-    def _failed(self, result: ObjectResult, error: LoaderError) -> ObjectResult:
-        result.status, result.reason, result.pins = Status.FAILED, str(error), []
-        self.reporter.emit(events.object_failed(result.path, error, result.plan.critical))
+            reporter.emit(event)
         return result
 
     def emit(
@@ -170,8 +190,13 @@ class Applier:
         self.reporter.emit(Event(message_id, priority, message, fields))
 
     def staged_path(self) -> str:
-        self._staged_count += 1
-        return os.path.join(self.staging, f"pin_{os.getpid()}_{self._staged_count}")
+        return os.path.join(self.staging, f"pin_{os.getpid()}_{next(self._staged_count)}")
+
+
+def _failed(result: ObjectResult, error: LoaderError, reporter: Reporter) -> ObjectResult:
+    result.status, result.reason, result.pins = Status.FAILED, str(error), []
+    reporter.emit(events.object_failed(result.path, error, result.plan.critical))
+    return result
 
 
 @dataclass(frozen=True)
@@ -184,20 +209,21 @@ class _Staged:
 class _ObjectWork:
     """The kernel objects, staged pins and published pins of one object while it loads."""
 
-    def __init__(self, applier: Applier, plan: ObjectPlan):
+    def __init__(self, applier: Applier, plan: ObjectPlan, reporter: Reporter):
         self.applier = applier
         self.plan = plan
+        self.reporter = reporter
+        self.pin_seconds = 0.0
         self.fds: list[int] = []
         self.staged: list[_Staged] = []
         self.published: list[_Staged] = []
         self.made_dirs: list[str] = []
-        self.owner_updates: list[tuple[str, Ownership]] = []
         assert plan.spec is not None
         self.kernel = KernelObjects(plan.spec, applier.kern_version, self._btf_refused)
 
     def _btf_refused(self, message: str) -> None:
-        self.applier.emit(
-            MessageId.BTF_REFUSED, Priority.WARNING, message, BPF_OBJECT=self.plan.path
+        self.reporter.emit(
+            Event(MessageId.BTF_REFUSED, Priority.WARNING, message, {"BPF_OBJECT": self.plan.path})
         )
 
     def run(self, result: ObjectResult) -> None:
@@ -235,7 +261,9 @@ class _ObjectWork:
             if not note:
                 owner = _owner_of(plan.pin_path)
                 if self.applier.replace and owner != spec.owner:
-                    self.owner_updates.append((plan.pin_path, spec.owner))
+                    # A second pin of the same map, with the new owner and mode, swapped in:
+                    # changing the pin in place would show a mix of old and new in between.
+                    self._stage(fd, plan.pin_path, spec.owner, replaces=True)
                     owner = spec.owner
                 result.pins.append(
                     PinRecord(plan.pin_path, "map", spec.name, info.id, owner, Action.REUSE)
@@ -299,7 +327,7 @@ class _ObjectWork:
             e.where(file=self.plan.path, section=spec.section)
             if not spec.optional:
                 raise  # reported once, as the object's failure, which carries the verifier log
-            self.applier.reporter.emit(events.program_rejected(self.plan.path, e, Priority.WARNING))
+            self.reporter.emit(events.program_rejected(self.plan.path, e, Priority.WARNING))
             result.skipped.append(
                 Skipped("program", spec.section, f"optional program failed to load: {e.reason}")
             )
@@ -344,12 +372,20 @@ class _ObjectWork:
         return fd
 
     def _stage(self, fd: int, final: str, owner: Ownership, *, replaces: bool = False) -> None:
+        started = time.perf_counter()
         staged = self.applier.staged_path()
         kpins.pin(fd, staged)
         self.staged.append(_Staged(staged, final, replaces))
         kpins.set_owner(staged, owner.uid, owner.gid, owner.mode)
+        self.pin_seconds += time.perf_counter() - started
 
     def _publish(self) -> None:
+        started = time.perf_counter()
+        with self.applier.publishing:
+            self._publish_staged()
+        self.pin_seconds += time.perf_counter() - started
+
+    def _publish_staged(self) -> None:
         for item in self.staged:
             self._make_dirs(os.path.dirname(item.final))
             try:
@@ -371,13 +407,11 @@ class _ObjectWork:
         self.staged = []
 
     def _commit(self) -> None:
-        """Everything is in place: drop the objects that were swapped out, fix reused owners."""
+        """Everything is in place: drop the pins that were swapped out."""
         for item in self.published:
             if item.replaces:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(item.staged)
-        for path, owner in self.owner_updates:
-            kpins.set_owner(path, owner.uid, owner.gid, owner.mode)
 
     def _make_dirs(self, directory: str) -> None:
         refuse_symlinks(self.applier.pin_root, directory)
@@ -394,6 +428,10 @@ class _ObjectWork:
 
     def roll_back(self) -> None:
         """Take back what was published (swap replaced pins back) and drop what was staged."""
+        with self.applier.publishing:
+            self._roll_back()
+
+    def _roll_back(self) -> None:
         for item in reversed(self.published):
             if item.replaces:
                 kpins.exchange(item.staged, item.final)

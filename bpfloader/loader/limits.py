@@ -70,10 +70,22 @@ class MapMemoryCeiling:
         if not self.limit or need <= self.limit:
             return None
         return (
-            f"map '{spec.name}': max_entries {spec.max_entries} needs at least "
-            f"{human_size(need)}, above the map memory ceiling of {human_size(self.limit)} "
-            "(--max-map-memory)"
+            f"map '{spec.name}': {_declared(spec)} need at least {human_size(need)}, above the "
+            f"map memory ceiling of {human_size(self.limit)} (--max-map-memory)"
         )
+
+
+def _declared(spec: MapSpec) -> str:
+    """What in the definition makes a map big, in its own terms."""
+    if spec.type in (MapType.RINGBUF, MapType.USER_RINGBUF):
+        return f"max_entries {spec.max_entries} (the ring's bytes)"
+    if spec.type == MapType.ARENA:
+        return f"max_entries {spec.max_entries} (pages)"
+    per_cpu = " per CPU" if spec.type in _PER_CPU else ""
+    return (
+        f"max_entries {spec.max_entries} of key_size {spec.key_size} and "
+        f"value_size {spec.value_size}{per_cpu}"
+    )
 
 
 def parse_size(text: str, physical_memory: int) -> int:

@@ -77,6 +77,7 @@ class ObjectPlan:
     critical: bool = False
     sha256: str | None = None  # of the file's content, when it could be read
     untrusted: str | None = None  # why the trust policy would refuse it (let through: insecure)
+    parse_seconds: float = 0.0  # reading, parsing and planning it (`load --stats`)
 
     @property
     def path(self) -> str:

@@ -1,9 +1,9 @@
-"""Plain-text views of a plan (--dry-run) and of a run (the summary)."""
+"""Plain-text views of a plan (--dry-run) and of a run (the summary, --stats)."""
 
 from __future__ import annotations
 
 from bpfloader.errors import one_line
-from bpfloader.loader.apply import ObjectResult, Status
+from bpfloader.loader.apply import ObjectResult, Status, Timings
 from bpfloader.loader.plan import Action, MapPlan, ProgramPlan, RunPlan
 from bpfloader.loader.run import RunResult
 
@@ -73,3 +73,47 @@ def _status_line(obj: ObjectResult) -> str:
     if obj.status is Status.FAILED:
         return f"failed{' (critical)' if obj.plan.critical else ''}: {obj.reason}"
     return f"skipped: {one_line(obj.path)}: {obj.reason}"
+
+
+def stats(run: RunResult) -> dict[str, object]:
+    """`load --stats-json`: where the time went, per object and in total (format 1).
+
+    kernel_seconds is the time inside BPF_MAP_CREATE, BPF_PROG_LOAD and BPF_BTF_LOAD: the floor.
+    Objects load side by side, so their times can add up to more than wall_seconds."""
+    objects = [
+        {
+            "path": obj.path,
+            "status": obj.status.value,
+            "parse_seconds": obj.timings.parse,
+            "kernel_seconds": obj.timings.kernel,
+            "pin_seconds": obj.timings.pin,
+        }
+        for obj in run.objects
+    ]
+    return {
+        "format": 1,
+        "objects": objects,
+        "total": {
+            "parse_seconds": sum(o.timings.parse for o in run.objects),
+            "kernel_seconds": sum(o.timings.kernel for o in run.objects),
+            "pin_seconds": sum(o.timings.pin for o in run.objects),
+            "wall_seconds": run.wall_seconds,
+            "jobs": run.jobs,
+        },
+    }
+
+
+def format_stats(run: RunResult) -> str:
+    """`load --stats`: the same figures as a table, in milliseconds."""
+    rows = [(one_line(o.path), o.timings) for o in run.objects]
+    total = Timings(
+        sum(t.parse for _, t in rows), sum(t.kernel for _, t in rows), sum(t.pin for _, t in rows)
+    )
+    width = max([len(name) for name, _ in rows] + [6])
+    lines = [f"{'object':{width}}  {'parse ms':>9}  {'kernel ms':>9}  {'pin ms':>9}"]
+    for name, t in [*rows, ("total", total)]:
+        lines.append(
+            f"{name:{width}}  {t.parse * 1e3:9.2f}  {t.kernel * 1e3:9.2f}  {t.pin * 1e3:9.2f}"
+        )
+    lines.append(f"wall {run.wall_seconds * 1e3:.2f} ms, {run.jobs} job(s)")
+    return "\n".join(lines)

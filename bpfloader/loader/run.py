@@ -20,6 +20,7 @@ from bpfloader.loader.gates import Environment
 from bpfloader.loader.limits import map_ceiling, raise_memlock_if_needed
 from bpfloader.loader.lock import run_lock
 from bpfloader.loader.naming import object_name
+from bpfloader.loader.parallel import apply_all, default_jobs
 from bpfloader.loader.pin_root import symlink_on_path
 from bpfloader.loader.plan import Action, ObjectPlan, Planner, RunPlan
 from bpfloader.loader.policy import Policy, apply_policy, read_policy
@@ -57,12 +58,15 @@ class LoadOptions:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     allow_untrusted: bool = False  # --insecure-allow-untrusted: the trust policy only warns
     max_map_memory: int | None = None  # bytes per map; None: DEFAULT_MAP_MEMORY; 0: no ceiling
+    jobs: int = 0  # objects loaded at once; 0: one per CPU, at most DEFAULT_MAX_JOBS
 
 
 @dataclass
 class RunResult:
     objects: list[ObjectResult] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # pins a reload or unload took away
+    wall_seconds: float = 0.0  # from the start of the run to its end
+    jobs: int = 1  # objects loaded at once
 
     def count(self, status: Status) -> int:
         return sum(1 for o in self.objects if o.status is status)
@@ -104,6 +108,7 @@ def plan_run(
     run = RunPlan()
     trust = TrustPolicy(options.source_dir)
     for source in scan(options.source_dir):
+        started = time.perf_counter()
         data = b""
         sha256 = None
         untrusted = trust.problem(source.path)
@@ -124,7 +129,10 @@ def plan_run(
         except (LoaderError, OSError) as e:
             error = e if isinstance(e, LoaderError) else LoaderError(f"cannot read: {e.strerror}")
             plan = planner.failed(source, error, declares_critical(data))
-        run.objects.append(replace(plan, sha256=sha256, untrusted=untrusted))
+        parse_seconds = time.perf_counter() - started
+        run.objects.append(
+            replace(plan, sha256=sha256, untrusted=untrusted, parse_seconds=parse_seconds)
+        )
     return run
 
 
@@ -152,6 +160,7 @@ def reload(
 def _run(
     options: LoadOptions, reporter: Reporter, *, reloading: bool, recreate: bool = False
 ) -> RunResult:
+    started = time.perf_counter()
     env = current_environment(options.build_type)
     verb = "reloading" if reloading else "loading"
     _emit(
@@ -193,10 +202,11 @@ def _run(
                 recorded=recorded if reloading else None,
             )
             previous = recorded or _rebuilt_state(options, pin_root, plan, problem, reporter)
-            for obj in plan.objects:
+
+            def apply_one(obj: ObjectPlan, events: Reporter) -> ObjectResult:
                 if obj.untrusted is not None:
                     _emit(
-                        reporter,
+                        events,
                         MessageId.UNTRUSTED_OBJECT_ALLOWED,
                         Priority.WARNING,
                         f"{obj.path}: INSECURE: let through despite the trust policy "
@@ -205,9 +215,11 @@ def _run(
                     )
                 old = previous.objects.get(obj.path)
                 if reloading and old is not None and _unchanged(old, obj.sha256):
-                    result.objects.append(_kept(obj, old, reporter))
-                else:
-                    result.objects.append(applier.apply(obj))
+                    return _kept(obj, old, events)
+                return applier.apply(obj, events)
+
+            result.jobs = options.jobs or default_jobs()
+            result.objects = apply_all(plan.objects, apply_one, reporter, result.jobs)
             state = _next_state(previous, result, reloading=reloading)
             if reloading:
                 result.removed = remove_pins(previous, state, reporter)
@@ -216,6 +228,7 @@ def _run(
             applier.finish()
         if not result.critical_failures:
             write_loaded_marker(options.state_dir, _marker(result, pin_root))
+    result.wall_seconds = time.perf_counter() - started
     _emit(
         reporter,
         MessageId.RUN_FINISHED,
