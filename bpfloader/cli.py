@@ -19,7 +19,6 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from bpfloader import build as builder
 from bpfloader.errors import LoaderError
 from bpfloader.journal import Priority, open_reporter
 from bpfloader.version import __version__
@@ -196,17 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args)
         if args.command == "check":
             return _check(args)
-        if args.command == "cflags":
-            print(" ".join(builder.cflags()))
-            return EXIT_OK
-        if args.command == "build":
-            for output in builder.build(args.sources, args.out_dir, args.cflags):
-                print(output)
-            return EXIT_OK
-    except builder.BuildError as e:
-        sys.stderr.write(e.output)
-        print(f"bpfloader: {e}", file=sys.stderr)
-        return EXIT_SETUP
+        if args.command in ("cflags", "build"):
+            return _build(args)
     except LoaderError as e:
         print(f"bpfloader: {e}", file=sys.stderr)
         return EXIT_SETUP
@@ -214,6 +204,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bpfloader: {e.filename or ''}: {e.strerror}", file=sys.stderr)
         return EXIT_SETUP
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _build(args: argparse.Namespace) -> int:
+    from bpfloader import build as builder
+
+    try:
+        if args.command == "cflags":
+            print(" ".join(builder.cflags()))
+        else:
+            for output in builder.build(args.sources, args.out_dir, args.cflags):
+                print(output)
+    except builder.BuildError as e:
+        sys.stderr.write(e.output)
+        print(f"bpfloader: {e}", file=sys.stderr)
+        return EXIT_SETUP
+    return EXIT_OK
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -298,8 +304,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from bpfloader.client.dump import TYPE_HELP
-    from bpfloader.client.targets import TARGET_SYNTAX
+    from bpfloader.client.syntax import TARGET_SYNTAX, TYPE_HELP
 
     attach = commands.add_parser(
         "attach",

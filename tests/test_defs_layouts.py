@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from bpfloader.errors import ObjectFormatError
-from bpfloader.obj import read_object
+from bpfloader.obj.reader import read_object
 from bpfloader.obj.spec import Gates, MapReference, MapSpec, ObjectSpec, Ownership, kver
 
 INF = 0xFFFFFFFF

@@ -18,8 +18,8 @@ from bpfloader.kernel import features
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.loader.kernel_objects import KernelObjects
-from bpfloader.obj import read_object
 from bpfloader.obj.bpftypes import MapType
+from bpfloader.obj.reader import read_object
 from bpfloader.obj.spec import MapSpec, Ownership
 from tests.conftest import pins_in
 from tests.libbpf_support import (

@@ -12,11 +12,18 @@ import pytest
 from bpfloader.errors import ObjectFormatError, PlanError
 from bpfloader.loader.gates import Environment
 from bpfloader.loader.plan import Planner, SourceObject
-from bpfloader.obj import read_object
-from bpfloader.obj.bpftypes import AttachType, MapType, ProgType
-from bpfloader.obj.libbpf_sections import BPF_F_SLEEPABLE, program_kind
-from bpfloader.obj.linker import BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, OPCODE_CALL, OPCODE_LD_IMM64
-from bpfloader.obj.reader import is_libbpf_style
+from bpfloader.obj.bpftypes import (
+    BPF_F_SLEEPABLE,
+    BPF_PSEUDO_CALL,
+    BPF_PSEUDO_FUNC,
+    OPCODE_CALL,
+    OPCODE_LD_IMM64,
+    AttachType,
+    MapType,
+    ProgType,
+)
+from bpfloader.obj.libbpf_sections import program_kind
+from bpfloader.obj.reader import is_libbpf_style, read_object
 from bpfloader.obj.spec import MapSlot, ObjectSpec, ObjectStyle
 from tests.libbpf_support import (
     Patch,

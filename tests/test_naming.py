@@ -17,7 +17,7 @@ from bpfloader.loader.naming import (
     program_pin_name,
 )
 from bpfloader.loader.plan import Action, Planner, SourceObject
-from bpfloader.obj import read_object
+from bpfloader.obj.reader import read_object
 
 # A kernel on which every program of pure_every_field.c has its maps (kver_map: 5.10 <= k < 6.1).
 ENV = Environment(kernel=(5, 15, 0), loader_version=48, arch="x86_64")

@@ -11,7 +11,7 @@ import pytest
 from bpfloader.errors import PlanError
 from bpfloader.loader.gates import Environment, skip_reason
 from bpfloader.loader.plan import Action, ObjectPlan, Planner, SourceObject
-from bpfloader.obj import read_object
+from bpfloader.obj.reader import read_object
 from bpfloader.obj.spec import Gates, ObjectSpec, Ownership, kver
 
 ROOT = "/sys/fs/bpf"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from bpfloader.obj import read_object
+from bpfloader.obj.reader import read_object
 from bpfloader.obj.sections import SECTION_PREFIXES, program_kind
 from bpfloader.obj.spec import (
     Gates,

@@ -16,8 +16,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from bpfloader.errors import ObjectFormatError
-from bpfloader.obj import read_object
-from bpfloader.obj.reader import declares_critical
+from bpfloader.obj.reader import declares_critical, read_object
 
 PATH = "/etc/bpf/bad.o"
 SYM_SIZE = 24  # Elf64_Sym

@@ -9,7 +9,9 @@ import struct
 import pytest
 
 from bpfloader.errors import PlanError
-from bpfloader.obj import MapReference, ProgramSpec, read_object, relocate
+from bpfloader.obj.reader import read_object
+from bpfloader.obj.relocate import relocate
+from bpfloader.obj.spec import MapReference, ProgramSpec
 
 BPF_PSEUDO_MAP_FD = 1  # include/uapi/linux/bpf.h
 LD_IMM64 = 0x18

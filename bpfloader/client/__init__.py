@@ -9,12 +9,43 @@ with Program.open("/sys/fs/bpf/prog_myschedtp_tracepoint_sched_sched_switch") as
     attachment = prog.attach_tracepoint("sched", "sched_switch")
 """
 
-from bpfloader.client.attachment import Attachment, detach_pinned
-from bpfloader.client.maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, BpfMap
-from bpfloader.client.perfbuf import PerfBuffer
-from bpfloader.client.programs import Program
-from bpfloader.client.ready import wait_for_loaded
-from bpfloader.client.ringbuf import RingBuffer
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bpfloader.client.attachment import Attachment, detach_pinned
+    from bpfloader.client.maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, BpfMap
+    from bpfloader.client.perfbuf import PerfBuffer
+    from bpfloader.client.programs import Program
+    from bpfloader.client.ready import wait_for_loaded
+    from bpfloader.client.ringbuf import RingBuffer
+
+# Imported on first use: a process that needs one of these (the loader's command line, a
+# consumer waiting for the loaded marker) does not pay for all the others.
+_HOMES = {
+    "Attachment": "attachment",
+    "detach_pinned": "attachment",
+    "BPF_ANY": "maps",
+    "BPF_EXIST": "maps",
+    "BPF_NOEXIST": "maps",
+    "BpfMap": "maps",
+    "PerfBuffer": "perfbuf",
+    "Program": "programs",
+    "wait_for_loaded": "ready",
+    "RingBuffer": "ringbuf",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'bpfloader.client' has no attribute {name!r}")
+    return getattr(import_module(f"bpfloader.client.{home}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
 
 __all__ = [
     "BPF_ANY",

@@ -7,6 +7,7 @@ from typing import Any
 
 from bpfloader.client.codec import ValueType
 from bpfloader.client.maps import BpfMap
+from bpfloader.client.syntax import TYPE_HELP
 from bpfloader.errors import MapError
 
 # Native byte order, standard sizes: what programs on this machine wrote.
@@ -21,7 +22,6 @@ TYPE_NAMES: dict[str, str | None] = {
     "i32": "=i",
     "i64": "=q",
 }
-TYPE_HELP = "u8..u64, i8..i64, hex (raw bytes, the default), or a struct format such as '=IH'"
 
 
 def named_type(name: str | None) -> ValueType:

@@ -7,8 +7,8 @@ import os
 import time
 from typing import Any
 
-DEFAULT_STATE_DIR = "/run/bpfloader"
-LOADED_MARKER = "loaded"  # written there by the loader (bpfloader.loader.state)
+from bpfloader.locations import DEFAULT_STATE_DIR, LOADED_MARKER
+
 POLL_SECONDS = 0.05
 
 

@@ -6,21 +6,11 @@ from typing import TYPE_CHECKING
 
 from bpfloader.client import cgroups, netdev, tracing
 from bpfloader.client.attachment import Attachment
+from bpfloader.client.syntax import TARGET_SYNTAX
 from bpfloader.errors import AttachError
 
 if TYPE_CHECKING:
     from bpfloader.client.programs import Program
-
-TARGET_SYNTAX = """\
-  tracepoint:CATEGORY:NAME          tracepoint:sched:sched_switch
-  kprobe:FUNCTION[+OFFSET]          kretprobe:FUNCTION
-  uprobe:BINARY:SYMBOL[+OFFSET]     uprobe:/bin/bash:readline, uprobe:BINARY:0xOFFSET
-  uretprobe:BINARY:SYMBOL           (likewise)
-  perf_event[:HZ]                   the cpu-clock of every online CPU (default 99 Hz)
-  cgroup:DIR[:TYPE]                 a cgroup v2 directory; TYPE ingress|egress for cgroupskb,
-                                    found for the others (connect4, sockops, sysctl, ...)
-  xdp:INTERFACE[:generic|driver]    (generic by default)
-  tc:INTERFACE:ingress|egress[:PRIORITY]"""
 
 
 def attach(prog: Program, target: str) -> Attachment:

@@ -8,18 +8,21 @@ import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bpfloader.errors import KernelError, VerifierError
 from bpfloader.kernel.attrs import InfoAttr, ProgBindMapAttr, ProgInfoStruct, ProgLoadAttr
 from bpfloader.kernel.maps import kernel_name
 from bpfloader.kernel.syscall import Cmd, bpf
-from bpfloader.obj.btf import FuncInfo, LineInfo
 
 FUNC_INFO = struct.Struct("<II")  # struct bpf_func_info: insn_off, type_id
 LINE_INFO = struct.Struct("<IIII")  # struct bpf_line_info: insn_off, file, line, line_col
 LOG_FIRST_SIZE = 256 * 1024
 LOG_MAX_SIZE = 128 * 1024 * 1024
 EAGAIN_RETRIES = 5
+
+if TYPE_CHECKING:
+    from bpfloader.obj.btf import FuncInfo, LineInfo
 
 
 @dataclass(frozen=True)

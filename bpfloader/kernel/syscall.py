@@ -6,7 +6,6 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import platform
 import threading
 import time
 from enum import IntEnum
@@ -24,10 +23,10 @@ _SYSCALLS = {
     "i686": (357, 336),
 }
 try:
-    SYS_BPF, SYS_PERF_EVENT_OPEN = _SYSCALLS[platform.machine()]
+    SYS_BPF, SYS_PERF_EVENT_OPEN = _SYSCALLS[os.uname().machine]
 except KeyError:
     raise ImportError(
-        f"bpfloader does not know the syscall numbers of {platform.machine()}"
+        f"bpfloader does not know the syscall numbers of {os.uname().machine}"
     ) from None
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import platform
 import re
 import resource
 
@@ -33,7 +32,7 @@ def linux_version_code(release: str) -> int:
 
 
 def machine() -> str:
-    return platform.machine()
+    return os.uname().machine
 
 
 def parse_cpu_list(text: str) -> list[int]:

@@ -17,10 +17,13 @@ from bpfloader.kernel import btf as kbtf
 from bpfloader.kernel import features, system
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import programs as kprogs
-from bpfloader.obj.bpftypes import MapType
-from bpfloader.obj.global_data import BPF_F_MMAPABLE
-from bpfloader.obj.libbpf_sections import BPF_F_SLEEPABLE
-from bpfloader.obj.linker import BPF_PSEUDO_CALL, OPCODE_CALL
+from bpfloader.obj.bpftypes import (
+    BPF_F_MMAPABLE,
+    BPF_F_SLEEPABLE,
+    BPF_PSEUDO_CALL,
+    OPCODE_CALL,
+    MapType,
+)
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 

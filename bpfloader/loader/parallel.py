@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from bpfloader.journal import Event, Reporter
 from bpfloader.loader.apply import ObjectResult
 from bpfloader.loader.plan import ObjectPlan
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 DEFAULT_MAX_JOBS = 4  # beyond this, boot gains little and the verifiers' memory adds up
 
@@ -46,6 +49,7 @@ def apply_all(
     jobs = jobs or default_jobs()
     if jobs == 1 or len(plans) < 2:
         return [apply_one(plan, reporter) for plan in plans]
+    from concurrent.futures import ThreadPoolExecutor  # only when there is something to share
 
     def run(plan: ObjectPlan, after: list[Future[Done]]) -> Done:
         for earlier in after:

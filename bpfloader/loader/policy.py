@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import grp
 import pwd
-import tomllib
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +72,8 @@ def read_policy(object_path: str) -> Policy | None:
 
 
 def parse_policy(text: bytes, path: str) -> Policy:
+    import tomllib  # only where a policy file exists: most boots have none
+
     try:
         doc = tomllib.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from bpfloader.client.ready import DEFAULT_STATE_DIR
 from bpfloader.errors import LoaderError
 from bpfloader.journal import Event, MessageId, Priority, Reporter
 from bpfloader.kernel import pins as kpins
@@ -39,8 +38,8 @@ from bpfloader.loader.state import (
     write_state,
 )
 from bpfloader.loader.trust import TrustPolicy, refused
-from bpfloader.obj.reader import declares_critical, read_object
-from bpfloader.obj.spec import Ownership
+from bpfloader.locations import DEFAULT_STATE_DIR
+from bpfloader.obj.spec import ObjectSpec, Ownership
 from bpfloader.version import LOADER_VERSION
 
 DEFAULT_SOURCE_DIR = "/etc/bpf"
@@ -125,15 +124,29 @@ def plan_run(
             if old is not None and _unchanged(old, sha256):
                 plan = planner.unchanged(source, [pin.path for pin in old.pins], old.critical)
             else:
-                plan = planner.plan(source, apply_policy(read_object(data, source.path), policy))
+                plan = planner.plan(source, apply_policy(_parse(data, source.path), policy))
         except (LoaderError, OSError) as e:
             error = e if isinstance(e, LoaderError) else LoaderError(f"cannot read: {e.strerror}")
-            plan = planner.failed(source, error, declares_critical(data))
+            plan = planner.failed(source, error, _declares_critical(data))
         parse_seconds = time.perf_counter() - started
         run.objects.append(
             replace(plan, sha256=sha256, untrusted=untrusted, parse_seconds=parse_seconds)
         )
     return run
+
+
+def _parse(data: bytes, path: str) -> ObjectSpec:
+    """The reader, and pyelftools with it, is imported only when an object has to be parsed:
+    an unchanged reload never needs it (the import costs more than the rest of such a run)."""
+    from bpfloader.obj.reader import read_object
+
+    return read_object(data, path)
+
+
+def _declares_critical(data: bytes) -> bool:
+    from bpfloader.obj.reader import declares_critical
+
+    return declares_critical(data)
 
 
 def _content_hash(data: bytes, policy: Policy | None) -> str:

@@ -20,8 +20,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bpfloader.client.ready import LOADED_MARKER
 from bpfloader.loader.plan import Action, ObjectPlan
+from bpfloader.locations import LOADED_MARKER
 
 STATE_FORMAT = 1
 STATE_FILE = "state.json"

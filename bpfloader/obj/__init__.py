@@ -1,16 +1,4 @@
-"""The pure object layer: bytes in, ObjectSpec out, and relocation. No syscalls, no root."""
+"""The pure object layer: bytes in, ObjectSpec out, and relocation. No syscalls, no root.
 
-from bpfloader.obj.reader import read_object
-from bpfloader.obj.relocate import relocate
-from bpfloader.obj.spec import Gates, MapReference, MapSpec, ObjectSpec, Ownership, ProgramSpec
-
-__all__ = [
-    "Gates",
-    "MapReference",
-    "MapSpec",
-    "ObjectSpec",
-    "Ownership",
-    "ProgramSpec",
-    "read_object",
-    "relocate",
-]
+Import the modules themselves (bpfloader.obj.reader, .spec, .relocate): this package imports
+nothing, so that using the specs does not import the ELF reader."""

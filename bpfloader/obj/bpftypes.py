@@ -121,3 +121,17 @@ class AttachType(IntEnum):
     PERF_EVENT = 41
     TRACE_KPROBE_MULTI = 42
     LSM_CGROUP = 43
+
+
+# Instruction encoding and ELF relocation types of BPF objects.
+INSN_SIZE = 8
+OPCODE_LD_IMM64 = 0x18
+OPCODE_CALL = 0x85
+BPF_PSEUDO_CALL = 1  # a call's src_reg: bpf-to-bpf
+BPF_PSEUDO_FUNC = 4  # an ld_imm64's src_reg: the address of a function (callbacks)
+R_BPF_64_64 = 1  # ld_imm64 of a symbol's address: a map reference
+R_BPF_64_32 = 10  # call to a bpf-to-bpf function
+
+# Flags the loader derives itself: from a section name (sleepable), for global data (mmapable).
+BPF_F_SLEEPABLE = 1 << 4
+BPF_F_MMAPABLE = 1 << 10

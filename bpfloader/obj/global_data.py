@@ -9,14 +9,16 @@ initialised, so the verifier may treat their contents as constants.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from bpfloader.obj.bpftypes import MapType
+from bpfloader.obj.bpftypes import BPF_F_MMAPABLE, MapType
 from bpfloader.obj.btf import Btf
-from bpfloader.obj.elf import Section
 from bpfloader.obj.spec import MapSpec, Ownership
 
+if TYPE_CHECKING:
+    from bpfloader.obj.elf import Section
+
 BPF_F_RDONLY_PROG = 1 << 7
-BPF_F_MMAPABLE = 1 << 10
 KERNEL_NAME_MAX = 15  # BPF_OBJ_NAME_LEN less its NUL
 SUFFIX_MIN = 7  # len(".rodata"): what the kernel name always keeps room for
 

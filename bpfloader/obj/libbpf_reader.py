@@ -11,11 +11,12 @@ the object may say otherwise, see loader/policy.py).
 from __future__ import annotations
 
 from bpfloader.errors import ObjectFormatError
+from bpfloader.obj.bpftypes import INSN_SIZE
 from bpfloader.obj.btf_maps import MAPS_SECTION, read_btf_maps
 from bpfloader.obj.elf import ElfObject, Relocation
 from bpfloader.obj.global_data import data_map, is_data_section
 from bpfloader.obj.libbpf_sections import known_names, program_kind
-from bpfloader.obj.linker import INSN_SIZE, CodeTarget, Function, LinkedProgram, Linker
+from bpfloader.obj.linker import CodeTarget, Function, LinkedProgram, Linker
 from bpfloader.obj.object_btf import read_object_btf
 from bpfloader.obj.spec import (
     PROGRAM_PIN_MODE,

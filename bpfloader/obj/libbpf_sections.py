@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bpfloader.obj.bpftypes import BPF_F_SLEEPABLE
 from bpfloader.obj.bpftypes import AttachType as A
 from bpfloader.obj.bpftypes import ProgType as P
 
-BPF_F_SLEEPABLE = 1 << 4
 BPF_F_XDP_HAS_FRAGS = 1 << 5
 
 

@@ -17,17 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bpfloader.errors import ObjectFormatError
+from bpfloader.obj.bpftypes import (
+    BPF_PSEUDO_CALL,
+    BPF_PSEUDO_FUNC,
+    INSN_SIZE,
+    OPCODE_CALL,
+    OPCODE_LD_IMM64,
+    R_BPF_64_32,
+    R_BPF_64_64,
+)
 from bpfloader.obj.btf import BtfExt, FuncInfo, LineInfo
 from bpfloader.obj.elf import ElfObject, Relocation, Section
 from bpfloader.obj.spec import MapReference
-
-INSN_SIZE = 8
-OPCODE_LD_IMM64 = 0x18
-OPCODE_CALL = 0x85
-BPF_PSEUDO_CALL = 1
-BPF_PSEUDO_FUNC = 4
-R_BPF_64_64 = 1
-R_BPF_64_32 = 10
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,13 @@ from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import Section, SymbolTableSection
 
 from bpfloader.errors import LoaderError, ObjectFormatError
+from bpfloader.obj.bpftypes import (
+    INSN_SIZE,
+    OPCODE_CALL,
+    OPCODE_LD_IMM64,
+    R_BPF_64_32,
+    R_BPF_64_64,
+)
 from bpfloader.obj.defs import (
     DEFAULT_MAP_DEF_SIZE,
     DEFAULT_PROG_DEF_SIZE,
@@ -38,12 +45,6 @@ from bpfloader.obj.spec import (
     Ownership,
     ProgramSpec,
 )
-
-R_BPF_64_64 = 1  # ld_imm64 of a symbol's address: a map reference
-R_BPF_64_32 = 10  # call to a bpf-to-bpf function
-OPCODE_LD_IMM64 = 0x18
-OPCODE_CALL = 0x85
-INSN_SIZE = 8
 
 
 def read_object(data: bytes, path: str) -> ObjectSpec:
