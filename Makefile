@@ -1,5 +1,5 @@
 # Convenience targets; each one installs what it needs through scripts/bootstrap (run as root).
-.PHONY: setup demo test lint ci install fuzz
+.PHONY: setup demo test lint ci install fuzz bench
 
 # `make install [DESTDIR=root] [PREFIX=/usr/local] [PYTHON=/usr/bin/python3]`: the package, the
 # systemd units, the journal catalog, /etc/default/bpfloader (see scripts/install).
@@ -17,8 +17,8 @@ test:
 	scripts/bootstrap test
 
 lint: setup
-	.venv/bin/ruff check bpfloader tests fuzz
-	.venv/bin/ruff format --check bpfloader tests fuzz
+	.venv/bin/ruff check bpfloader tests fuzz bench
+	.venv/bin/ruff format --check bpfloader tests fuzz bench
 	.venv/bin/mypy
 
 ci:
@@ -38,3 +38,10 @@ fuzz: setup
 	mkdir -p build/fuzz/corpus
 	PYTHONPATH=. .venv/bin/python fuzz/fuzz_reader.py build/fuzz/corpus build/fuzz/seeds \
 		-runs=$(FUZZ_RUNS) -print_final_stats=1 $(FUZZ_ARGS)
+
+# `make bench [BENCH_ARGS="--rounds 11 --json build/bench/result.json --profile"]`: bpfloader
+# against a loop of `bpftool prog loadall` on a generated corpus (bench/README.md); root, a
+# minute or two. `--no-floor` measures a loader without `load --stats-json`.
+BENCH_ARGS ?=
+bench: setup
+	.venv/bin/python bench/load_bench.py $(BENCH_ARGS)

@@ -36,6 +36,13 @@ def _mode(text: str) -> int:
     return value
 
 
+def _jobs(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a number of jobs: {text} (0: one per CPU)")
+    return value
+
+
 def _size(text: str) -> int:
     from bpfloader.kernel.system import physical_memory
     from bpfloader.loader.limits import parse_size
@@ -126,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     for command in (load, reload):
         command.add_argument(
             "--jobs",
-            type=int,
+            type=_jobs,
             default=0,
             help="objects loaded at once (default: one per CPU, at most 4; 1: one by one)",
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import threading
@@ -12,7 +11,8 @@ from enum import IntEnum
 
 from bpfloader.errors import KernelError
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The interpreter's own libc (dlopen(NULL)): find_library would run ldconfig on every start.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 # (bpf, perf_event_open) syscall numbers per architecture.
 _SYSCALLS = {
@@ -58,21 +58,22 @@ UNSUPPORTED_ERRNOS = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # 524: the kernel's 
 
 
 # The commands that make kernel objects: the time inside them (the verifier runs inside
-# BPF_PROG_LOAD) is the floor no loader can go below. Counted per thread: ctypes releases the
-# GIL during the call, so objects loaded by different threads are verified side by side.
+# BPF_PROG_LOAD) is the floor no loader can go below. Counted as the calling thread's CPU
+# time, so that threads verifying side by side, or waiting for the GIL on the way back, do
+# not count the time they were not running; on an idle CPU the two are the same.
 _TIMED = frozenset({Cmd.MAP_CREATE, Cmd.PROG_LOAD, Cmd.BTF_LOAD})
 _clock = threading.local()
 
 
 def kernel_seconds() -> float:
-    """Seconds this thread has spent inside BPF_MAP_CREATE, BPF_PROG_LOAD and BPF_BTF_LOAD."""
+    """CPU seconds this thread has spent inside BPF_MAP_CREATE, BPF_PROG_LOAD, BPF_BTF_LOAD."""
     seconds: float = getattr(_clock, "seconds", 0.0)
     return seconds
 
 
 def bpf(cmd: Cmd, attr: ctypes.Structure, *, operation: str | None = None) -> int:
     """bpf(cmd, &attr, sizeof attr); the result, or KernelError with errno."""
-    started = time.perf_counter() if cmd in _TIMED else None
+    started = time.thread_time() if cmd in _TIMED else None
     result: int = _libc.syscall(
         ctypes.c_long(SYS_BPF),
         ctypes.c_int(cmd),
@@ -80,7 +81,7 @@ def bpf(cmd: Cmd, attr: ctypes.Structure, *, operation: str | None = None) -> in
         ctypes.c_uint(ctypes.sizeof(attr)),
     )
     if started is not None:
-        _clock.seconds = kernel_seconds() + time.perf_counter() - started
+        _clock.seconds = kernel_seconds() + time.thread_time() - started
     if result < 0:
         raise KernelError(operation or f"BPF_{cmd.name}", ctypes.get_errno())
     return result

@@ -11,7 +11,6 @@ may be lowered again by CAP_SYS_ADMIN; 1 refuses it until the next boot.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 
@@ -25,7 +24,7 @@ ENABLED, DISABLED_LOCKED, DISABLED = 0, 1, 2
 _PROBE_PATH = "/dev/null/bpfloader-probe"
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _PROBE_REFUSED, _PROBE_LOOKED_UP = 10, 11
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the interpreter's libc, without running ldconfig
 
 
 def read_setting(path: str = SYSCTL_PATH) -> int | None:

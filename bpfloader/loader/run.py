@@ -231,8 +231,9 @@ def _run(
                     return _kept(obj, old, events)
                 return applier.apply(obj, events)
 
-            result.jobs = options.jobs or default_jobs()
-            result.objects = apply_all(plan.objects, apply_one, reporter, result.jobs)
+            jobs = min(options.jobs or default_jobs(), max(1, len(plan.objects)))
+            result.objects = apply_all(plan.objects, apply_one, reporter, jobs)
+            result.jobs = jobs
             state = _next_state(previous, result, reloading=reloading)
             if reloading:
                 result.removed = remove_pins(previous, state, reporter)
