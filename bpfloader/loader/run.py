@@ -135,6 +135,11 @@ def plan_run(
     return run
 
 
+def _unchanged_in(previous: LoaderState, obj: ObjectPlan) -> bool:
+    old = previous.objects.get(obj.path)
+    return old is not None and _unchanged(old, obj.sha256)
+
+
 def _parse(data: bytes, path: str) -> ObjectSpec:
     """The reader, and pyelftools with it, is imported only when an object has to be parsed:
     an unchanged reload never needs it (the import costs more than the rest of such a run)."""
@@ -227,11 +232,14 @@ def _run(
                         BPF_OBJECT=obj.path,
                     )
                 old = previous.objects.get(obj.path)
-                if reloading and old is not None and _unchanged(old, obj.sha256):
+                if reloading and old is not None and _unchanged_in(previous, obj):
                     return _kept(obj, old, events)
                 return applier.apply(obj, events)
 
-            jobs = min(options.jobs or default_jobs(), max(1, len(plan.objects)))
+            changed = [
+                obj for obj in plan.objects if not (reloading and _unchanged_in(previous, obj))
+            ]  # only these have kernel work to share out
+            jobs = min(options.jobs or default_jobs(), max(1, len(changed)))
             result.objects = apply_all(plan.objects, apply_one, reporter, jobs)
             result.jobs = jobs
             state = _next_state(previous, result, reloading=reloading)
