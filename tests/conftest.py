@@ -6,6 +6,7 @@ where they cannot run, they fail, because a loader whose kernel side went untest
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,3 +150,40 @@ def pins_in(root: Path) -> set[str]:
             if rel not in ("maps.debug", "progs.debug"):
                 found.add(rel)
     return found
+
+
+def fork_child(work: Callable[[], Any]) -> tuple[int, int]:
+    """Fork a child that runs `work` and sends its JSON result, or the exception it raised,
+    through a pipe; it never returns into pytest. (pid, read end) for child_result()."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, json.dumps({"result": work()}).encode())
+            status = 0
+        except BaseException as e:
+            os.write(write_end, json.dumps({"child_error": repr(e)}).encode())
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    return pid, read_end
+
+
+def child_result(pid: int, read_end: int) -> Any:
+    """What a fork_child() child sent, once it exited; its exception fails the test."""
+    data = b""
+    while chunk := os.read(read_end, 1 << 16):
+        data += chunk
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    answer: dict[str, Any] = json.loads(data)
+    assert "child_error" not in answer, answer
+    assert os.waitstatus_to_exitcode(status) == 0
+    return answer["result"]
+
+
+def in_child(work: Callable[[], Any]) -> Any:
+    """`work` run in a forked child (to switch identity without touching pytest's), its result."""
+    return child_result(*fork_child(work))

@@ -9,7 +9,6 @@ and its subdirectories (whose modes the loader sets) are still searched as U/G.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import stat
@@ -22,6 +21,7 @@ import pytest
 from bpfloader.client import BpfMap, Program
 from bpfloader.errors import KernelError
 from bpfloader.kernel import pins as kpins
+from tests.conftest import in_child
 
 pytestmark = pytest.mark.kernel
 
@@ -39,33 +39,17 @@ def as_user(
     cwd: Path, uid: int, gid: int, groups: list[int], work: Callable[[], dict[str, Any]]
 ) -> dict[str, Any]:
     """Run `work` in a forked child in `cwd` as uid/gid/groups; its JSON result comes back."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        status = 1
-        try:
-            os.close(read_end)
-            os.chdir(cwd)
-            os.setgroups(groups)
-            os.setgid(gid)
-            os.setuid(uid)
-            result = work()
-            result["ids"] = [os.getuid(), os.geteuid(), os.getgid(), sorted(os.getgroups())]
-            os.write(write_end, json.dumps(result).encode())
-            status = 0
-        except BaseException as e:
-            os.write(write_end, json.dumps({"child_error": repr(e)}).encode())
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    data = b""
-    while chunk := os.read(read_end, 65536):
-        data += chunk
-    os.close(read_end)
-    _, status = os.waitpid(pid, 0)
-    result: dict[str, Any] = json.loads(data)
-    assert "child_error" not in result, result
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def switched() -> dict[str, Any]:
+        os.chdir(cwd)
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+        result = work()
+        result["ids"] = [os.getuid(), os.geteuid(), os.getgid(), sorted(os.getgroups())]
+        return result
+
+    result: dict[str, Any] = in_child(switched)
     assert result.pop("ids") == [uid, uid, gid, sorted(groups)]
     return result
 

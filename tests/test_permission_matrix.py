@@ -45,7 +45,7 @@ from bpfloader.kernel.syscall import Cmd, bpf
 from bpfloader.loader.apply import Status
 from bpfloader.loader.plan import Action
 from bpfloader.loader.run import LoadOptions, RunResult, load, reload, unload
-from tests.conftest import Compile, pins_in
+from tests.conftest import Compile, child_result, fork_child, in_child, pins_in
 from tests.reload_support import install
 
 pytestmark = pytest.mark.kernel
@@ -137,36 +137,19 @@ def as_principal(cwd: Path, who: Principal, work: Callable[[], Any]) -> Any:
 
     The same idea as test_access.as_user, with root as one more principal (it keeps its
     credentials) and the identity checked inside the child."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        status = 1
-        try:
-            os.close(read_end)
-            os.chdir(cwd)
-            if who is not ROOT:
-                os.setgroups(list(who.groups))
-                os.setgid(who.gid)
-                os.setuid(who.uid)
-                ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid(), os.getgroups())
-                if ids != (who.uid, who.uid, who.gid, who.gid, list(who.groups)):
-                    raise AssertionError(f"child runs as {ids}, not as {who}")
-            os.write(write_end, json.dumps({"result": work()}).encode())
-            status = 0
-        except BaseException as e:
-            os.write(write_end, json.dumps({"child_error": repr(e)}).encode())
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    data = b""
-    while chunk := os.read(read_end, 65536):
-        data += chunk
-    os.close(read_end)
-    _, status = os.waitpid(pid, 0)
-    answer: dict[str, Any] = json.loads(data)
-    assert "child_error" not in answer, answer
-    assert os.waitstatus_to_exitcode(status) == 0
-    return answer["result"]
+
+    def switched() -> Any:
+        os.chdir(cwd)
+        if who is not ROOT:
+            os.setgroups(list(who.groups))
+            os.setgid(who.gid)
+            os.setuid(who.uid)
+            ids = (os.getuid(), os.geteuid(), os.getgid(), os.getegid(), os.getgroups())
+            if ids != (who.uid, who.uid, who.gid, who.gid, list(who.groups)):
+                raise AssertionError(f"child runs as {ids}, not as {who}")
+        return work()
+
+    return in_child(switched)
 
 
 # -- running the loader in-process ------------------------------------------------------------
@@ -299,19 +282,7 @@ class Watcher:
     @classmethod
     def start(cls, allowed: Mapping[str, tuple[Stat, ...]]) -> Watcher:
         shared = mmap.mmap(-1, 16)
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: never return into pytest
-            code = 1
-            try:
-                os.close(read_end)
-                os.write(write_end, json.dumps(watch(shared, allowed)).encode())
-                code = 0
-            except BaseException as e:
-                os.write(write_end, json.dumps({"child_error": repr(e)}).encode())
-            finally:
-                os._exit(code)
-        os.close(write_end)
+        pid, read_end = fork_child(lambda: watch(shared, allowed))
         watcher = cls(pid, read_end, shared)
         watcher.wait_loops(100)
         return watcher
@@ -333,14 +304,7 @@ class Watcher:
 
     def stop(self) -> dict[str, Any]:
         self.shared[0] = 1
-        data = b""
-        while chunk := os.read(self.read_end, 1 << 16):
-            data += chunk
-        os.close(self.read_end)
-        _, status = os.waitpid(self.pid, 0)
-        report: dict[str, Any] = json.loads(data)
-        assert "child_error" not in report, report
-        assert os.waitstatus_to_exitcode(status) == 0
+        report: dict[str, Any] = child_result(self.pid, self.read_end)
         return report
 
 

@@ -31,7 +31,7 @@ from bpfloader.errors import KernelError
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import programs as kprogs
-from tests.conftest import pins_in
+from tests.conftest import child_result, fork_child, pins_in
 from tests.reload_support import (
     MYSCHEDTP,
     SWITCH,
@@ -134,39 +134,30 @@ def start_reader(paths: list[Path]) -> tuple[int, int, mmap.mmap]:
     """A forked child that opens every path in turn (BPF_OBJ_GET), as fast as it can, until
     told to stop; it counts what it saw: the kernel ids per path and every error by errno."""
     shared = mmap.mmap(-1, 16)  # [0]: stop flag; [8:16]: rounds done so far
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 1
-        try:
-            os.close(read_end)
-            ids: dict[str, Counter[int]] = {str(p): Counter() for p in paths}
-            errors: Counter[str] = Counter()
-            rounds = 0
-            while shared[0] == 0:
-                for path in paths:
-                    try:
-                        fd = kpins.open_pinned(str(path))
-                    except KernelError as e:
-                        errors[f"{path.name}: {errno.errorcode[e.errno]}"] += 1
-                        continue
-                    try:
-                        if path.name.startswith("map_"):
-                            ids[str(path)][kmaps.map_info(fd).id] += 1
-                        else:
-                            ids[str(path)][kprogs.program_info(fd).id] += 1
-                    finally:
-                        os.close(fd)
-                rounds += 1
-                struct.pack_into("Q", shared, 8, rounds)
-            result = {"rounds": rounds, "ids": ids, "errors": errors}
-            os.write(write_end, json.dumps(result).encode())
-            code = 0
-        except BaseException as e:
-            os.write(write_end, json.dumps({"child_error": repr(e)}).encode())
-        finally:
-            os._exit(code)
-    os.close(write_end)
+
+    def read_until_stopped() -> dict[str, Any]:
+        ids: dict[str, Counter[int]] = {str(p): Counter() for p in paths}
+        errors: Counter[str] = Counter()
+        rounds = 0
+        while shared[0] == 0:
+            for path in paths:
+                try:
+                    fd = kpins.open_pinned(str(path))
+                except KernelError as e:
+                    errors[f"{path.name}: {errno.errorcode[e.errno]}"] += 1
+                    continue
+                try:
+                    if path.name.startswith("map_"):
+                        ids[str(path)][kmaps.map_info(fd).id] += 1
+                    else:
+                        ids[str(path)][kprogs.program_info(fd).id] += 1
+                finally:
+                    os.close(fd)
+            rounds += 1
+            struct.pack_into("Q", shared, 8, rounds)
+        return {"rounds": rounds, "ids": ids, "errors": errors}
+
+    pid, read_end = fork_child(read_until_stopped)
     return pid, read_end, shared
 
 
@@ -183,14 +174,7 @@ def wait_rounds(shared: mmap.mmap, at_least: int) -> None:
 
 def stop_reader(pid: int, read_end: int, shared: mmap.mmap) -> dict[str, Any]:
     shared[0] = 1
-    data = b""
-    while chunk := os.read(read_end, 1 << 16):
-        data += chunk
-    os.close(read_end)
-    _, status = os.waitpid(pid, 0)
-    result: dict[str, Any] = json.loads(data)
-    assert "child_error" not in result, result
-    assert os.waitstatus_to_exitcode(status) == 0
+    result: dict[str, Any] = child_result(pid, read_end)
     return result
 
 
