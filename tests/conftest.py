@@ -6,6 +6,7 @@ where they cannot run, they fail, because a loader whose kernel side went untest
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -83,16 +84,22 @@ def source_dir(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def bpffs(tmp_path: Path) -> Iterator[Path]:
-    """A private bpffs instance, mounted for this test only, unmounted after."""
-    path = tmp_path / "bpffs"
+@contextlib.contextmanager
+def mounted_bpffs(path: Path) -> Iterator[Path]:
+    """A private bpffs instance on `path` (made here), unmounted when the context ends."""
     path.mkdir()
     kpins.mount_bpffs(str(path))
     try:
         yield path
     finally:
         kpins.unmount(str(path))
+
+
+@pytest.fixture
+def bpffs(tmp_path: Path) -> Iterator[Path]:
+    """A private bpffs instance, mounted for this test only, unmounted after."""
+    with mounted_bpffs(tmp_path / "bpffs") as path:
+        yield path
 
 
 @dataclass

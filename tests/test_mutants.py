@@ -31,7 +31,6 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +40,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from bpfloader.errors import ObjectFormatError
-from bpfloader.kernel import pins as kpins
 from bpfloader.obj.reader import read_object
-from tests.conftest import Run, pins_in
+from tests.conftest import Run, mounted_bpffs, pins_in
 
 pytestmark = pytest.mark.kernel
 
@@ -314,17 +312,6 @@ def mutants_of(example: str, data: bytes) -> list[Mutant]:
 # -- running the loader -------------------------------------------------------------------------
 
 
-@contextmanager
-def private_bpffs(path: Path) -> Iterator[Path]:
-    """A second bpffs instance (the `bpffs` fixture gives one per test)."""
-    path.mkdir()
-    kpins.mount_bpffs(str(path))
-    try:
-        yield path
-    finally:
-        kpins.unmount(str(path))
-
-
 def place_examples(compile_bpf: Callable[..., Path], directory: Path) -> dict[str, bytes]:
     """Copy the good examples into `directory`; returns their bytes by example name."""
     good = {}
@@ -375,7 +362,7 @@ def test_mutants_fail_alone_and_every_good_example_loads(
     alone = tmp_path / "good-only"
     alone.mkdir()
     good = place_examples(compile_bpf, alone)
-    with private_bpffs(tmp_path / "bpffs-good-only") as reference:
+    with mounted_bpffs(tmp_path / "bpffs-good-only") as reference:
         run = bpfloader_cli(
             "load", "--dir", alone, "--pin-root", reference,
             "--state-dir", tmp_path / "state-good-only",

@@ -41,7 +41,7 @@ from bpfloader.journal import ConsoleReporter
 from bpfloader.kernel import pins as kpins
 from bpfloader.loader.apply import Status
 from bpfloader.loader.run import LoadOptions, load
-from tests.conftest import REPO, Compile, Run, pins_in
+from tests.conftest import REPO, Compile, Run, mounted_bpffs, pins_in
 from tests.libbpf_support import bpftool
 from tests.reload_support import kernel_id, swap_pins
 
@@ -141,17 +141,6 @@ def heavy_object(
         else [f"-DHEAVY_MAP=work_{name}"]
     )
     return compile_bpf(HEAVY_C, f"{name}.o", *flags)
-
-
-@contextlib.contextmanager
-def mounted_bpffs(path: Path) -> Iterator[Path]:
-    """A private bpffs on `path` (made here) for as long as the context lasts."""
-    path.mkdir()
-    kpins.mount_bpffs(str(path))
-    try:
-        yield path
-    finally:
-        kpins.unmount(str(path))
 
 
 def bpfloader(*args: str | Path) -> Run:

@@ -45,7 +45,14 @@ from bpfloader.kernel.syscall import Cmd, bpf
 from bpfloader.loader.apply import Status
 from bpfloader.loader.plan import Action
 from bpfloader.loader.run import LoadOptions, RunResult, load, reload, unload
-from tests.conftest import Compile, child_result, fork_child, in_child, pins_in
+from tests.conftest import (
+    Compile,
+    child_result,
+    fork_child,
+    in_child,
+    mounted_bpffs,
+    pins_in,
+)
 from tests.reload_support import install
 
 pytestmark = pytest.mark.kernel
@@ -175,10 +182,7 @@ def pin_root(compile_bpf: Compile, tmp_path_factory: pytest.TempPathFactory) -> 
     base = tmp_path_factory.mktemp("perm-matrix")
     source_dir = base / "etc-bpf"
     install(compile_bpf(SOURCE), source_dir)
-    root = base / "bpffs"
-    root.mkdir()
-    kpins.mount_bpffs(str(root))
-    try:
+    with mounted_bpffs(base / "bpffs") as root:
         log = io.StringIO()
         result = succeeded(
             load(options(source_dir, root, base / "run-bpfloader"), ConsoleReporter(log)), log
@@ -186,8 +190,6 @@ def pin_root(compile_bpf: Compile, tmp_path_factory: pytest.TempPathFactory) -> 
         assert result.count(Status.LOADED) == 1, log.getvalue()
         assert pins_in(root) == {pin.rel for pin in PINS}
         yield root
-    finally:
-        kpins.unmount(str(root))
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from bpfloader.errors import KernelError
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import unprivileged as kunpriv
 from bpfloader.loader.unprivileged import Decision, decide
+from tests.conftest import mounted_bpffs
 
 NOBODY = 65534
 
@@ -71,13 +72,10 @@ def open_bpffs() -> Iterator[Path]:
     """A private bpffs on a path every user may traverse (pytest's own tmp is root's only)."""
     parent = Path(tempfile.mkdtemp(prefix="bpfloader-unpriv-"))
     parent.chmod(0o711)
-    path = parent / "bpffs"
-    path.mkdir()
-    kpins.mount_bpffs(str(path))
     try:
-        yield path
+        with mounted_bpffs(parent / "bpffs") as path:
+            yield path
     finally:
-        kpins.unmount(str(path))
         shutil.rmtree(parent)
 
 
