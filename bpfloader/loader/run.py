@@ -135,11 +135,6 @@ def plan_run(
     return run
 
 
-def _unchanged_in(previous: LoaderState, obj: ObjectPlan) -> bool:
-    old = previous.objects.get(obj.path)
-    return old is not None and _unchanged(old, obj.sha256)
-
-
 def _parse(data: bytes, path: str) -> ObjectSpec:
     """The reader, and pyelftools with it, is imported only when an object has to be parsed:
     an unchanged reload never needs it (the import costs more than the rest of such a run)."""
@@ -231,15 +226,19 @@ def _run(
                         f"(--insecure-allow-untrusted): {obj.untrusted}",
                         BPF_OBJECT=obj.path,
                     )
-                old = previous.objects.get(obj.path)
-                if reloading and old is not None and _unchanged_in(previous, obj):
-                    return _kept(obj, old, events)
+                if obj.path in kept:
+                    return _kept(obj, previous.objects[obj.path], events)
                 return applier.apply(obj, events)
 
-            changed = [
-                obj for obj in plan.objects if not (reloading and _unchanged_in(previous, obj))
-            ]  # only these have kernel work to share out
-            jobs = min(options.jobs or default_jobs(), max(1, len(changed)))
+            # A reload leaves unchanged objects alone; only the others have kernel work.
+            kept = {
+                obj.path
+                for obj in plan.objects
+                if reloading
+                and (old := previous.objects.get(obj.path)) is not None
+                and _unchanged(old, obj.sha256)
+            }
+            jobs = min(options.jobs or default_jobs(), max(1, len(plan.objects) - len(kept)))
             result.objects = apply_all(plan.objects, apply_one, reporter, jobs)
             result.jobs = jobs
             state = _next_state(previous, result, reloading=reloading)
