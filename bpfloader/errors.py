@@ -84,7 +84,7 @@ def one_line(text: str) -> str:
 def show_name(name: str) -> str:
     """A name read from an object, printable: bytes outside plain ASCII shown as \\xNN.
 
-    Names come from pyelftools decoded as latin-1, one character per byte of the file."""
+    Names are read as latin-1 (obj/elf.py), one character per byte of the file."""
     return "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in name)
 
 

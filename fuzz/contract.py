@@ -64,7 +64,7 @@ def where_raised(error: BaseException) -> str:
 
 def _frame(frame: traceback.FrameSummary) -> str:
     name = frame.filename
-    for marker in ("/bpfloader/", "/elftools/"):
+    for marker in ("/bpfloader/",):
         if marker in name:
             name = marker.strip("/") + "/" + name.split(marker, 1)[1]
     return f"{name}:{frame.lineno} ({frame.name})"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports(include=["bpfloader", "elftools"]):
+with atheris.instrument_imports(include=["bpfloader"]):
     from fuzz.contract import InputTimeout, check, mutate, time_limit
 
 FINDINGS = Path(os.environ.get("FUZZ_FINDINGS", Path(__file__).parent / "findings"))

@@ -22,6 +22,7 @@ from bpfloader.obj.bpftypes import (
     MapType,
     ProgType,
 )
+from bpfloader.obj.elf import ElfObject
 from bpfloader.obj.libbpf_sections import program_kind
 from bpfloader.obj.reader import is_libbpf_style, read_object
 from bpfloader.obj.spec import MapSlot, ObjectSpec, ObjectStyle
@@ -270,11 +271,12 @@ def test_static_functions_in_a_programs_own_section_are_linked(compile_bpf):
 
 def test_android_objects_keep_their_reader(compile_bpf):
     android = compile_bpf("pure_plan.c")
-    assert not is_libbpf_style(android.read_bytes())
+    assert not is_libbpf_style(ElfObject(android.read_bytes()))
     with_btf = compile_bpf("pure_plan.c", "with_btf.o", "-g")  # .BTF does not change that
-    assert not is_libbpf_style(with_btf.read_bytes())
+    assert not is_libbpf_style(ElfObject(with_btf.read_bytes()))
     assert read(with_btf).style is ObjectStyle.ANDROID
-    assert is_libbpf_style(libbpf_object(compile_bpf, "libbpf_subprogs.c").read_bytes())
+    subprogs = libbpf_object(compile_bpf, "libbpf_subprogs.c")
+    assert is_libbpf_style(ElfObject(subprogs.read_bytes()))
 
 
 # -- pins: collisions -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def field_name(name: str) -> FieldValue:
     """A name from an object as a journal field value: its original bytes when not plain text.
 
-    pyelftools decodes names as latin-1, so encoding back gives exactly the bytes in the file.
+    Names are read as latin-1 (obj/elf.py), so encoding back gives exactly the bytes in the file.
     """
     return name if name.isascii() and name.isprintable() else name.encode("latin-1")
 

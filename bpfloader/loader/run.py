@@ -136,8 +136,8 @@ def plan_run(
 
 
 def _parse(data: bytes, path: str) -> ObjectSpec:
-    """The reader, and pyelftools with it, is imported only when an object has to be parsed:
-    an unchanged reload never needs it (the import costs more than the rest of such a run)."""
+    """The reader is imported only when an object has to be parsed: an unchanged reload never
+    needs it (the import costs more than the rest of such a run)."""
     from bpfloader.obj.reader import read_object
 
     return read_object(data, path)

@@ -3,15 +3,9 @@ objects here, libbpf-style ones in libbpf_reader.py."""
 
 from __future__ import annotations
 
-import io
 import struct
 from dataclasses import dataclass
 from typing import Any
-
-from elftools.elf.constants import SH_FLAGS
-from elftools.elf.elffile import ELFFile
-from elftools.elf.relocation import RelocationSection
-from elftools.elf.sections import Section, SymbolTableSection
 
 from bpfloader.errors import LoaderError, ObjectFormatError
 from bpfloader.obj.bpftypes import (
@@ -31,7 +25,7 @@ from bpfloader.obj.defs import (
     decode_map_def,
     decode_prog_def,
 )
-from bpfloader.obj.elf import ElfObject, check_bpf_header, check_layout, string_at
+from bpfloader.obj.elf import ElfObject, Symbol, section_names
 from bpfloader.obj.libbpf_reader import read_libbpf_object
 from bpfloader.obj.object_btf import read_object_btf
 from bpfloader.obj.sections import SECTION_PREFIXES, program_kind
@@ -49,25 +43,27 @@ from bpfloader.obj.spec import (
 
 def read_object(data: bytes, path: str) -> ObjectSpec:
     """Parse an object, Android-format or libbpf-style (see `is_libbpf_style`). Every problem
-    is an ObjectFormatError naming the file and section."""
-    if data[:4] != b"\x7fELF":
-        raise ObjectFormatError("not an ELF file", file=path)
+    is an ObjectFormatError naming the file and section. The file is read once, into one
+    ElfObject that both readers use."""
     try:
-        check_layout(data)
-        if is_libbpf_style(data):
-            elf = ElfObject(data)
-            section = elf.section("license")
-            return read_libbpf_object(elf, path, decode_license(section.data if section else None))
-        return _Reader(data, path).read()
+        return read_elf(ElfObject(data), path)
     except LoaderError as e:
         raise e.where(file=path) from None
     except DefError as e:
         raise ObjectFormatError(str(e), file=path) from None
     except Exception as e:
-        # A last resort: check_layout validates what pyelftools reads, and each check names
-        # its problem. Reaching here is a missing check; tests/test_reader_fuzz.py and
-        # `make fuzz` report every input that does.
+        # A last resort: ElfObject checks every bound it reads, and each check names its
+        # problem. Reaching here is a missing check; tests/test_reader_fuzz.py and `make fuzz`
+        # report every input that does.
         raise ObjectFormatError(f"malformed ELF ({type(e).__name__}: {e})", file=path) from None
+
+
+def read_elf(elf: ElfObject, path: str) -> ObjectSpec:
+    """The spec of an object already read as ELF: what read_object does once the file is."""
+    if is_libbpf_style(elf):
+        section = elf.section("license")
+        return read_libbpf_object(elf, path, decode_license(section.data if section else None))
+    return _Reader(elf, path).read()
 
 
 # Sections only Android's header emits: their presence settles the format.
@@ -84,21 +80,16 @@ ANDROID_SECTIONS = frozenset(
 )
 
 
-def is_libbpf_style(data: bytes) -> bool:
+def is_libbpf_style(elf: ElfObject) -> bool:
     """An object without Android's sections that has what only libbpf-style objects have:
     `.maps`, BTF, global data, code in `.text`, or a code section that is none of Android's."""
-    try:
-        elf = ELFFile(io.BytesIO(data))
-        names = {s.name: s for s in elf.iter_sections()}
-    except Exception:
-        return False  # the Android reader names what is wrong with the file
+    names = {s.name: s for s in elf.sections}
     if ANDROID_SECTIONS & names.keys():
         return False
     if {".maps", ".BTF"} & names.keys():
         return True
     for name, section in names.items():
-        code = section["sh_type"] == "SHT_PROGBITS" and section["sh_flags"] & SH_FLAGS.SHF_EXECINSTR
-        if code and section.data_size and (name == ".text" or program_kind(name) is None):
+        if section.executable and section.size and (name == ".text" or program_kind(name) is None):
             return True
         if name in (".data", ".rodata", ".bss") or name.startswith((".data.", ".rodata.")):
             return True
@@ -122,41 +113,15 @@ def _err(reason: str, section: str | None = None) -> ObjectFormatError:
     return ObjectFormatError(reason, section=section)
 
 
-def _truncated(what: str, end: int, size: int, section: str | None = None) -> ObjectFormatError:
-    return _err(
-        f"truncated file: {what} ends at byte {end}, but the file has {size} bytes", section
-    )
-
-
 class _Reader:
-    def __init__(self, data: bytes, path: str):
+    def __init__(self, elf: ElfObject, path: str):
         self.path = path
-        self.elf = ELFFile(io.BytesIO(data))
-        # Names are read from the string tables' bytes, one character per byte (latin-1):
-        # pyelftools would decode them as UTF-8 and lose any byte that is not.
-        self._shstrtab: bytes = self.elf.get_section(self.elf["e_shstrndx"]).data()
-        self.sections: dict[str, tuple[int, Section]] = {}
-        for index, section in enumerate(self.elf.iter_sections()):
-            end = section["sh_offset"] + section["sh_size"]
-            if section["sh_type"] != "SHT_NOBITS" and end > len(data):
-                raise _truncated("the section's data", end, len(data), self._section_name(section))
-            self.sections.setdefault(self._section_name(section), (index, section))
-        self.symtab = self._symbol_table()
-        self._strtab: bytes = (
-            self.elf.get_section(self.symtab["sh_link"]).data() if self.symtab else b""
-        )
+        self.elf = elf
         # Compiled with -g, an Android-format object has BTF too: its programs then get their
         # source lines in verifier logs, as libbpf-style ones do.
-        self.object_btf = read_object_btf(ElfObject(data)) if ".BTF" in self.sections else None
-
-    def _section_name(self, section: Section) -> str:
-        return string_at(self._shstrtab, section["sh_name"])
-
-    def _symbol_name(self, symbol: Any) -> str:
-        return string_at(self._strtab, symbol["st_name"])
+        self.object_btf = read_object_btf(elf)
 
     def read(self) -> ObjectSpec:
-        check_bpf_header(self.elf)
         maps = self._maps()
         programs = self._programs({m.offset: m.spec for m in maps})
         return ObjectSpec(
@@ -172,18 +137,11 @@ class _Reader:
 
     # -- small sections -------------------------------------------------------------------
 
-    def _symbol_table(self) -> SymbolTableSection | None:
-        for section in self.elf.iter_sections():
-            if isinstance(section, SymbolTableSection) and section["sh_type"] == "SHT_SYMTAB":
-                return section
-        return None
-
     def _data(self, name: str) -> bytes | None:
-        found = self.sections.get(name)
-        if found is None or found[1]["sh_type"] == "SHT_NOBITS":
+        section = self.elf.section(name)
+        if section is None or section.type == "SHT_NOBITS":
             return None
-        data: bytes = found[1].data()
-        return data
+        return section.data
 
     def _u32_section(self, name: str, default: int) -> int:
         data = self._data(name)
@@ -204,14 +162,10 @@ class _Reader:
     def _license(self) -> str:
         return decode_license(self._data("license"))
 
-    def _symbols_in(self, section_index: int) -> list[tuple[str, Any]]:
-        """(name, symbol) of the objects and functions defined in a section."""
-        if self.symtab is None:
-            return []
+    def _symbols_in(self, section_index: int) -> list[Symbol]:
+        """The objects and functions defined in a section."""
         return [
-            (self._symbol_name(s), s)
-            for s in self.symtab.iter_symbols()
-            if s["st_shndx"] == section_index and s["st_info"]["type"] in ("STT_OBJECT", "STT_FUNC")
+            s for s in self.elf.symbols_in(section_index) if s.type in ("STT_OBJECT", "STT_FUNC")
         ]
 
     # -- maps -----------------------------------------------------------------------------
@@ -220,17 +174,15 @@ class _Reader:
         self, name: str, size_section: str, default_size: int, min_size: int, what: str
     ) -> tuple[int, bytes, int] | None:
         """A `maps` or `progs` section: its index, its bytes, and the def size it was built with."""
-        found = self.sections.get(name)
-        if found is None:
+        section = self.elf.section(name)
+        if section is None:
             return None
-        index, section = found
         size = self._u32_section(size_section, default_size)
         try:
             check_def_size(size, min_size, what)
         except DefError as e:
             raise _err(str(e), size_section) from None
-        data: bytes = section.data()
-        return index, data, size
+        return section.index, section.data, size
 
     def _maps(self) -> list[_PlacedMap]:
         found = self._def_section(
@@ -242,8 +194,8 @@ class _Reader:
         if len(data) % size:
             raise _err(f"{len(data)} bytes is not a whole number of {size}-byte map defs", "maps")
         names: dict[int, str] = {}
-        for name, symbol in self._symbols_in(index):
-            offset = symbol["st_value"]
+        for symbol in self._symbols_in(index):
+            name, offset = symbol.name, symbol.value
             if offset % size or offset >= len(data):
                 raise _err(f"map symbol '{name}' at offset {offset} is not on a def", "maps")
             if offset in names:
@@ -270,8 +222,8 @@ class _Reader:
             return {}
         index, data, size = found
         defs = {}
-        for name, symbol in self._symbols_in(index):
-            offset = symbol["st_value"]
+        for symbol in self._symbols_in(index):
+            name, offset = symbol.name, symbol.value
             if offset % size or offset + size > len(data):
                 raise _err(f"program def '{name}' at offset {offset} is out of place", "progs")
             if name.endswith("_def"):
@@ -280,32 +232,28 @@ class _Reader:
 
     def _programs(self, maps_by_offset: dict[int, MapSpec]) -> tuple[ProgramSpec, ...]:
         defs = self._prog_defs()
-        maps_index = self.sections["maps"][0] if "maps" in self.sections else None
+        maps = self.elf.section("maps")
+        maps_index = maps.index if maps is not None else None
         programs = []
-        for index, section in enumerate(self.elf.iter_sections()):
-            if (
-                section["sh_type"] != "SHT_PROGBITS"
-                or not section["sh_flags"] & SH_FLAGS.SHF_EXECINSTR
-            ):
-                continue
-            if self._section_name(section) == ".text" or section.data_size == 0:
+        for section in self.elf.sections:
+            if not section.executable or section.name == ".text" or section.size == 0:
                 continue  # .text holds subprograms; a call into it is refused at its relocation
-            name = self._section_name(section)
+            name = section.name
             kind = program_kind(name)
             if kind is None:
                 known = ", ".join(p for p, _, _ in SECTION_PREFIXES)
                 raise _err(f"unknown program type prefix (known: {known})", name)
-            code: bytes = section.data()
+            code = section.data
             if len(code) % INSN_SIZE:
                 raise _err(f"code size {len(code)} is not a multiple of {INSN_SIZE}", name)
-            function = self._function_at_start(index, name)
+            function = self._function_at_start(section.index, name)
             fields: dict[str, Any] = {"owner": Ownership(mode=PROGRAM_PIN_MODE)}
             if function in defs:
                 try:
                     fields = decode_prog_def(defs[function])
                 except DefError as e:
                     raise _err(str(e), name) from None
-            refs = self._map_refs(index, name, code, maps_index, maps_by_offset)
+            refs = self._map_refs(section.index, name, code, maps_index, maps_by_offset)
             if self.object_btf is not None:
                 fields["func_info"], fields["line_info"] = self.object_btf.records(
                     name, 0, len(code) // INSN_SIZE
@@ -324,9 +272,9 @@ class _Reader:
         return tuple(programs)
 
     def _function_at_start(self, index: int, section: str) -> str:
-        for name, symbol in self._symbols_in(index):
-            if symbol["st_info"]["type"] == "STT_FUNC" and symbol["st_value"] == 0:
-                return name
+        for symbol in self._symbols_in(index):
+            if symbol.type == "STT_FUNC" and symbol.value == 0:
+                return symbol.name
         raise _err("no function symbol at the start of the section", section)
 
     def _map_refs(
@@ -337,44 +285,25 @@ class _Reader:
         maps_index: int | None,
         maps_by_offset: dict[int, MapSpec],
     ) -> tuple[MapReference, ...]:
-        rel = next(
-            (
-                s
-                for s in self.elf.iter_sections()
-                if s["sh_type"] in ("SHT_REL", "SHT_RELA") and s["sh_info"] == index
-            ),
-            None,
-        )
-        if rel is None:
+        if not self.elf.relocation_tables(index):
             self._check_no_relocations(section)
             return ()
-        if rel["sh_type"] == "SHT_RELA" or not isinstance(rel, RelocationSection):
-            raise _err("RELA relocations are not used by BPF objects", self._section_name(rel))
-        if self.symtab is None:
-            raise _err("relocations but no symbol table", self._section_name(rel))
         refs = []
-        for reloc in rel.iter_relocations():
-            offset, kind = reloc["r_offset"], reloc["r_info_type"]
+        for reloc in self.elf.relocations(index):
+            offset, kind, symbol = reloc.offset, reloc.type, reloc.symbol
             insn = offset // INSN_SIZE
             if offset % INSN_SIZE or offset + INSN_SIZE > len(code):
                 raise _err(f"relocation at offset {offset} is not on an instruction", section)
-            if not 0 <= reloc["r_info_sym"] < self.symtab.num_symbols():
-                raise _err(
-                    f"relocation at offset {offset} names symbol {reloc['r_info_sym']}, "
-                    "which does not exist",
-                    self._section_name(rel),
-                )
-            symbol = self.symtab.get_symbol(reloc["r_info_sym"])
-            target = self._symbol_name(symbol) or "(unnamed)"
-            shndx = symbol["st_shndx"]
-            if isinstance(shndx, int) and not 0 < shndx < self.elf.num_sections():
+            target = symbol.name or "(unnamed)"
+            shndx = symbol.shndx
+            if isinstance(shndx, int) and self.elf.section_at(shndx) is None:
                 raise _err(
                     f"instruction {insn} refers to '{target}' in section {shndx}, "
                     "which does not exist",
                     section,
                 )
-            if symbol["st_info"]["type"] == "STT_SECTION" and isinstance(shndx, int):
-                target = self._section_name(self.elf.get_section(shndx))  # e.g. a call into .text
+            if symbol.type == "STT_SECTION" and isinstance(shndx, int):
+                target = self.elf.sections[shndx].name  # e.g. a call into .text
             opcode = code[offset]
             if kind == R_BPF_64_32 and opcode == OPCODE_CALL:
                 raise _err(
@@ -393,18 +322,14 @@ class _Reader:
             if shndx == "SHN_UNDEF":
                 raise _err(f"instruction {insn} refers to unknown symbol '{target}'", section)
             if shndx != maps_index:
-                where = (
-                    shndx
-                    if isinstance(shndx, str)
-                    else self._section_name(self.elf.get_section(shndx))
-                )
+                where = shndx if isinstance(shndx, str) else self.elf.sections[shndx].name
                 raise _err(
                     f"instruction {insn} refers to '{target}' in section '{where}'; "
                     'only maps in the "maps" section can be referenced',
                     section,
                 )
-            map_offset = symbol["st_value"]
-            if symbol["st_info"]["type"] == "STT_SECTION":
+            map_offset = symbol.value
+            if symbol.type == "STT_SECTION":
                 map_offset += struct.unpack_from("<i", code, offset + 4)[0]
             spec = maps_by_offset.get(map_offset)
             if spec is None:
@@ -420,18 +345,12 @@ class _Reader:
         Android's loader finds a section's relocations by name (`.rel<section>`); one so named
         that is not a relocation section, or that targets another section, would leave this
         code unrelocated, and the verifier would be blamed for a corrupt header."""
-        found = self.sections.get(".rel" + section)
+        found = self.elf.section(".rel" + section)
         if found is None:
             return
-        header = found[1]
-        kind = header["sh_type"]
-        if kind in ("SHT_REL", "SHT_RELA"):
-            raise _err(
-                f"relocations for section {header['sh_info']}, not for '{section}'",
-                ".rel" + section,
-            )
-        shown = f"{kind:#x}" if isinstance(kind, int) else kind
-        raise _err(f"section type {shown} is not SHT_REL", ".rel" + section)
+        if found.type in ("SHT_REL", "SHT_RELA"):
+            raise _err(f"relocations for section {found.info}, not for '{section}'", found.name)
+        raise _err(f"section type {found.type} is not SHT_REL", found.name)
 
 
 @dataclass(frozen=True)
@@ -447,7 +366,4 @@ def declares_critical(data: bytes) -> bool:
 
     A critical object that is corrupt must fail the run as loudly as one that is refused.
     """
-    try:
-        return ELFFile(io.BytesIO(data)).get_section_by_name("critical") is not None
-    except Exception:
-        return False
+    return "critical" in section_names(data)
