@@ -259,8 +259,8 @@ def _options(args: argparse.Namespace) -> LoadOptions:
 
 def _run(args: argparse.Namespace) -> int:
     from bpfloader.loader import run
-    from bpfloader.loader.apply import Status
     from bpfloader.loader.report import format_plan, format_stats, format_summary, stats
+    from bpfloader.loader.results import Status
 
     options = _options(args)
     if args.command == "load" and args.dry_run:

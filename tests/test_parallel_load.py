@@ -39,7 +39,7 @@ import pytest
 from bpfloader.errors import KernelError
 from bpfloader.journal import ConsoleReporter
 from bpfloader.kernel import pins as kpins
-from bpfloader.loader.apply import Status
+from bpfloader.loader.results import Status
 from bpfloader.loader.run import LoadOptions, load
 from tests.conftest import REPO, Compile, Run, mounted_bpffs, pins_in
 from tests.libbpf_support import bpftool

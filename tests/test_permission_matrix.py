@@ -42,8 +42,8 @@ from bpfloader.journal import ConsoleReporter
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel.attrs import ObjAttr
 from bpfloader.kernel.syscall import Cmd, bpf
-from bpfloader.loader.apply import Status
 from bpfloader.loader.plan import Action
+from bpfloader.loader.results import Status
 from bpfloader.loader.run import LoadOptions, RunResult, load, reload, unload
 from tests.conftest import (
     Compile,

@@ -76,9 +76,13 @@ def test_unchanged_reload_makes_no_bpf_call_and_a_changed_one_exactly_those_need
     install(swap("alpha", 1), source_dir)
     install(swap("beta", 1), source_dir)
     install(compile_bpf("myschedtp.c"), source_dir)
-    assert bpfloader_cli("load", *where(source_dir, bpffs)).returncode == 0
+    run, calls = traced(tmp_path / "load.trace", state_dir, "load", *where(source_dir, bpffs))
+    assert run.returncode == 0, run.stderr
     loaded = ALPHA | BETA | MYSCHEDTP
     assert pins_in(bpffs) == loaded
+    # Into an empty pin root: each pin made once, none looked for (the plan saw none there).
+    assert calls["BPF_OBJ_PIN"] == len(loaded)
+    assert calls["BPF_OBJ_GET"] == 0
     before = ids_of(bpffs, loaded)
 
     run, calls = traced(
@@ -106,6 +110,7 @@ def test_unchanged_reload_makes_no_bpf_call_and_a_changed_one_exactly_those_need
     assert calls["BPF_PROG_LOAD"] == 4
     assert calls["BPF_MAP_CREATE"] == 2
     assert calls["BPF_OBJ_PIN"] == 6  # 2 programs of alpha, 4 pins of gamma
+    assert calls["BPF_OBJ_GET"] == 4  # the pins of alpha, which are reused or replaced
     rows = summary(run.stdout, bpffs)
     assert {rel: action for rel, (action, *_) in rows.items()} == {
         **{rel: "keep" for rel in BETA | MYSCHEDTP},

@@ -15,11 +15,10 @@ import os
 import stat
 import threading
 import time
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 
 from bpfloader.errors import KernelError, LoaderError, PlanError
-from bpfloader.journal import Event, FieldValue, MessageId, Priority, Reporter
+from bpfloader.journal import Event, MessageId, Priority, Reporter
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import programs as kprogs
@@ -30,62 +29,10 @@ from bpfloader.loader.kernel_objects import (
     effective_max_entries,
     stale_data,
 )
-from bpfloader.loader.pin_root import STAGING_DIR, prepare_staging, refuse_symlinks
+from bpfloader.loader.pin_root import refuse_symlinks
 from bpfloader.loader.plan import Action, MapPlan, ObjectPlan, ProgramPlan
+from bpfloader.loader.results import ObjectResult, PinRecord, Skipped, Status, Timings
 from bpfloader.obj.spec import MapSpec, Ownership
-
-
-class Status(StrEnum):
-    LOADED = "loaded"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class PinRecord:
-    """A pin this run made or found and kept."""
-
-    path: str
-    kind: str  # "map" or "program"
-    name: str  # map name or program section
-    kernel_id: int
-    owner: Ownership
-    action: Action
-    verified_insns: int | None = None
-    load_seconds: float | None = None
-    jited_size: int | None = None
-    note: str = ""  # why a map was recreated
-
-
-@dataclass(frozen=True)
-class Skipped:
-    kind: str  # "map" or "program"
-    name: str
-    reason: str
-
-
-@dataclass
-class Timings:
-    """Where an object's time went (`load --stats`): reading and planning it, inside the bpf()
-    calls that make kernel objects (the floor), and pinning (pin, owner and mode, rename)."""
-
-    parse: float = 0.0
-    kernel: float = 0.0
-    pin: float = 0.0
-
-
-@dataclass
-class ObjectResult:
-    plan: ObjectPlan
-    status: Status
-    reason: str = ""
-    pins: list[PinRecord] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-    timings: Timings = field(default_factory=Timings)
-
-    @property
-    def path(self) -> str:
-        return self.plan.path
 
 
 class Applier:
@@ -97,6 +44,7 @@ class Applier:
     def __init__(
         self,
         pin_root: str,
+        staging: str,
         kern_version: int,
         dir_mode: int,
         reporter: Reporter,
@@ -110,41 +58,11 @@ class Applier:
         self.reporter = reporter
         self.replace = replace
         self.recreate_incompatible_maps = recreate_incompatible_maps
-        self.staging = os.path.join(pin_root, STAGING_DIR)  # made by prepare()
+        self.staging = staging  # made by pin_root.open_pin_root()
         self._staged_count = itertools.count(1)  # next() on it is atomic: threads share it
         # Objects loading side by side publish one at a time: a directory one makes must not
         # be removed by another's roll back before its pins are renamed into it.
         self.publishing = threading.Lock()
-
-    # -- the run around the objects --------------------------------------------------------
-
-    def prepare(self) -> None:
-        """Check the pin root, make it traversable, and set up an empty private staging dir."""
-        if not kpins.is_bpffs(self.pin_root):
-            raise LoaderError(
-                f"pin root {self.pin_root} is not a bpf filesystem "
-                f"(mount it: mount -t bpf bpf {self.pin_root})"
-            )
-        mode = stat.S_IMODE(os.stat(self.pin_root).st_mode)
-        if mode & 0o111 != 0o111:
-            # systemd mounts /sys/fs/bpf 0700: no one but root could reach the pins in it.
-            try:
-                os.chmod(self.pin_root, mode | 0o111)
-            except OSError as e:
-                raise LoaderError(
-                    f"cannot make pin root {self.pin_root} traversable: {e.strerror}"
-                ) from None
-            self.emit(
-                MessageId.PIN_ROOT_OPENED,
-                Priority.NOTICE,
-                f"made pin root {self.pin_root} traversable ({mode:04o} -> {mode | 0o111:04o})",
-                BPF_PIN=self.pin_root,
-            )
-        self.staging = prepare_staging(self.pin_root)
-
-    def finish(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.rmdir(self.staging)
 
     # -- one object --------------------------------------------------------------------------
 
@@ -183,11 +101,6 @@ class Applier:
         for event in events.object_loaded(result):
             reporter.emit(event)
         return result
-
-    def emit(
-        self, message_id: MessageId, priority: Priority, message: str, **fields: FieldValue
-    ) -> None:
-        self.reporter.emit(Event(message_id, priority, message, fields))
 
     def staged_path(self) -> str:
         return os.path.join(self.staging, f"pin_{os.getpid()}_{next(self._staged_count)}")
@@ -251,7 +164,7 @@ class _ObjectWork:
 
     def _map(self, plan: MapPlan, result: ObjectResult, created: set[str]) -> int:
         spec = plan.spec
-        fd = self._open_existing(plan.pin_path, "map")
+        fd = None if plan.action is Action.CREATE else self._open_existing(plan.pin_path, "map")
         note = ""
         if fd is not None:
             info = kmaps.map_info(fd)
@@ -299,7 +212,7 @@ class _ObjectWork:
         loaded_now: set[str],
     ) -> None:
         spec = plan.spec
-        fd = self._open_existing(plan.pin_path, "prog")
+        fd = None if plan.action is Action.LOAD else self._open_existing(plan.pin_path, "prog")
         if fd is not None and not self.applier.replace:
             prog_fds[spec.function] = fd
             info = kprogs.program_info(fd)
@@ -354,7 +267,11 @@ class _ObjectWork:
     # -- pins -------------------------------------------------------------------------------
 
     def _open_existing(self, path: str, kind: str) -> int | None:
-        """The object pinned at `path`, which must be of `kind` ("map" or "prog"); None if none."""
+        """The object pinned at `path`, which must be of `kind` ("map" or "prog"); None if none.
+
+        Only asked where the plan found a pin (or an earlier object will have made it): a pin
+        the plan did not see is not looked for, and one that appears while the object loads
+        makes its publication fail (RENAME_NOREPLACE), so it is never overwritten."""
         refuse_symlinks(self.applier.pin_root, path)  # BPF_OBJ_GET would follow them
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISDIR(os.lstat(path).st_mode):  # BPF_OBJ_GET would only say EACCES

@@ -13,7 +13,7 @@ from bpfloader.journal import VERIFIER_LOG_FIELD, Event, FieldValue, MessageId, 
 from bpfloader.loader.plan import Action
 
 if TYPE_CHECKING:
-    from bpfloader.loader.apply import ObjectResult, PinRecord
+    from bpfloader.loader.results import ObjectResult, PinRecord
 
 
 def field_name(name: str) -> FieldValue:

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from bpfloader.journal import Event, Reporter
-from bpfloader.loader.apply import ObjectResult
 from bpfloader.loader.plan import ObjectPlan
+from bpfloader.loader.results import ObjectResult
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

@@ -9,11 +9,14 @@ the staging directory is checked to be a plain directory on the pin root's own b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 
 from bpfloader.errors import LoaderError
+from bpfloader.journal import Event, MessageId, Priority, Reporter
+from bpfloader.kernel import pins as kpins
 
 STAGING_DIR = "bpfloader_staging"
 
@@ -45,6 +48,38 @@ def refuse_symlinks(pin_root: str, path: str) -> None:
         raise LoaderError(
             f"{link} is a symbolic link: the loader never follows links in the pin root"
         )
+
+
+def open_pin_root(pin_root: str, reporter: Reporter) -> str:
+    """Check the pin root, make it traversable, and set up an empty private staging dir
+    (its path is returned; close_staging removes it after the run)."""
+    if not kpins.is_bpffs(pin_root):
+        raise LoaderError(
+            f"pin root {pin_root} is not a bpf filesystem (mount it: mount -t bpf bpf {pin_root})"
+        )
+    mode = stat.S_IMODE(os.stat(pin_root).st_mode)
+    if mode & 0o111 != 0o111:
+        # systemd mounts /sys/fs/bpf 0700: no one but root could reach the pins in it.
+        try:
+            os.chmod(pin_root, mode | 0o111)
+        except OSError as e:
+            raise LoaderError(
+                f"cannot make pin root {pin_root} traversable: {e.strerror}"
+            ) from None
+        reporter.emit(
+            Event(
+                MessageId.PIN_ROOT_OPENED,
+                Priority.NOTICE,
+                f"made pin root {pin_root} traversable ({mode:04o} -> {mode | 0o111:04o})",
+                {"BPF_PIN": pin_root},
+            )
+        )
+    return prepare_staging(pin_root)
+
+
+def close_staging(staging: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(staging)
 
 
 def prepare_staging(pin_root: str) -> str:

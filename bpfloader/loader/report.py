@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bpfloader.errors import one_line
-from bpfloader.loader.apply import ObjectResult, Status, Timings
 from bpfloader.loader.plan import Action, MapPlan, ProgramPlan, RunPlan
+from bpfloader.loader.results import ObjectResult, Status, Timings
 from bpfloader.loader.run import RunResult
 
 

@@ -9,20 +9,21 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from bpfloader.errors import LoaderError
 from bpfloader.journal import Event, MessageId, Priority, Reporter
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import system
-from bpfloader.loader.apply import Applier, ObjectResult, PinRecord, Skipped, Status
 from bpfloader.loader.gates import Environment
 from bpfloader.loader.limits import map_ceiling, raise_memlock_if_needed
 from bpfloader.loader.lock import run_lock
 from bpfloader.loader.naming import object_name
 from bpfloader.loader.parallel import apply_all, default_jobs
-from bpfloader.loader.pin_root import symlink_on_path
+from bpfloader.loader.pin_root import close_staging, open_pin_root, symlink_on_path
 from bpfloader.loader.plan import Action, ObjectPlan, Planner, RunPlan
 from bpfloader.loader.policy import Policy, apply_policy, read_policy
+from bpfloader.loader.results import ObjectResult, PinRecord, Skipped, Status
 from bpfloader.loader.scan import scan
 from bpfloader.loader.state import (
     LoaderState,
@@ -41,6 +42,9 @@ from bpfloader.loader.trust import TrustPolicy, refused
 from bpfloader.locations import DEFAULT_STATE_DIR
 from bpfloader.obj.spec import ObjectSpec, Ownership
 from bpfloader.version import LOADER_VERSION
+
+if TYPE_CHECKING:
+    from bpfloader.loader.apply import Applier
 
 DEFAULT_SOURCE_DIR = "/etc/bpf"
 DEFAULT_PIN_ROOT = "/sys/fs/bpf"
@@ -196,15 +200,7 @@ def _run(
     pin_root = os.path.abspath(options.pin_root)
     result = RunResult()
     with run_lock(options.state_dir, options.lock_timeout):
-        applier = Applier(
-            pin_root,
-            system.linux_version_code(system.kernel_release()),
-            options.dir_mode,
-            reporter,
-            replace=reloading,
-            recreate_incompatible_maps=recreate,
-        )
-        applier.prepare()
+        staging = open_pin_root(pin_root, reporter)
         try:
             recorded, problem = _recorded_state(options, pin_root)
             plan = plan_run(
@@ -215,6 +211,19 @@ def _run(
                 recorded=recorded if reloading else None,
             )
             previous = recorded or _rebuilt_state(options, pin_root, plan, problem, reporter)
+            # A reload leaves unchanged objects alone; only the others have kernel work.
+            kept = {
+                obj.path
+                for obj in plan.objects
+                if reloading
+                and (old := previous.objects.get(obj.path)) is not None
+                and _unchanged(old, obj.sha256)
+            }
+            applier = (
+                _applier(options, pin_root, staging, reporter, replace=reloading, recreate=recreate)
+                if len(kept) < len(plan.objects)
+                else None
+            )
 
             def apply_one(obj: ObjectPlan, events: Reporter) -> ObjectResult:
                 if obj.untrusted is not None:
@@ -228,16 +237,9 @@ def _run(
                     )
                 if obj.path in kept:
                     return _kept(obj, previous.objects[obj.path], events)
+                assert applier is not None
                 return applier.apply(obj, events)
 
-            # A reload leaves unchanged objects alone; only the others have kernel work.
-            kept = {
-                obj.path
-                for obj in plan.objects
-                if reloading
-                and (old := previous.objects.get(obj.path)) is not None
-                and _unchanged(old, obj.sha256)
-            }
             jobs = min(options.jobs or default_jobs(), max(1, len(plan.objects) - len(kept)))
             result.objects = apply_all(plan.objects, apply_one, reporter, jobs)
             result.jobs = jobs
@@ -246,7 +248,7 @@ def _run(
                 result.removed = remove_pins(previous, state, reporter)
             write_state(options.state_dir, state)
         finally:
-            applier.finish()
+            close_staging(staging)
         if not result.critical_failures:
             write_loaded_marker(options.state_dir, _marker(result, pin_root))
     result.wall_seconds = time.perf_counter() - started
@@ -259,6 +261,30 @@ def _run(
         + (f", {len(result.removed)} pins removed" if reloading else ""),
     )
     return result
+
+
+def _applier(
+    options: LoadOptions,
+    pin_root: str,
+    staging: str,
+    reporter: Reporter,
+    *,
+    replace: bool,
+    recreate: bool,
+) -> Applier:
+    """The kernel side is imported only when some object has kernel work: a reload that finds
+    nothing changed never needs it."""
+    from bpfloader.loader.apply import Applier
+
+    return Applier(
+        pin_root,
+        staging,
+        system.linux_version_code(system.kernel_release()),
+        options.dir_mode,
+        reporter,
+        replace=replace,
+        recreate_incompatible_maps=recreate,
+    )
 
 
 def unload(options: LoadOptions, reporter: Reporter, names: list[str]) -> RunResult:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from bpfloader.obj.bpftypes import MapType, ProgType
-from bpfloader.obj.btf import FuncInfo, LineInfo
+
+if TYPE_CHECKING:
+    from bpfloader.obj.btf import FuncInfo, LineInfo
 
 KVER_INF = 0xFFFFFFFF
 DEFAULT_LOADER_MIN = 0
