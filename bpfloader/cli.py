@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from bpfloader.errors import LoaderError
@@ -25,6 +24,8 @@ from bpfloader.version import __version__
 
 if TYPE_CHECKING:
     from bpfloader.loader.run import LoadOptions
+
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]  # add_subparsers() gives it
 
 EXIT_OK, EXIT_CRITICAL, EXIT_SETUP, EXIT_FAILED = 0, 1, 2, 3
 
@@ -53,13 +54,25 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser for `argv`: the command being run, or every command (to list them, or to
+    refuse an unknown one). Building them all took longer than an unchanged reload's work."""
     parser = argparse.ArgumentParser(
         prog="bpfloader", description="Load BPF objects and pin them by name."
     )
     parser.add_argument("--version", action="version", version=f"bpfloader {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    if chosen in COMMANDS:
+        help_text, define = COMMANDS[chosen]
+        define(commands, chosen, help_text)
+    else:
+        for name, (help_text, _) in COMMANDS.items():
+            commands.add_parser(name, help=help_text)
+    return parser
 
+
+def _where() -> argparse.ArgumentParser:
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--dir", default="/etc/bpf", help="where the objects are (default /etc/bpf)")
     where.add_argument(
@@ -76,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
         choices=("eng", "user", "userdebug"),
         help="honour the defs' ignore_on_<build type> bits for this build type",
     )
+    return where
+
+
+def _running() -> argparse.ArgumentParser:
     running = argparse.ArgumentParser(add_help=False)
     running.add_argument(
         "--dir-mode", type=_mode, default=0o755, help="mode of directories made (0755)"
@@ -96,7 +113,10 @@ def _parser() -> argparse.ArgumentParser:
         help="where events go: the systemd journal, stderr, or auto (the journal when its "
         "socket exists, else stderr)",
     )
+    return running
 
+
+def _access() -> argparse.ArgumentParser:
     access = argparse.ArgumentParser(add_help=False)
     access.add_argument(
         "--lower-unprivileged-bpf-disabled",
@@ -119,48 +139,53 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse a map whose elements alone would take more than SIZE (512M, 2G, a "
         "percentage of physical memory such as 10%%, or 0 for no ceiling; default 25%%)",
     )
-    load = commands.add_parser(
-        "load",
-        parents=[where, running, access],
-        help="load every object of a directory and pin it",
+    return access
+
+
+def _define_load(commands: Commands, name: str, help_text: str) -> None:
+    """`load` and `reload`."""
+    command = commands.add_parser(name, parents=[_where(), _running(), _access()], help=help_text)
+    if name == "load":
+        command.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
+    command.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=0,
+        help="objects loaded at once (default: one per CPU, at most 4; 1: one by one)",
     )
-    load.add_argument("--dry-run", action="store_true", help="print the plan; touch nothing")
-    reload = commands.add_parser(
-        "reload",
-        parents=[where, running, access],
-        help="make the pins match the directory again, keeping map contents",
-    )
-    for command in (load, reload):
-        command.add_argument(
-            "--jobs",
-            type=_jobs,
-            default=0,
-            help="objects loaded at once (default: one per CPU, at most 4; 1: one by one)",
-        )
-        command.add_argument(
-            "--stats",
-            action="store_true",
-            help="after the summary, where the time went per object: parse, kernel, pin",
-        )
-        command.add_argument(
-            "--stats-json", metavar="PATH", help="the same figures as JSON, written to PATH"
-        )
-    reload.add_argument(
-        "--recreate-incompatible-maps",
+    command.add_argument(
+        "--stats",
         action="store_true",
-        help="replace a pinned map whose definition changed (its contents are lost) instead "
-        "of failing its object",
+        help="after the summary, where the time went per object: parse, kernel, pin",
     )
-    unload = commands.add_parser(
-        "unload", parents=[where, running], help="remove the pins of objects (default: all)"
+    command.add_argument(
+        "--stats-json", metavar="PATH", help="the same figures as JSON, written to PATH"
     )
+    if name == "reload":
+        command.add_argument(
+            "--recreate-incompatible-maps",
+            action="store_true",
+            help="replace a pinned map whose definition changed (its contents are lost) "
+            "instead of failing its object",
+        )
+
+
+def _define_unload(commands: Commands, name: str, help_text: str) -> None:
+    unload = commands.add_parser(name, parents=[_where(), _running()], help=help_text)
     unload.add_argument("objects", nargs="*", help="object path, file name or FILENAME")
-    status = commands.add_parser("status", parents=[where], help="what is loaded and pinned")
+
+
+def _define_status(commands: Commands, name: str, help_text: str) -> None:
+    status = commands.add_parser(name, parents=[_where()], help=help_text)
     status.add_argument("--json", action="store_true", help="the stable JSON form")
 
-    commands.add_parser("cflags", help="print the flags for compiling BPF C for this loader")
 
-    build = commands.add_parser("build", help="compile BPF C sources into objects")
+def _define_cflags(commands: Commands, name: str, help_text: str) -> None:
+    commands.add_parser(name, help=help_text)
+
+
+def _define_build(commands: Commands, name: str, help_text: str) -> None:
+    build = commands.add_parser(name, help=help_text)
     build.add_argument("sources", nargs="+")
     build.add_argument("-o", "--out-dir", default=".", help="where the .o files go (default .)")
     build.add_argument(
@@ -170,9 +195,10 @@ def _parser() -> argparse.ArgumentParser:
         dest="cflags",
         help="an extra compiler flag (repeatable), e.g. --cflag=-DGID=4",
     )
-    check = commands.add_parser(
-        "check", help="validate objects without pinning (no root needed without --kernel)"
-    )
+
+
+def _define_check(commands: Commands, name: str, help_text: str) -> None:
+    check = commands.add_parser(name, help=help_text)
     check.add_argument("objects", nargs="+", help="object files")
     check.add_argument(
         "--kernel",
@@ -187,12 +213,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=("eng", "user", "userdebug"),
         help="honour the defs' ignore_on_<build type> bits for this build type",
     )
-    _add_client_commands(commands)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(argv).parse_args(argv)
     try:
         if args.command in ("load", "reload", "unload"):
             return _run(args)
@@ -310,12 +335,12 @@ def _status(args: argparse.Namespace) -> int:
 # ---- attach, detach, map dump: the client library for operators ------------------------------
 
 
-def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from bpfloader.client.syntax import TARGET_SYNTAX, TYPE_HELP
+def _define_attach(commands: Commands, name: str, help_text: str) -> None:
+    from bpfloader.client.syntax import TARGET_SYNTAX
 
     attach = commands.add_parser(
-        "attach",
-        help="attach a pinned program; held until interrupted, or pinned as a link with --pin",
+        name,
+        help=help_text,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="targets:\n" + TARGET_SYNTAX,
     )
@@ -326,9 +351,17 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         metavar="LINK_PATH",
         help="pin the BPF link there and exit: the program stays attached after this command",
     )
-    detach = commands.add_parser("detach", help="detach pinned links and remove their pins")
+
+
+def _define_detach(commands: Commands, name: str, help_text: str) -> None:
+    detach = commands.add_parser(name, help=help_text)
     detach.add_argument("links", nargs="+", metavar="LINK_PATH", help="a link pin or directory")
-    map_command = commands.add_parser("map", help="read pinned maps")
+
+
+def _define_map(commands: Commands, name: str, help_text: str) -> None:
+    from bpfloader.client.syntax import TYPE_HELP
+
+    map_command = commands.add_parser(name, help=help_text)
     map_actions = map_command.add_subparsers(dest="map_command", required=True)
     dump = map_actions.add_parser("dump", help="print every key and value of a pinned map")
     dump.add_argument("map", metavar="PIN_PATH")
@@ -354,6 +387,8 @@ def _client_command(args: argparse.Namespace) -> int:
             for entry in entries:
                 print(f"{text(entry['key'])}: {text(entry['value'])}")
         return EXIT_OK
+    import signal
+
     interrupts = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, interrupts)  # from here on, close() runs
     with Program.open(args.program, readonly=True) as prog, prog.attach(args.target) as attached:
@@ -366,6 +401,26 @@ def _client_command(args: argparse.Namespace) -> int:
             signal.sigwait(interrupts)
     return EXIT_OK
 
+
+# name -> (help, what adds its arguments), in the order --help lists them
+COMMANDS: dict[str, tuple[str, Callable[[Commands, str, str], None]]] = {
+    "load": ("load every object of a directory and pin it", _define_load),
+    "reload": ("make the pins match the directory again, keeping map contents", _define_load),
+    "unload": ("remove the pins of objects (default: all)", _define_unload),
+    "status": ("what is loaded and pinned", _define_status),
+    "cflags": ("print the flags for compiling BPF C for this loader", _define_cflags),
+    "build": ("compile BPF C sources into objects", _define_build),
+    "check": (
+        "validate objects without pinning (no root needed without --kernel)",
+        _define_check,
+    ),
+    "attach": (
+        "attach a pinned program; held until interrupted, or pinned as a link with --pin",
+        _define_attach,
+    ),
+    "detach": ("detach pinned links and remove their pins", _define_detach),
+    "map": ("read pinned maps", _define_map),
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,7 +6,6 @@ Every event has a fixed MESSAGE_ID per kind, a syslog priority and fields to fil
 
 from __future__ import annotations
 
-import socket
 import sys
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
@@ -131,6 +130,8 @@ def journal_available() -> bool:
         import systemd.journal  # noqa: F401
     except ImportError:
         return False
+    import socket
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
         try:
             probe.connect(JOURNAL_SOCKET)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import pytest
 
 from bpfloader.errors import ObjectFormatError
+from bpfloader.obj.kver import kver
+from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.reader import read_object
-from bpfloader.obj.spec import Gates, MapReference, MapSpec, ObjectSpec, Ownership, kver
+from bpfloader.obj.spec import Gates, MapReference, MapSpec, ObjectSpec
 
 INF = 0xFFFFFFFF
 LOADER_MAX = 0x10000

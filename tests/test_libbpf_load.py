@@ -19,8 +19,9 @@ from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.loader.kernel_objects import KernelObjects
 from bpfloader.obj.bpftypes import MapType
+from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.reader import read_object
-from bpfloader.obj.spec import MapSpec, Ownership
+from bpfloader.obj.spec import MapSpec
 from tests.conftest import pins_in
 from tests.libbpf_support import (
     bpftool,

@@ -20,8 +20,9 @@ import pytest
 from bpfloader.loader.limits import MapMemoryCeiling, map_memory, parse_size
 from bpfloader.loader.plan import Planner, SourceObject
 from bpfloader.obj.bpftypes import MapType
+from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.reader import read_object
-from bpfloader.obj.spec import MapSpec, ObjectSpec, Ownership
+from bpfloader.obj.spec import MapSpec, ObjectSpec
 from tests.conftest import REPO, pins_in
 from tests.test_plan import env, nothing_pinned
 

@@ -11,8 +11,10 @@ import pytest
 from bpfloader.errors import PlanError
 from bpfloader.loader.gates import Environment, skip_reason
 from bpfloader.loader.plan import Action, ObjectPlan, Planner, SourceObject
+from bpfloader.obj.kver import kver
+from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.reader import read_object
-from bpfloader.obj.spec import Gates, ObjectSpec, Ownership, kver
+from bpfloader.obj.spec import Gates, ObjectSpec
 
 ROOT = "/sys/fs/bpf"
 

@@ -10,7 +10,8 @@ import pytest
 
 from bpfloader.loader.policy import PolicyError, apply_policy, parse_policy, policy_path
 from bpfloader.obj.bpftypes import MapType, ProgType
-from bpfloader.obj.spec import MapSpec, ObjectSpec, Ownership, ProgramSpec
+from bpfloader.obj.ownership import Ownership
+from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 
 PATH = "/etc/bpf/netmon.policy"
 

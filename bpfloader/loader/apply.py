@@ -32,7 +32,8 @@ from bpfloader.loader.kernel_objects import (
 from bpfloader.loader.pin_root import refuse_symlinks
 from bpfloader.loader.plan import Action, MapPlan, ObjectPlan, ProgramPlan
 from bpfloader.loader.results import ObjectResult, PinRecord, Skipped, Status, Timings
-from bpfloader.obj.spec import MapSpec, Ownership
+from bpfloader.obj.ownership import Ownership
+from bpfloader.obj.spec import MapSpec
 
 
 class Applier:

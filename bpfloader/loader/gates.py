@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bpfloader.obj.spec import Gates, format_kver, kver
+from bpfloader.obj.kver import format_kver, kver
+
+if TYPE_CHECKING:
+    from bpfloader.obj.spec import Gates
 
 ARCH_BITS = {
     "armv7l": 0x08,

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bpfloader.errors import KernelError
 from bpfloader.journal import Event, MessageId, Priority, Reporter
 from bpfloader.kernel import system
 from bpfloader.obj.bpftypes import MapType
-from bpfloader.obj.spec import MapSpec
+
+if TYPE_CHECKING:
+    from bpfloader.obj.spec import MapSpec
 
 DEFAULT_MAP_MEMORY = "25%"  # of physical memory, per map
 PAGE = 4096

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 
 from bpfloader.errors import LoaderError
@@ -108,6 +107,8 @@ def prepare_staging(pin_root: str) -> str:
 
 def _remove_contents(staging: str) -> None:
     """Remove what an interrupted run left staged."""
+    import shutil  # only after an interrupted run
+
     with os.scandir(staging) as entries:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from bpfloader.errors import LoaderError, PlanError
 from bpfloader.loader.gates import Environment, loader_skip_reason, skip_reason
@@ -22,7 +23,10 @@ from bpfloader.loader.naming import (
     pin_path,
     program_pin_name,
 )
-from bpfloader.obj.spec import MapSpec, ObjectSpec, ObjectStyle, Ownership, ProgramSpec
+
+if TYPE_CHECKING:
+    from bpfloader.obj.ownership import Ownership
+    from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 
 
 class Action(StrEnum):
@@ -78,6 +82,7 @@ class ObjectPlan:
     sha256: str | None = None  # of the file's content, when it could be read
     untrusted: str | None = None  # why the trust policy would refuse it (let through: insecure)
     parse_seconds: float = 0.0  # reading, parsing and planning it (`load --stats`)
+    unchanged: bool = False  # reload: as recorded, every pin in place; left alone, unparsed
 
     @property
     def path(self) -> str:
@@ -170,6 +175,8 @@ class Planner:
                 continue
             if path in passing:
                 first = passing[path]
+                from bpfloader.obj.spec import ObjectStyle  # loaded with the object's spec
+
                 if obj.style is ObjectStyle.LIBBPF:
                     raise PlanError(
                         f"programs '{first.function}' (section '{first.section}') and "
@@ -205,7 +212,7 @@ class Planner:
         """An object a reload leaves alone, unparsed: its recorded pins stay claimed by it."""
         for path in pin_paths:
             self.claimed.setdefault(path, source.path)
-        return ObjectPlan(source=source, critical=critical)
+        return ObjectPlan(source=source, critical=critical, unchanged=True)
 
     def _claim(
         self, source: SourceObject, maps: tuple[MapPlan, ...], programs: tuple[ProgramPlan, ...]

@@ -29,10 +29,13 @@ import dataclasses
 import grp
 import pwd
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bpfloader.errors import LoaderError
-from bpfloader.obj.spec import MapSpec, ObjectSpec, Ownership
+from bpfloader.obj.ownership import Ownership
+
+if TYPE_CHECKING:
+    from bpfloader.obj.spec import MapSpec, ObjectSpec
 
 POLICY_SUFFIX = ".policy"
 FIELDS = ("user", "group", "mode")

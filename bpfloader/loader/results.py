@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bpfloader.loader.plan import Action, ObjectPlan
-    from bpfloader.obj.spec import Ownership
+    from bpfloader.obj.ownership import Ownership
 
 
 class Status(StrEnum):

@@ -40,11 +40,12 @@ from bpfloader.loader.state import (
 )
 from bpfloader.loader.trust import TrustPolicy, refused
 from bpfloader.locations import DEFAULT_STATE_DIR
-from bpfloader.obj.spec import ObjectSpec, Ownership
+from bpfloader.obj.ownership import Ownership
 from bpfloader.version import LOADER_VERSION
 
 if TYPE_CHECKING:
     from bpfloader.loader.apply import Applier
+    from bpfloader.obj.spec import ObjectSpec
 
 DEFAULT_SOURCE_DIR = "/etc/bpf"
 DEFAULT_PIN_ROOT = "/sys/fs/bpf"
@@ -212,13 +213,7 @@ def _run(
             )
             previous = recorded or _rebuilt_state(options, pin_root, plan, problem, reporter)
             # A reload leaves unchanged objects alone; only the others have kernel work.
-            kept = {
-                obj.path
-                for obj in plan.objects
-                if reloading
-                and (old := previous.objects.get(obj.path)) is not None
-                and _unchanged(old, obj.sha256)
-            }
+            kept = {obj.path for obj in plan.objects if obj.unchanged}
             applier = (
                 _applier(options, pin_root, staging, reporter, replace=reloading, recreate=recreate)
                 if len(kept) < len(plan.objects)
@@ -246,7 +241,8 @@ def _run(
             state = _next_state(previous, result, reloading=reloading)
             if reloading:
                 result.removed = remove_pins(previous, state, reporter)
-            write_state(options.state_dir, state)
+            if state != recorded:  # a reload that changed nothing has nothing to record
+                write_state(options.state_dir, state)
         finally:
             close_staging(staging)
         if not result.critical_failures:

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,7 +162,11 @@ def remove_loaded_marker(state_dir: str) -> None:
 
 def _write_atomically(path: str, text: str) -> None:
     directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+    # The run lock is held, so this process's pid names a file no one else writes.
+    tmp = os.path.join(directory, f"{TEMP_PREFIX}{os.path.basename(path)}-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # left by an earlier process that had the same pid
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

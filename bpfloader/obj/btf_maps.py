@@ -15,7 +15,8 @@ from bpfloader.errors import ObjectFormatError
 from bpfloader.obj.bpftypes import MapType
 from bpfloader.obj.btf import Btf, BtfError, Kind
 from bpfloader.obj.elf import Relocation, Symbol
-from bpfloader.obj.spec import MapSlot, MapSpec, Ownership
+from bpfloader.obj.ownership import Ownership
+from bpfloader.obj.spec import MapSlot, MapSpec
 
 MAPS_SECTION = ".maps"
 LIBBPF_PIN_NONE = 0

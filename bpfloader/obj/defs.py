@@ -11,13 +11,13 @@ import contextlib
 import struct
 
 from bpfloader.obj.bpftypes import MapType
+from bpfloader.obj.kver import KVER_INF
+from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.spec import (
     DEFAULT_LOADER_MAX,
     DEFAULT_LOADER_MIN,
-    KVER_INF,
     PROGRAM_PIN_MODE,
     Gates,
-    Ownership,
 )
 
 MAP_DEF_SIZE = 120

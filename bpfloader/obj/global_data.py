@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 from bpfloader.obj.bpftypes import BPF_F_MMAPABLE, MapType
 from bpfloader.obj.btf import Btf
-from bpfloader.obj.spec import MapSpec, Ownership
+from bpfloader.obj.ownership import Ownership
+from bpfloader.obj.spec import MapSpec
 
 if TYPE_CHECKING:
     from bpfloader.obj.elf import Section

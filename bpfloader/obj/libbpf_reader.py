@@ -18,13 +18,13 @@ from bpfloader.obj.global_data import data_map, is_data_section
 from bpfloader.obj.libbpf_sections import known_names, program_kind
 from bpfloader.obj.linker import CodeTarget, Function, LinkedProgram, Linker
 from bpfloader.obj.object_btf import read_object_btf
+from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.spec import (
     PROGRAM_PIN_MODE,
     MapReference,
     MapSpec,
     ObjectSpec,
     ObjectStyle,
-    Ownership,
     ProgramSpec,
 )
 

@@ -28,6 +28,7 @@ from bpfloader.obj.defs import (
 from bpfloader.obj.elf import ElfObject, Symbol, section_names
 from bpfloader.obj.libbpf_reader import read_libbpf_object
 from bpfloader.obj.object_btf import read_object_btf
+from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.sections import SECTION_PREFIXES, program_kind
 from bpfloader.obj.spec import (
     DEFAULT_LOADER_MAX,
@@ -36,7 +37,6 @@ from bpfloader.obj.spec import (
     MapReference,
     MapSpec,
     ObjectSpec,
-    Ownership,
     ProgramSpec,
 )
 

@@ -7,35 +7,15 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from bpfloader.obj.bpftypes import MapType, ProgType
+from bpfloader.obj.kver import KVER_INF
+from bpfloader.obj.ownership import Ownership
 
 if TYPE_CHECKING:
     from bpfloader.obj.btf import FuncInfo, LineInfo
 
-KVER_INF = 0xFFFFFFFF
 DEFAULT_LOADER_MIN = 0
 DEFAULT_LOADER_MAX = 0x10000
 PROGRAM_PIN_MODE = 0o440
-
-
-def kver(major: int, minor: int, patch: int) -> int:
-    """Android's KVER(a,b,c): the encoding of kernel versions in defs."""
-    return (major << 24) + (minor << 16) + patch
-
-
-def format_kver(value: int) -> str:
-    if value == KVER_INF:
-        return "inf"
-    return f"{value >> 24}.{(value >> 16) & 0xFF}.{value & 0xFFFF}"
-
-
-@dataclass(frozen=True)
-class Ownership:
-    uid: int = 0
-    gid: int = 0
-    mode: int = 0o600
-
-    def __str__(self) -> str:
-        return f"{self.uid}:{self.gid} {self.mode:04o}"
 
 
 @dataclass(frozen=True)
