@@ -418,10 +418,12 @@ def bpftool_load(obj: Path, pin_root: Path, tag: str = "") -> list[str]:
     ]
 
 
-def bpfloader_load(source: Path, pin_root: Path, state: Path, command: str = "load") -> list[str]:
+def bpfloader_load(
+    source: Path, pin_root: Path, state: Path, command: str = "load", loader: Path = BPFLOADER
+) -> list[str]:
     """argv of a cold `bpfloader load`, the way boot runs it, kept off the host's paths."""
     return [
-        str(BPFLOADER),
+        str(loader),
         command,
         "--dir",
         str(source),

@@ -213,6 +213,45 @@ class Set:
     bpftool: bool = True  # bpftool can load it
 
 
+@dataclass(frozen=True)
+class Loader:
+    """The bpfloader measured: its command, and the interpreter that runs it."""
+
+    command: Path
+    python: Path
+    kind: str  # "installed" or "editable"
+
+
+EDITABLE = Loader(BPFLOADER, PYTHON, "editable")
+
+
+def install_loader(tree: Path, venv: Path) -> Loader:
+    """TREE's package installed the way users install it (`pip install`, not editable) into a
+    virtual environment of its own, reinstalled every run. The development venv's editable
+    install adds an import finder to every start (about 15 ms here) that no installed loader
+    pays. No dependencies: a load that logs to the console must need none of them."""
+    if not (venv / "bin" / "pip").exists():
+        _quiet(["/usr/bin/python3", "-m", "venv", str(venv)])
+    with tempfile.TemporaryDirectory(prefix="bpfloader-bench-src-") as copy:
+        # From a copy: a build in the tree would leave build/ and *.egg-info behind.
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(tree / name, copy)
+        shutil.copytree(
+            tree / "bpfloader",
+            Path(copy) / "bpfloader",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
+        _quiet([*pip, "--no-deps", "--force-reinstall", copy])
+    return Loader(venv / "bin" / "bpfloader", venv / "bin" / "python", "installed")
+
+
+def _quiet(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(argv)} exited {done.returncode}\n{done.stderr}")
+
+
 class Harness:
     def __init__(
         self,
@@ -220,9 +259,11 @@ class Harness:
         mounts: Mounts,
         launcher: Launcher,
         floor: bool,
+        loader: Loader,
         load_args: Sequence[str] = (),
     ) -> None:
         self.work = work
+        self.loader = loader
         self.mounts = mounts
         self.spawn = launcher.run
         self.floor = floor
@@ -230,7 +271,7 @@ class Harness:
         self.runs = 0
 
     def load_argv(self, s: Set, pin_root: Path, state: Path, command: str = "load") -> list[str]:
-        argv = bpfloader_load(s.directory, pin_root, state, command)
+        argv = bpfloader_load(s.directory, pin_root, state, command, self.loader.command)
         return argv + self.load_args if command == "load" else argv
 
     def _fail(self, what: str, out: Path, err: Path | None = None) -> None:
@@ -293,7 +334,7 @@ class Harness:
         )
 
     def python_start(self) -> Sample:
-        child = self.spawn([str(PYTHON), "-c", "pass"], self.work / "python.out")
+        child = self.spawn([str(self.loader.python), "-c", "pass"], self.work / "python.out")
         return Sample(child.wall, child.cpu, child.rss_mb)
 
 
@@ -317,9 +358,9 @@ def read_stats(path: Path, sample: Sample) -> None:
 
 
 @functools.cache
-def load_help() -> str:
+def load_help(loader: Path) -> str:
     """`bpfloader load --help`: which options the loader measured has."""
-    done = subprocess.run([str(BPFLOADER), "load", "--help"], capture_output=True, text=True)
+    done = subprocess.run([str(loader), "load", "--help"], capture_output=True, text=True)
     return done.stdout
 
 
@@ -526,7 +567,7 @@ def parse_importtime(text: str, top: int = 12) -> Imports:
 def _importtime_run(h: Harness, s: Set, env: dict[str, str] | None = None) -> Imports:
     with h.mounts.one("importtime") as pin_root:
         argv = h.load_argv(s, pin_root, h.state_dir())
-        argv = [str(PYTHON), "-X", "importtime", "-m", "bpfloader", *argv[1:]]
+        argv = [str(h.loader.python), "-X", "importtime", "-m", "bpfloader", *argv[1:]]
         err = h.work / "importtime.err"
         child = h.spawn(argv, h.work / "importtime.out", err, env)
         if child.status != 0:
@@ -571,9 +612,9 @@ def profile(h: Harness, s: Set, top: int = 25) -> str:
     data = h.work / "load.prof"
     with h.mounts.one("profile") as pin_root:
         argv = h.load_argv(s, pin_root, h.state_dir())
-        if "--jobs" in load_help():
+        if "--jobs" in load_help(h.loader.command):
             argv.append("--jobs=1")
-        argv = [str(PYTHON), "-c", PROFILE_RUNNER, str(data), *argv[1:]]
+        argv = [str(h.loader.python), "-c", PROFILE_RUNNER, str(data), *argv[1:]]
         child = h.spawn(argv, h.work / "profile.out", h.work / "profile.err")
         if child.status != 0:
             raise SystemExit(f"bench: the cProfile run exited {child.status}")
@@ -813,25 +854,30 @@ def _busy() -> str | None:
     return f"load average {load1:.2f} at the start" if load1 > 0.5 else None
 
 
-def boot_like_environment(cache: Path, loader_tree: Path | None) -> None:
+def boot_like_environment(cache: Path, loader_tree: Path | None, editable: bool) -> None:
     """What every child process inherits: bytecode cached (a pip-installed package has its
     .pyc files; this shell may say PYTHONDONTWRITEBYTECODE) in a cache of our own, so nothing
     is written into the source tree, and stdout buffered as under systemd."""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ.pop("PYTHONUNBUFFERED", None)
+    os.environ.pop("PYTHONPATH", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(cache)
-    if loader_tree is not None:  # ahead of the editable install's finder
+    if editable and loader_tree is not None:  # ahead of the editable install's finder
         os.environ["PYTHONPATH"] = str(loader_tree)
 
 
-def describe_loader(loader_tree: Path | None, load_args: Sequence[str]) -> str:
-    tree = loader_tree or REPO
+def describe_loader(tree: Path, loader: Loader, load_args: Sequence[str]) -> str:
     done = subprocess.run(
         ["git", "-C", str(tree), "describe", "--always", "--dirty"], capture_output=True, text=True
     )
     version = f" (git {done.stdout.strip()})" if done.returncode == 0 else ""
+    how = (
+        f"installed with pip into {loader.command.parent.parent}"
+        if loader.kind == "installed"
+        else "the development venv's editable install"
+    )
     extra = f"; every load with {' '.join(load_args)}" if load_args else ""
-    return f"{tree}{version}{extra}"
+    return f"{tree}{version}, {how}{extra}"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -859,7 +905,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--loader-tree",
         type=Path,
         help="measure the bpfloader package of this source tree (e.g. `git archive HEAD` "
-        "unpacked) instead of the installed one",
+        "unpacked) instead of this one",
+    )
+    parser.add_argument(
+        "--editable",
+        action="store_true",
+        help="measure the development venv's editable install (--loader-tree: through "
+        "PYTHONPATH) instead of a pip-installed copy",
     )
     return parser.parse_args(argv)
 
@@ -872,9 +924,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     loader_tree = args.loader_tree.resolve() if args.loader_tree else None
     corpus_dir = args.corpus.resolve()  # relative paths: to where we were started
     json_path = args.json.resolve() if args.json else None
-    boot_like_environment(corpus_dir.parent / "pycache", loader_tree)
+    boot_like_environment(corpus_dir.parent / "pycache", loader_tree, args.editable)
+    loader = (
+        EDITABLE
+        if args.editable
+        else install_loader(loader_tree or REPO, corpus_dir.parent / "venv")
+    )
     floor = not args.no_floor
-    if floor and "--stats-json" not in load_help():
+    if floor and "--stats-json" not in load_help(loader.command):
         print(
             "bench: this bpfloader has no `load --stats-json` (the loader's stats, for the "
             "kernel floor); run with --no-floor to measure it without the floor",
@@ -896,7 +953,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         sets = make_sets(corpus, checked)
         launcher = Launcher(corpus_dir.parent / "rusage_exec", work)
-        h = Harness(work, mounts, launcher, floor, args.load_arg)
+        h = Harness(work, mounts, launcher, floor, loader, args.load_arg)
         results = run_rounds(h, list(sets.values()), args.rounds)
         print("bench: traced runs and imports", file=sys.stderr)
         traces = trace_all(h, sets, args.trace_runs)
@@ -907,7 +964,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.chdir(REPO)
         shutil.rmtree(work, ignore_errors=True)
     report = [
-        *header(args.rounds, floor, checked, busy, describe_loader(loader_tree, args.load_arg)),
+        *header(
+            args.rounds,
+            floor,
+            checked,
+            busy,
+            describe_loader(loader_tree or REPO, loader, args.load_arg),
+        ),
         "",
         *table(results, sets),
         "",
