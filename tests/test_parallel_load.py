@@ -28,6 +28,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -725,3 +726,54 @@ def test_object_failing_while_publishing_rolls_back_alone(
             str(source / "loc" / "swap_m.o"),
             str(source / "loc" / "swap_z.o"),
         ]
+
+
+# -- planned while the first one loads --------------------------------------------------------
+
+
+def test_objects_load_while_the_next_are_planned(
+    compile_bpf: Compile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several jobs, an object is loaded while the next is still being read: here the
+    second object's parse waits until the first one's pins are in place, which a loader that
+    planned everything first would never see (the wait would time out). Both share a map that
+    the first creates; the state is missing, so it is rebuilt from the pins found in place,
+    and the shared map the first object made meanwhile is not taken for one found there."""
+    from bpfloader.loader import run
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for name, fn in (("a_shared", "tp_shared_a"), ("b_shared", "tp_shared_b")):
+        shutil.copy(compile_bpf("k_shared.c", f"{name}.o", f"-DPROG_FN={fn}"), source)
+    real_parse = run._parse
+    waited: list[float] = []
+
+    def parse(data: bytes, path: str) -> Any:
+        if path.endswith("b_shared.o"):
+            first = root / f"prog_a_shared_{SWITCH}"
+            deadline = time.monotonic() + 20
+            while not first.exists():
+                assert time.monotonic() < deadline, "the first object was not loaded meanwhile"
+                time.sleep(0.002)
+            waited.append(time.monotonic())
+        return real_parse(data, path)
+
+    monkeypatch.setattr(run, "_parse", parse)
+    with mounted_bpffs(tmp_path / "bpffs") as root:
+        events = io.StringIO()
+        options = LoadOptions(
+            source_dir=str(source), pin_root=str(root), state_dir=str(tmp_path / "state"), jobs=2
+        )
+        result = load(options, ConsoleReporter(events))
+        assert waited
+        assert [o.status for o in result.objects] == [Status.LOADED, Status.LOADED]
+        actions = {p.path: p.action.value for o in result.objects for p in o.pins}
+        assert actions[str(root / "map__shared_counts")] == "reuse"  # b found a's map
+        assert "rebuilt from the pins" not in events.getvalue()
+        assert pins_in(root) == {
+            "map__shared_counts",
+            "map_a_shared_own_map",
+            "map_b_shared_own_map",
+            f"prog_a_shared_{SWITCH}",
+            f"prog_b_shared_{SWITCH}",
+        }

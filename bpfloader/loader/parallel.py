@@ -10,7 +10,7 @@ share) are applied one after the other, in that order, as a single-threaded run 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from bpfloader.journal import Event, Reporter
@@ -43,11 +43,22 @@ def default_jobs() -> int:
 
 
 def apply_all(
-    plans: Sequence[ObjectPlan], apply_one: ApplyOne, reporter: Reporter, jobs: int = 0
+    plans: Iterable[ObjectPlan],
+    apply_one: ApplyOne,
+    reporter: Reporter,
+    jobs: int = 0,
+    all_planned: Callable[[list[ObjectPlan]], None] | None = None,
 ) -> list[ObjectResult]:
-    """`apply_one` on every plan, `jobs` at a time (0: default_jobs()); events to `reporter`."""
+    """`apply_one` on every plan, `jobs` at a time (0: default_jobs()); events to `reporter`.
+
+    `plans` may be made as they are asked for: with several jobs, each is applied as soon as
+    it is planned, while the next one is planned. `all_planned` is called with them all once
+    the last is made, before any object's events are emitted."""
     jobs = jobs or default_jobs()
-    if jobs == 1 or len(plans) < 2:
+    if jobs == 1:
+        plans = list(plans)
+        if all_planned is not None:
+            all_planned(plans)
         return [apply_one(plan, reporter) for plan in plans]
     from concurrent.futures import ThreadPoolExecutor  # only when there is something to share
 
@@ -59,6 +70,7 @@ def apply_all(
 
     last_user: dict[str, Future[Done]] = {}
     futures = []
+    planned = []
     # Tasks start in submission order, so an object only ever waits for one already running.
     with ThreadPoolExecutor(jobs, thread_name_prefix="bpfloader-load") as pool:
         for plan in plans:
@@ -68,6 +80,9 @@ def apply_all(
             for path in paths:
                 last_user[path] = future
             futures.append(future)
+            planned.append(plan)
+        if all_planned is not None:
+            all_planned(planned)
         results = []
         for future in futures:
             result, events = future.result()

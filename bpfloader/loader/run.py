@@ -7,7 +7,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -21,7 +21,7 @@ from bpfloader.loader.lock import run_lock
 from bpfloader.loader.naming import object_name
 from bpfloader.loader.parallel import apply_all, default_jobs
 from bpfloader.loader.pin_root import close_staging, open_pin_root, symlink_on_path
-from bpfloader.loader.plan import Action, ObjectPlan, Planner, RunPlan
+from bpfloader.loader.plan import Action, ObjectPlan, Planner, RunPlan, SourceObject
 from bpfloader.loader.policy import Policy, apply_policy, read_policy
 from bpfloader.loader.results import ObjectResult, PinRecord, Skipped, Status
 from bpfloader.loader.scan import scan
@@ -98,7 +98,29 @@ def plan_run(
     replace_programs: bool = False,
     recorded: LoaderState | None = None,
 ) -> RunPlan:
-    """Read and plan every object in the source directory (pure but for reading the files).
+    """Read and plan every object in the source directory (pure but for reading the files)."""
+    planned = plan_objects(
+        scan(options.source_dir),
+        options,
+        env,
+        pin_exists,
+        replace_programs=replace_programs,
+        recorded=recorded,
+    )
+    return RunPlan(list(planned))
+
+
+def plan_objects(
+    sources: list[SourceObject],
+    options: LoadOptions,
+    env: Environment,
+    pin_exists: Callable[[str], bool],
+    *,
+    replace_programs: bool = False,
+    recorded: LoaderState | None = None,
+) -> Iterator[ObjectPlan]:
+    """The plan of each object in turn, each read and parsed when it is its turn: a load starts
+    on the first object while the next ones are still being read.
 
     An object whose content matches what `recorded` says is loaded, with every pin in place,
     is not parsed at all: a reload that finds nothing changed costs a hash per file."""
@@ -109,16 +131,15 @@ def plan_run(
         replace=replace_programs,
         map_ceiling=map_ceiling(options.max_map_memory),
     )
-    run = RunPlan()
     trust = TrustPolicy(options.source_dir)
-    for source in scan(options.source_dir):
+    for source in sources:
         started = time.perf_counter()
         data = b""
         sha256 = None
         untrusted = trust.problem(source.path)
         if untrusted is not None and not options.allow_untrusted:
             # Nothing of an untrusted file is read: it is not even asked whether it is critical.
-            run.objects.append(planner.failed(source, refused(untrusted), False))
+            yield planner.failed(source, refused(untrusted), False)
             continue
         try:
             with open(source.path, "rb") as f:
@@ -134,10 +155,7 @@ def plan_run(
             error = e if isinstance(e, LoaderError) else LoaderError(f"cannot read: {e.strerror}")
             plan = planner.failed(source, error, _declares_critical(data))
         parse_seconds = time.perf_counter() - started
-        run.objects.append(
-            replace(plan, sha256=sha256, untrusted=untrusted, parse_seconds=parse_seconds)
-        )
-    return run
+        yield replace(plan, sha256=sha256, untrusted=untrusted, parse_seconds=parse_seconds)
 
 
 def _parse(data: bytes, path: str) -> ObjectSpec:
@@ -204,21 +222,40 @@ def _run(
         staging = open_pin_root(pin_root, reporter)
         try:
             recorded, problem = _recorded_state(options, pin_root)
-            plan = plan_run(
+            sources = scan(options.source_dir)
+            # The pins there before this run looked: a state rebuilt from the pins counts only
+            # those, not the ones this run made meanwhile (its objects are planned as they load).
+            found: set[str] = set()
+
+            def pin_exists(path: str) -> bool:
+                exists = os.path.lexists(path)
+                if exists:
+                    found.add(path)
+                return exists
+
+            planned: Iterable[ObjectPlan] = plan_objects(
+                sources,
                 options,
                 env,
-                os.path.lexists,
+                pin_exists,
                 replace_programs=reloading,
                 recorded=recorded if reloading else None,
             )
-            previous = recorded or _rebuilt_state(options, pin_root, plan, problem, reporter)
+            if reloading:
+                planned = list(planned)  # what changed decides what there is to do
             # A reload leaves unchanged objects alone; only the others have kernel work.
-            kept = {obj.path for obj in plan.objects if obj.unchanged}
+            kept = {obj.path for obj in planned if obj.unchanged} if reloading else set()
             applier = (
                 _applier(options, pin_root, staging, reporter, replace=reloading, recreate=recreate)
-                if len(kept) < len(plan.objects)
+                if len(kept) < len(sources)
                 else None
             )
+            previous = recorded
+
+            def all_planned(plans: list[ObjectPlan]) -> None:
+                nonlocal previous
+                if previous is None:
+                    previous = _rebuilt_state(options, pin_root, plans, problem, found, reporter)
 
             def apply_one(obj: ObjectPlan, events: Reporter) -> ObjectResult:
                 if obj.untrusted is not None:
@@ -231,13 +268,15 @@ def _run(
                         BPF_OBJECT=obj.path,
                     )
                 if obj.path in kept:
-                    return _kept(obj, previous.objects[obj.path], events)
+                    assert recorded is not None
+                    return _kept(obj, recorded.objects[obj.path], events)
                 assert applier is not None
                 return applier.apply(obj, events)
 
-            jobs = min(options.jobs or default_jobs(), max(1, len(plan.objects) - len(kept)))
-            result.objects = apply_all(plan.objects, apply_one, reporter, jobs)
+            jobs = min(options.jobs or default_jobs(), max(1, len(sources) - len(kept)))
+            result.objects = apply_all(planned, apply_one, reporter, jobs, all_planned)
             result.jobs = jobs
+            assert previous is not None
             state = _next_state(previous, result, reloading=reloading)
             if reloading:
                 result.removed = remove_pins(previous, state, reporter)
@@ -367,14 +406,19 @@ def _previous_state(
 ) -> LoaderState:
     """The recorded state, or one rebuilt from the pins and the objects when there is none."""
     recorded, problem = _recorded_state(options, pin_root)
-    return recorded or _rebuilt_state(options, pin_root, plan, problem, reporter)
+    return recorded or _rebuilt_state(options, pin_root, plan.objects, problem, None, reporter)
 
 
 def _rebuilt_state(
-    options: LoadOptions, pin_root: str, plan: RunPlan, problem: str, reporter: Reporter
+    options: LoadOptions,
+    pin_root: str,
+    plans: list[ObjectPlan],
+    problem: str,
+    found: set[str] | None,
+    reporter: Reporter,
 ) -> LoaderState:
     env_key = environment_key(current_environment(options.build_type))
-    rebuilt = rebuild(plan.objects, pin_root, os.path.abspath(options.source_dir), env_key)
+    rebuilt = rebuild(plans, pin_root, os.path.abspath(options.source_dir), env_key, found)
     if problem or rebuilt.objects:
         _emit(
             reporter,

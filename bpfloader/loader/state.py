@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from bpfloader.loader.plan import Action, ObjectPlan
+from bpfloader.loader.plan import Action, MapPlan, ObjectPlan, ProgramPlan
 from bpfloader.locations import LOADED_MARKER
 
 STATE_FORMAT = 1
@@ -186,25 +186,28 @@ def _write_atomically(path: str, text: str) -> None:
 
 
 def rebuild(
-    plans: list[ObjectPlan], pin_root: str, source_dir: str, environment: str
+    plans: list[ObjectPlan],
+    pin_root: str,
+    source_dir: str,
+    environment: str,
+    existed: set[str] | None = None,
 ) -> LoaderState:
-    """A state from what is there: each object's planned pins that exist are taken as its own.
+    """A state from what is there: each object's planned pins that exist are taken as its own
+    (of them, where `existed` is given, only those it holds: the pins there before the run).
 
     Hashes stay unknown, so a reload treats every object as changed and re-checks it; pins that
     no current object would make are not claimed, and so are never deleted."""
     state = LoaderState(pin_root, source_dir, environment=environment)
-    found = (Action.REUSE, Action.REPLACE)  # what the planner says of a path already pinned
+    in_place = (Action.REUSE, Action.REPLACE)  # what the planner says of a path already pinned
+
+    def found(plan: MapPlan | ProgramPlan) -> bool:
+        if existed is not None and plan.pin_path not in existed:
+            return False
+        return plan.action in in_place and is_pin(plan.pin_path)
+
     for plan in plans:
-        pins = [
-            PinState(m.pin_path, "map", m.spec.name)
-            for m in plan.maps
-            if m.action in found and is_pin(m.pin_path)
-        ]
-        pins += [
-            PinState(p.pin_path, "program", p.spec.section)
-            for p in plan.programs
-            if p.action in found and is_pin(p.pin_path)
-        ]
+        pins = [PinState(m.pin_path, "map", m.spec.name) for m in plan.maps if found(m)]
+        pins += [PinState(p.pin_path, "program", p.spec.section) for p in plan.programs if found(p)]
         if pins:
             state.objects[plan.path] = ObjectState(plan.path, None, "loaded", pins=pins)
     return state
