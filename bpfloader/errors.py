@@ -78,6 +78,8 @@ class AttachError(LoaderError):
 
 def one_line(text: str) -> str:
     """Collapse control characters so a message can never span lines or hide bytes."""
+    if text.isprintable():  # nearly always: then there is nothing to collapse
+        return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
@@ -85,6 +87,8 @@ def show_name(name: str) -> str:
     """A name read from an object, printable: bytes outside plain ASCII shown as \\xNN.
 
     Names are read as latin-1 (obj/elf.py), one character per byte of the file."""
+    if name.isascii() and name.isprintable():
+        return name
     return "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in name)
 
 

@@ -474,6 +474,9 @@ def _next_state(previous: LoaderState, result: RunResult, *, reloading: bool) ->
     made = {pin.path for o in result.objects for pin in o.pins if pin.action is not Action.REUSE}
     for obj in result.objects:
         old = previous.objects.get(obj.path)
+        if obj.plan.unchanged and old is not None:
+            objects[obj.path] = old  # left alone: its record stays as it was
+            continue
         critical = obj.plan.critical
         if obj.status is Status.FAILED and old is not None and old.pins:
             objects[obj.path] = ObjectState(

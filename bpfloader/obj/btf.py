@@ -17,6 +17,7 @@ from enum import IntEnum
 BTF_MAGIC = 0xEB9F
 HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
 TYPE = struct.Struct("<III")  # name_off, info, size_or_type
+ITEM = struct.Struct("<III")  # a member, an array, a DATASEC variable: three u32s
 MAX_TYPES = 1 << 20
 MAX_RESOLVE_DEPTH = 64
 MAX_NAME_LEN = 4096  # a type, member or variable name, in bytes (the kernel allows 512)
@@ -197,11 +198,12 @@ def parse_btf(data: bytes) -> Btf:
     while pos < len(types_raw):
         if len(btf.types) > MAX_TYPES:
             raise BtfError(f"more than {MAX_TYPES} types")
-        btf.types.append(_read_type(btf, types_raw, pos, len(btf.types)))
-        pos = _next_record(types_raw, pos)
+        t, pos = _read_type(btf, types_raw, pos, len(btf.types))
+        btf.types.append(t)
+    count = len(btf.types)
     for t in btf.types[1:]:
         for ref in _references(t):
-            if ref >= len(btf.types):
+            if ref >= count:
                 raise BtfError(f"type {t.id} refers to type {ref}, which does not exist")
     return btf
 
@@ -233,50 +235,56 @@ def type_ids_by_name(data: bytes, kinds: tuple[Kind, ...]) -> dict[tuple[Kind, s
 
 def _next_record(raw: bytes, pos: int) -> int:
     info: int = TYPE.unpack_from(raw, pos)[1]
-    kind, vlen = _kind(info), info & 0xFFFF
+    return _record_end(pos, _kind(info), info & 0xFFFF)
+
+
+def _record_end(pos: int, kind: Kind, vlen: int) -> int:
     fixed, per_item = _EXTRA.get(kind, (0, 0))
     return pos + TYPE.size + fixed + per_item * vlen
 
 
+_KINDS = tuple(Kind)  # by number: they are 0, 1, 2, ... in order
+
+
 def _kind(info: int) -> Kind:
     number = (info >> 24) & 0x1F
-    try:
-        return Kind(number)
-    except ValueError:
-        raise BtfError(f"unknown BTF kind {number}") from None
+    if number >= len(_KINDS):
+        raise BtfError(f"unknown BTF kind {number}")
+    return _KINDS[number]
 
 
-def _read_type(btf: Btf, raw: bytes, pos: int, type_id: int) -> BtfType:
+def _read_type(btf: Btf, raw: bytes, pos: int, type_id: int) -> tuple[BtfType, int]:
+    """The type whose record starts at `pos`, and where the next record starts."""
     if pos + TYPE.size > len(raw):
         raise BtfError(f"type {type_id} is cut short (truncated BTF)")
     name_off, info, size_or_type = TYPE.unpack_from(raw, pos)
     kind, vlen = _kind(info), info & 0xFFFF
-    end = _next_record(raw, pos)
+    end = _record_end(pos, kind, vlen)
     if end > len(raw):
         raise BtfError(f"type {type_id} ({kind.name}) is cut short (truncated BTF)")
-    name = btf.name_at(name_off)
+    name = btf.name_at(name_off) if name_off else ""
     body = pos + TYPE.size
-    extra: dict[str, object] = {}
-    if kind in (Kind.STRUCT, Kind.UNION):
-        extra["members"] = tuple(
-            Member(btf.name_at(n), t, off)
-            for n, t, off in (struct.unpack_from("<III", raw, body + 12 * i) for i in range(vlen))
+    if kind is Kind.STRUCT or kind is Kind.UNION:
+        members = tuple(
+            Member(btf.name_at(n) if n else "", t, off)
+            for n, t, off in ITEM.iter_unpack(raw[body:end])
         )
-    elif kind is Kind.ARRAY:
-        elem, _, count = struct.unpack_from("<III", raw, body)
-        extra["array"] = (elem, count)
-    elif kind is Kind.DATASEC:
-        extra["sec_vars"] = tuple(_sec_var(raw, body + 12 * i) for i in range(vlen))
-    elif kind is Kind.VAR:
-        extra["linkage"] = struct.unpack_from("<I", raw, body)[0]
-    elif kind is Kind.FUNC:
-        extra["linkage"] = vlen
-    return BtfType(type_id, kind, name, size_or_type, pos, **extra)  # type: ignore[arg-type]
-
-
-def _sec_var(raw: bytes, record: int) -> SecVar:
-    type_id, offset, size = struct.unpack_from("<III", raw, record)
-    return SecVar(type_id, offset, size, record)
+        return BtfType(type_id, kind, name, size_or_type, pos, members=members), end
+    if kind is Kind.ARRAY:
+        elem, _, count = ITEM.unpack_from(raw, body)
+        return BtfType(type_id, kind, name, size_or_type, pos, array=(elem, count)), end
+    if kind is Kind.DATASEC:
+        sec_vars = tuple(
+            SecVar(t, offset, size, body + 12 * i)
+            for i, (t, offset, size) in enumerate(ITEM.iter_unpack(raw[body:end]))
+        )
+        return BtfType(type_id, kind, name, size_or_type, pos, sec_vars=sec_vars), end
+    if kind is Kind.VAR:
+        linkage: int = struct.unpack_from("<I", raw, body)[0]
+        return BtfType(type_id, kind, name, size_or_type, pos, linkage=linkage), end
+    if kind is Kind.FUNC:
+        return BtfType(type_id, kind, name, size_or_type, pos, linkage=vlen), end
+    return BtfType(type_id, kind, name, size_or_type, pos), end
 
 
 def _references(t: BtfType) -> list[int]:
