@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from bpfloader.obj.kver import kver
 from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.reader import read_object
 from bpfloader.obj.sections import SECTION_PREFIXES, program_kind
-from bpfloader.obj.spec import Gates, MapReference, MapSpec, ObjectSpec, ProgramSpec, kver
+from bpfloader.obj.spec import Gates, MapReference, MapSpec, ObjectSpec, ProgramSpec
 
 INF = 0xFFFFFFFF
 LOADER_MAX = 0x10000
