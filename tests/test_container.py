@@ -62,7 +62,8 @@ def test_dockerfile_runs_the_loader() -> None:
     commands = re.findall(r"^#\s+docker run .*? bpfloader (\w+.*)$", joined, re.MULTILINE)
     assert [c.split()[0] for c in commands] == ["build", "load"]
     for command in commands:
-        _parser().parse_args(shlex.split(command))
+        argv = shlex.split(command)
+        _parser(argv).parse_args(argv)
 
 
 def daemonset() -> dict[str, Any]:
@@ -91,7 +92,7 @@ def test_daemonset_command_and_probe_match_the_loader() -> None:
     assert (shell, flag) == ("/bin/sh", "-c")
     first = script.split("&&")[0].split()
     assert first[0] == "bpfloader"
-    args = _parser().parse_args(first[1:])
+    args = _parser(first[1:]).parse_args(first[1:])
     assert args.command == "load"
     probe = container["readinessProbe"]["exec"]["command"]
     assert probe == ["test", "-e", f"{DEFAULT_STATE_DIR}/{LOADED_MARKER}"]
