@@ -150,7 +150,6 @@ class ElfObject:
     Raises ObjectFormatError, naming the section where there is one."""
 
     def __init__(self, data: bytes):
-        self.file = data
         headers, shstrndx = _section_headers(data)
         names = _section_names(data, headers[shstrndx])
         self.sections: list[Section] = []
