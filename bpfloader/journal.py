@@ -66,6 +66,8 @@ VERIFIER_LOG_FIELD = "BPF_VERIFIER_LOG"
 
 @dataclass(frozen=True)
 class Event:
+    """One thing that happened, with its catalog id and structured fields (journal fields)."""
+
     message_id: MessageId
     priority: Priority
     message: str

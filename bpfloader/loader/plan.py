@@ -48,6 +48,8 @@ class SourceObject:
 
 @dataclass(frozen=True)
 class MapPlan:
+    """What the run will do with one map: where it is pinned, and create, reuse or skip."""
+
     spec: MapSpec
     pin_path: str
     action: Action
@@ -60,6 +62,9 @@ class MapPlan:
 
 @dataclass(frozen=True)
 class ProgramPlan:
+    """What the run will do with one program: where it is pinned, and load, reuse, replace
+    or skip."""
+
     spec: ProgramSpec
     pin_path: str
     action: Action
@@ -72,6 +77,9 @@ class ProgramPlan:
 
 @dataclass(frozen=True)
 class ObjectPlan:
+    """One object file: its spec and the plan of its maps and programs, or why it is skipped
+    or failed before anything reaches the kernel."""
+
     source: SourceObject
     spec: ObjectSpec | None = None
     maps: tuple[MapPlan, ...] = ()
@@ -91,6 +99,8 @@ class ObjectPlan:
 
 @dataclass
 class RunPlan:
+    """Every object of the source directory, in directory order (what `--dry-run` prints)."""
+
     objects: list[ObjectPlan] = field(default_factory=list)
 
 

@@ -37,6 +37,8 @@ class PinRecord:
 
 @dataclass(frozen=True)
 class Skipped:
+    """A map or program left out, and why (its gates, or an optional program refused)."""
+
     kind: str  # "map" or "program"
     name: str
     reason: str
@@ -54,6 +56,8 @@ class Timings:
 
 @dataclass
 class ObjectResult:
+    """What became of one object: loaded, skipped or failed, and its pins."""
+
     plan: ObjectPlan
     status: Status
     reason: str = ""

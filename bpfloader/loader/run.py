@@ -54,6 +54,8 @@ DEFAULT_LOCK_TIMEOUT = 120.0
 
 @dataclass(frozen=True)
 class LoadOptions:
+    """Where to load from and into, and how (the command line of load, reload, unload)."""
+
     source_dir: str = DEFAULT_SOURCE_DIR
     pin_root: str = DEFAULT_PIN_ROOT
     dir_mode: int = 0o755
@@ -67,6 +69,8 @@ class LoadOptions:
 
 @dataclass
 class RunResult:
+    """What a run did: every object in directory order, the pins it removed, its time."""
+
     objects: list[ObjectResult] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # pins a reload or unload took away
     wall_seconds: float = 0.0  # from the start of the run to its end

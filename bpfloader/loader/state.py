@@ -29,6 +29,8 @@ TEMP_PREFIX = ".tmp-"  # files being written atomically
 
 @dataclass(frozen=True)
 class PinState:
+    """A pin as the state file records it."""
+
     path: str
     kind: str  # "map" or "program"
     name: str  # map name or program section
@@ -42,6 +44,8 @@ class PinState:
 
 @dataclass(frozen=True)
 class SkipState:
+    """A skipped map or program as the state file records it."""
+
     kind: str
     name: str
     reason: str
@@ -49,6 +53,8 @@ class SkipState:
 
 @dataclass
 class ObjectState:
+    """An object as the state file records it: the hash of what was loaded, and its pins."""
+
     path: str
     sha256: str | None  # of the file the pins came from; None when not known
     status: str  # "loaded", "skipped", "failed"
@@ -60,6 +66,8 @@ class ObjectState:
 
 @dataclass
 class LoaderState:
+    """What the last run left pinned, object by object (the state file)."""
+
     pin_root: str
     source_dir: str
     objects: dict[str, ObjectState] = field(default_factory=dict)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Ownership:
+    """Owner, group and mode of a pin."""
+
     uid: int = 0
     gid: int = 0
     mode: int = 0o600
