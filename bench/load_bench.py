@@ -15,8 +15,10 @@ never touched):
   bpftool     one `bpftool prog loadall OBJ PINDIR pinmaps MAPDIR` process per object, in turn
 
 for the whole corpus (`all`) and each half alone, the etc/bpf examples (bpfloader only: libbpf
-1.1 refuses Android's legacy `maps` section), an unchanged `bpfloader reload` after the `all`
-load, and `python -c pass` (the interpreter's own start). Every process is started through a
+1.1 refuses Android's legacy `maps` section), unchanged `bpfloader reload`s after the `all`
+load (three, the median kept), and `python -c pass` (the interpreter's own start). The loader
+is the tree installed with pip into a venv of its own (--editable: the development venv's
+editable install). Every process is started through a
 small C launcher (bench/rusage_exec.c) that times it from fork to reaping and reports its
 rusage from wait4: user+sys CPU and peak RSS (the bpftool loop sums wall and CPU over its
 processes and takes the largest RSS). The kernel floor is the time the loader spent inside
