@@ -21,13 +21,13 @@ SHF_COMPRESSED = 0x800
 EM_BPF = 247
 ELF64_HEADER_SIZE = 64
 SECTION_HEADER_SIZE = 64
-SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_NOBITS, SHT_REL = 1, 2, 3, 4, 8, 9
-SYMBOL_SIZE = 24
-REL_SIZE = 16
-RELA_SIZE = 24
+SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_NOBITS, SHT_REL = 2, 3, 4, 8, 9
 _SECTION_HEADER = struct.Struct("<IIQQQQIIQQ")
-_SYMBOL = struct.Struct("<IBBHQQ")
-_REL = struct.Struct("<QQ")
+_SYMBOL = struct.Struct("<IBBHQQ")  # Elf64_Sym
+_REL = struct.Struct("<QQ")  # Elf64_Rel
+RELA_SIZE = 24  # Elf64_Rela: refused, never read
+# The entry size of each table the loader reads (or refuses), as sh_entsize must say.
+ENTRY_SIZES = {SHT_SYMTAB: _SYMBOL.size, SHT_REL: _REL.size, SHT_RELA: RELA_SIZE}
 
 # The section types named as the ELF specification does; any other is shown in hex.
 SECTION_TYPES = {
@@ -174,7 +174,7 @@ class ElfObject:
             _check_section(section, kind, len(data))
             self.sections.append(section)
             self._by_name.setdefault(name, section)
-            entry = {SHT_SYMTAB: SYMBOL_SIZE, SHT_REL: REL_SIZE, SHT_RELA: RELA_SIZE}.get(kind)
+            entry = ENTRY_SIZES.get(kind)
             if entry is None:
                 continue
             if entsize != entry or size % entry:
