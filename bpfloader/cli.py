@@ -114,12 +114,16 @@ def _where() -> _ArgumentParser:
         help="where the record of what was pinned, the lock and the loaded marker live "
         "(default /run/bpfloader)",
     )
-    where.add_argument(
+    _add_build_type(where)
+    return where
+
+
+def _add_build_type(parser: _ArgumentParser) -> None:
+    parser.add_argument(
         "--build-type",
         choices=("eng", "user", "userdebug"),
         help="honour the defs' ignore_on_<build type> bits for this build type",
     )
-    return where
 
 
 def _running() -> _ArgumentParser:
@@ -238,11 +242,7 @@ def _define_check(commands: Commands, name: str, help_text: str) -> None:
     check.add_argument(
         "--pin-root", default="/sys/fs/bpf", help="the pin root the names are shown under"
     )
-    check.add_argument(
-        "--build-type",
-        choices=("eng", "user", "userdebug"),
-        help="honour the defs' ignore_on_<build type> bits for this build type",
-    )
+    _add_build_type(check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
