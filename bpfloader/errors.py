@@ -38,12 +38,17 @@ class PlanError(LoaderError):
     """The object is well formed but cannot be loaded as declared (names, gates, collisions)."""
 
 
+# Errnos of the kernel's own that reach user space from bpf(2) and that libc does not name.
+ENOTSUPP = 524
+_ERRNO_NAMES = {ENOTSUPP: ("ENOTSUPP", "Operation not supported")}
+
+
 class KernelError(LoaderError):
     """A syscall failed; `errno` is the kernel's answer."""
 
     def __init__(self, operation: str, err: int, detail: str = "", **where: str | None):
-        name = errno_mod.errorcode.get(err, str(err))
-        reason = f"{operation} failed: {name} ({os.strerror(err)})"
+        name, text = _ERRNO_NAMES.get(err) or (errno_mod.errorcode.get(err, str(err)), "")
+        reason = f"{operation} failed: {name} ({text or os.strerror(err)})"
         if detail:
             reason += f": {detail}"
         super().__init__(reason, **where)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from bpfloader.client.attachment import Attachment, detach_pinned
     from bpfloader.client.maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, BpfMap
     from bpfloader.client.perfbuf import PerfBuffer
-    from bpfloader.client.programs import Program
+    from bpfloader.client.programs import Program, TestRun
     from bpfloader.client.ready import wait_for_loaded
     from bpfloader.client.ringbuf import RingBuffer
 
@@ -33,6 +33,7 @@ _HOMES = {
     "Program": "programs",
     "wait_for_loaded": "ready",
     "RingBuffer": "ringbuf",
+    "TestRun": "programs",
 }
 
 
@@ -56,6 +57,7 @@ __all__ = [
     "PerfBuffer",
     "Program",
     "RingBuffer",
+    "TestRun",
     "detach_pinned",
     "wait_for_loaded",
 ]

@@ -1,4 +1,5 @@
-"""Program: a pinned program, what the kernel says about it, and attaching it."""
+"""Program: a pinned program, what the kernel says about it, running it on given input, and
+attaching it."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import socket
 from bpfloader.client import cgroups, netdev, sockets, targets, tracing
 from bpfloader.client.attachment import Attachment
 from bpfloader.client.pinned import open_pin
-from bpfloader.errors import AttachError
+from bpfloader.errors import ENOTSUPP, AttachError, KernelError
 from bpfloader.kernel import programs as kprogs
+from bpfloader.kernel.programs import TestRun
 from bpfloader.obj.bpftypes import ProgType
+
+__all__ = ["Program", "TestRun"]
 
 
 class Program:
@@ -47,6 +51,31 @@ class Program:
                 f" {' or '.join(t.name for t in allowed)} programs",
                 file=self.path,
             )
+
+    def test_run(self, data: bytes, repeat: int = 1, *, ctx: bytes | None = None) -> TestRun:
+        """Run the program on the packet `data`, `repeat` times, without attaching it
+        (BPF_PROG_TEST_RUN): its return value, the packet as it left it, the mean ns a run
+        took, and the context as it left it when `ctx` was given (the first bytes of a
+        struct __sk_buff or xdp_md). Nothing outside the program sees the packet: an XDP_TX
+        is only a return value here. Repeated runs share one packet, each starting from the
+        packet as the run before left it; `retval` is the last run's.
+
+        Packet programs run so: socket filters, tc, cgroup skb, XDP, flow dissectors (the
+        packet begins with an Ethernet header; a socket filter sees it from the IP header
+        on, and the Ethernet header comes back zeroed). KernelError ENOTSUPP for a type the
+        kernel cannot test-run (tracepoints, kprobes, perf events), EINVAL for input it
+        refuses; ValueError for a repeat count out of 1..2**32-1."""
+        try:
+            return kprogs.test_run(self.fd, data, repeat=repeat, ctx=ctx)
+        except KernelError as e:
+            if e.errno != ENOTSUPP:
+                raise
+            raise KernelError(
+                "BPF_PROG_TEST_RUN",
+                e.errno,
+                f"{self.type_name} programs cannot be test-run",
+                file=self.path,
+            ) from None
 
     # ---- attaching: each returns an Attachment; close() detaches, pin() keeps it ------------
 

@@ -88,6 +88,29 @@ class ProgBindMapAttr(ctypes.Structure):
     _fields_ = [("prog_fd", u32), ("map_fd", u32), ("flags", u32)]
 
 
+class ProgTestRunAttr(ctypes.Structure):
+    """BPF_PROG_TEST_RUN up to `batch_size`. The kernel writes back retval, duration (the mean
+    ns per run), data_size_out and ctx_size_out: the full sizes, even when it answers ENOSPC."""
+
+    _fields_ = [
+        ("prog_fd", u32),
+        ("retval", u32),
+        ("data_size_in", u32),
+        ("data_size_out", u32),
+        ("data_in", u64),
+        ("data_out", u64),
+        ("repeat", u32),
+        ("duration", u32),
+        ("ctx_size_in", u32),
+        ("ctx_size_out", u32),
+        ("ctx_in", u64),
+        ("ctx_out", u64),
+        ("flags", u32),
+        ("cpu", u32),
+        ("batch_size", u32),
+    ]
+
+
 class ObjAttr(ctypes.Structure):
     """BPF_OBJ_PIN and BPF_OBJ_GET."""
 
@@ -252,3 +275,4 @@ class LinkInfoStruct(ctypes.Structure):
 assert ctypes.sizeof(ProgLoadAttr) == 144
 assert ctypes.sizeof(ProgInfoStruct) == 232
 assert ctypes.sizeof(PerfEventAttr) == 112
+assert ctypes.sizeof(ProgTestRunAttr) == 80

@@ -1,4 +1,5 @@
-"""Programs in the kernel: load (with the verifier log only when it is needed) and describe."""
+"""Programs in the kernel: load (with the verifier log only when it is needed), describe, and
+run on given input (BPF_PROG_TEST_RUN)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bpfloader.errors import KernelError, VerifierError
-from bpfloader.kernel.attrs import InfoAttr, ProgBindMapAttr, ProgInfoStruct, ProgLoadAttr
+from bpfloader.kernel.attrs import (
+    InfoAttr,
+    ProgBindMapAttr,
+    ProgInfoStruct,
+    ProgLoadAttr,
+    ProgTestRunAttr,
+)
 from bpfloader.kernel.maps import kernel_name
 from bpfloader.kernel.syscall import Cmd, bpf
 
@@ -20,6 +27,12 @@ LINE_INFO = struct.Struct("<IIII")  # struct bpf_line_info: insn_off, file, line
 LOG_FIRST_SIZE = 256 * 1024
 LOG_MAX_SIZE = 128 * 1024 * 1024
 EAGAIN_RETRIES = 5
+# A test run's first output buffer is the input plus this: room for an XDP program to grow the
+# packet (bpf_xdp_adjust_head, bpf_xdp_adjust_tail) without a second run.
+TEST_RUN_HEADROOM = 4096
+# And its first context buffer: more than any context the kernel writes back (__sk_buff: 192).
+TEST_RUN_CTX_SIZE = 256
+U32_MAX = 0xFFFFFFFF
 
 if TYPE_CHECKING:
     from bpfloader.obj.btf import FuncInfo, LineInfo
@@ -34,6 +47,22 @@ class ProgramInfo:
     verified_insns: int
     jited_size: int
     xlated_size: int
+
+
+@dataclass(frozen=True)
+class TestRun:
+    """What one BPF_PROG_TEST_RUN answered.
+
+    `retval` is the program's return value (of the last run when repeated), `data` the packet
+    as the program left it, `duration_ns` the mean time of one run as the kernel measured it,
+    `ctx` the context as the program left it (None when no context was given)."""
+
+    __test__ = False  # not a test class, whatever pytest makes of the name
+
+    retval: int
+    data: bytes
+    duration_ns: int
+    ctx: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -150,3 +179,58 @@ def program_info(fd: int) -> ProgramInfo:
 def bind_map(prog_fd: int, map_fd: int) -> None:
     """Make the program hold a map its code does not name (BPF_PROG_BIND_MAP, Linux 5.10)."""
     bpf(Cmd.PROG_BIND_MAP, ProgBindMapAttr(prog_fd=prog_fd, map_fd=map_fd))
+
+
+def test_run(prog_fd: int, data: bytes, *, repeat: int = 1, ctx: bytes | None = None) -> TestRun:
+    """Run the program `repeat` times on `data` (and on the context `ctx`, e.g. the first bytes
+    of a struct __sk_buff or xdp_md), without attaching it: BPF_PROG_TEST_RUN. The runs share
+    one packet: each starts from the packet as the run before left it.
+
+    The output buffers start at the input's size plus room to grow; if the program's output
+    is larger, the kernel answers ENOSPC with the size it needs, and the run is made again
+    with buffers that large (so the program runs again: its effects on maps happen again).
+    KernelError otherwise: ENOTSUPP (524) for a program type the kernel cannot test-run, EINVAL
+    for input it refuses (a packet shorter than an Ethernet header, a context with fields it
+    does not let a test set)."""
+    if not 1 <= repeat <= U32_MAX:
+        raise ValueError(f"repeat must be from 1 to {U32_MAX}, not {repeat}")
+    if len(data) > U32_MAX or (ctx is not None and len(ctx) > U32_MAX):
+        raise ValueError("test run input larger than 4 GiB")
+    data_in = ctypes.create_string_buffer(bytes(data), len(data))
+    ctx_in = ctypes.create_string_buffer(bytes(ctx or b""), len(ctx or b""))
+    data_size = min(len(data) + TEST_RUN_HEADROOM, U32_MAX)
+    ctx_size = max(len(ctx), TEST_RUN_CTX_SIZE) if ctx is not None else 0
+    while True:
+        data_out = ctypes.create_string_buffer(data_size)
+        ctx_out = ctypes.create_string_buffer(ctx_size)
+        attr = ProgTestRunAttr(
+            prog_fd=prog_fd,
+            data_size_in=len(data),
+            data_size_out=data_size,  # never 0: that would let the kernel write any length
+            data_in=ctypes.addressof(data_in),
+            data_out=ctypes.addressof(data_out),
+            repeat=repeat,
+        )
+        if ctx is not None:
+            attr.ctx_size_in, attr.ctx_in = len(ctx), ctypes.addressof(ctx_in)
+            attr.ctx_size_out, attr.ctx_out = ctx_size, ctypes.addressof(ctx_out)
+        try:
+            bpf(Cmd.PROG_TEST_RUN, attr, operation="BPF_PROG_TEST_RUN")
+        except KernelError as e:
+            # ENOSPC comes with the full sizes written back: data's, or (the data fitting)
+            # the context's. Anything else, or an ENOSPC that asks for no more, is final.
+            if e.errno != errno.ENOSPC:
+                raise
+            if attr.data_size_out > data_size:
+                data_size = attr.data_size_out
+            elif ctx is not None and attr.ctx_size_out > ctx_size:
+                ctx_size = attr.ctx_size_out
+            else:
+                raise
+            continue
+        return TestRun(
+            retval=attr.retval,
+            data=data_out.raw[: attr.data_size_out],
+            duration_ns=attr.duration,
+            ctx=ctx_out.raw[: attr.ctx_size_out] if ctx is not None else None,
+        )
