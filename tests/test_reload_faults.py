@@ -259,6 +259,28 @@ def test_kill_9_at_random_points_of_reloads_always_converges(
     )
 
 
+@pytest.mark.parametrize("command", ["load", "reload", "unload"])
+def test_every_run_removes_the_temporary_files_killed_runs_left(
+    compile_bpf, source_dir, bpffs, state_dir, bpfloader_cli, command
+):
+    """A run killed while it wrote the state or the loaded marker leaves its temporary file;
+    the next run holding the lock removes it even when it writes nothing itself (a reload that
+    finds nothing changed), so none outlives the run after the kill."""
+    install(compile_bpf("myschedtp.c"), source_dir)
+    dirs = ("--dir", source_dir, "--pin-root", bpffs)
+    assert bpfloader_cli("load", *dirs).returncode == 0
+    recorded = (state_dir / "state.json").read_bytes()
+    left = [state_dir / ".tmp-loaded-99999", state_dir / ".tmp-state.json-99998"]
+    for path in left:
+        path.write_text("half written")
+    run = bpfloader_cli(command, *dirs)
+    assert run.returncode == 0, run.stderr
+    assert [p for p in left if p.exists()] == []
+    if command == "reload":  # nothing changed: nothing else was written
+        assert (state_dir / "state.json").read_bytes() == recorded
+    assert sorted(p.name for p in state_dir.iterdir() if p.name.startswith(".")) == []
+
+
 def test_two_reloads_started_together_run_one_after_the_other(
     swap, source_dir, bpffs, state_dir, bpfloader_cli
 ):

@@ -34,6 +34,7 @@ from bpfloader.loader.state import (
     is_pin,
     read_state,
     rebuild,
+    remove_leftovers,
     remove_loaded_marker,
     write_loaded_marker,
     write_state,
@@ -223,6 +224,7 @@ def _run(
     pin_root = os.path.abspath(options.pin_root)
     result = RunResult()
     with run_lock(options.state_dir, options.lock_timeout):
+        remove_leftovers(options.state_dir)
         staging = open_pin_root(pin_root, reporter)
         try:
             recorded, problem = _recorded_state(options, pin_root)
@@ -336,6 +338,7 @@ def unload(options: LoadOptions, reporter: Reporter, names: list[str]) -> RunRes
         )
     result = RunResult()
     with run_lock(options.state_dir, options.lock_timeout):
+        remove_leftovers(options.state_dir)
         env = current_environment(options.build_type)
         plan = (
             plan_run(options, env, os.path.lexists)

@@ -128,14 +128,20 @@ def _from_json(data: Any) -> LoaderState:
     return LoaderState(pin_root, str(data["source_dir"]), objects, str(data["environment"]))
 
 
-def write_state(state_dir: str, state: LoaderState) -> None:
-    """Record `state`. Runs write it holding the run lock, so a temporary file found here is
-    what a run killed while writing left behind: it is removed."""
-    os.makedirs(state_dir, mode=0o755, exist_ok=True)
+def remove_leftovers(state_dir: str) -> None:
+    """Remove the temporary files of runs killed while they wrote the state or the loaded
+    marker. Only a run holding the run lock writes here, so whatever temporary file a run that
+    holds it finds was left by another: every run removes them first thing, whether or not it
+    writes anything itself (an unchanged reload writes nothing)."""
     for name in os.listdir(state_dir):
         if name.startswith(TEMP_PREFIX):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(state_dir, name))
+
+
+def write_state(state_dir: str, state: LoaderState) -> None:
+    """Record `state` (holding the run lock)."""
+    os.makedirs(state_dir, mode=0o755, exist_ok=True)
     data = {
         "format": STATE_FORMAT,
         "pin_root": state.pin_root,
@@ -170,10 +176,9 @@ def remove_loaded_marker(state_dir: str) -> None:
 
 def _write_atomically(path: str, text: str) -> None:
     directory = os.path.dirname(path)
-    # The run lock is held, so this process's pid names a file no one else writes.
+    # The run lock is held and the leftovers of killed runs are gone (remove_leftovers), so
+    # this process's pid names a file no one else writes.
     tmp = os.path.join(directory, f"{TEMP_PREFIX}{os.path.basename(path)}-{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)  # left by an earlier process that had the same pid
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
