@@ -33,8 +33,11 @@ def _multiarch_include() -> str | None:
     return None
 
 
-def cflags() -> list[str]:
-    flags = ["-target", "bpf", "-O2", "-Wall", "-I", include_dir()]
+def cflags(*, btf: bool = True) -> list[str]:
+    """The flags for compiling BPF C for this loader. With `btf` (the default, as
+    libbpf-bootstrap builds), -g: the object carries BTF, which gives maps their key and value
+    types (some maps need them) and the verifier's complaints their C source lines."""
+    flags = ["-target", "bpf", "-O2", "-Wall", *(["-g"] if btf else []), "-I", include_dir()]
     multiarch = _multiarch_include()
     if multiarch:
         flags += ["-idirafter", multiarch]
@@ -68,15 +71,17 @@ class BuildError(LoaderError):
         self.output = output
 
 
-def build(sources: Sequence[str], out_dir: str, extra_flags: Sequence[str] = ()) -> list[str]:
-    """Compile each source to OUT_DIR/<name>.o."""
+def build(
+    sources: Sequence[str], out_dir: str, extra_flags: Sequence[str] = (), *, btf: bool = True
+) -> list[str]:
+    """Compile each source to OUT_DIR/<name>.o (with BTF unless `btf` is false)."""
     os.makedirs(out_dir, exist_ok=True)
     clang = find_clang()
     outputs = []
     for source in sources:
         stem = os.path.splitext(os.path.basename(source))[0]
         output = os.path.join(out_dir, f"{stem}.o")
-        command = [clang, *cflags(), *extra_flags, "-c", source, "-o", output]
+        command = [clang, *cflags(btf=btf), *extra_flags, "-c", source, "-o", output]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise BuildError(source, done.returncode, done.stderr)

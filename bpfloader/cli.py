@@ -214,12 +214,23 @@ def _define_status(commands: Commands, name: str, help_text: str) -> None:
     status.add_argument("--json", action="store_true", help="the stable JSON form")
 
 
+def _add_no_btf(parser: _ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-btf",
+        dest="btf",
+        action="store_false",
+        help="compile without -g: no BTF, so maps that need BTF types (local storage, values "
+        "with a bpf_spin_lock or bpf_timer) cannot load, and verifier logs have no C lines",
+    )
+
+
 def _define_cflags(commands: Commands, name: str, help_text: str) -> None:
-    commands.add_parser(name, help=help_text)
+    _add_no_btf(commands.add_parser(name, help=help_text))
 
 
 def _define_build(commands: Commands, name: str, help_text: str) -> None:
     build = commands.add_parser(name, help=help_text)
+    _add_no_btf(build)
     build.add_argument("sources", nargs="+")
     build.add_argument("-o", "--out-dir", default=".", help="where the .o files go (default .)")
     build.add_argument(
@@ -273,9 +284,9 @@ def _build(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "cflags":
-            print(" ".join(builder.cflags()))
+            print(" ".join(builder.cflags(btf=args.btf)))
         else:
-            for output in builder.build(args.sources, args.out_dir, args.cflags):
+            for output in builder.build(args.sources, args.out_dir, args.cflags, btf=args.btf):
                 print(output)
     except builder.BuildError as e:
         sys.stderr.write(e.output)

@@ -46,15 +46,16 @@ Compile = Callable[..., Path]
 
 @pytest.fixture(scope="session")
 def compile_bpf(build_dir: Path) -> Compile:
-    """compile_bpf(source, name=None, *flags) -> path of the .o, built once per session.
+    """compile_bpf(source, name=None, *flags, btf=True) -> path of the .o, built once per session.
 
     `source` is a file under tests/bpf or etc/bpf (by name), or C text (when it has a newline).
-    `name` sets the object's file name (it decides the pin names); flags go to clang.
+    `name` sets the object's file name (it decides the pin names); flags go to clang. As
+    `bpfloader build` does, objects carry BTF (-g) unless `btf=False`.
     """
-    cache: dict[tuple[str, str | None, tuple[str, ...]], Path] = {}
+    cache: dict[tuple[str, str | None, tuple[str, ...], bool], Path] = {}
 
-    def compile_one(source: str, name: str | None = None, *flags: str) -> Path:
-        key = (source, name, flags)
+    def compile_one(source: str, name: str | None = None, *flags: str, btf: bool = True) -> Path:
+        key = (source, name, flags, btf)
         if key in cache:
             return cache[key]
         if "\n" in source:
@@ -65,7 +66,7 @@ def compile_bpf(build_dir: Path) -> Compile:
             if not src.exists():
                 src = EXAMPLES / source
         out_dir = build_dir / f"out_{len(cache)}"
-        (built,) = build([str(src)], str(out_dir), list(flags))
+        (built,) = build([str(src)], str(out_dir), list(flags), btf=btf)
         final = Path(built)
         if name is not None:
             final = final.with_name(name)
@@ -74,6 +75,38 @@ def compile_bpf(build_dir: Path) -> Compile:
         return final
 
     return compile_one
+
+
+# How Android builds its objects: -g, then BTF kept and the rest of the debug data stripped
+# (its build rules run llvm-strip so on every bpf object).
+ANDROID_STRIP = (
+    "--strip-unneeded",
+    "--remove-section=.rel.BTF",
+    "--remove-section=.rel.BTF.ext",
+    "--remove-section=.BTF.ext",
+)
+
+
+@pytest.fixture(scope="session")
+def compile_android(compile_bpf: Compile, build_dir: Path) -> Compile:
+    """compile_android(source, name=None, *flags) -> an object built as Android builds its
+    own: compiled with -g like compile_bpf, then stripped as Android's build strips it."""
+    cache: dict[tuple[str, str | None, tuple[str, ...]], Path] = {}
+
+    def build_one(source: str, name: str | None = None, *flags: str) -> Path:
+        key = (source, name, flags)
+        if key not in cache:
+            built = compile_bpf(source, name, *flags)
+            out_dir = build_dir / f"android_{len(cache)}"
+            out_dir.mkdir()
+            stripped = out_dir / built.name
+            subprocess.run(
+                ["llvm-strip", *ANDROID_STRIP, str(built), "-o", str(stripped)], check=True
+            )
+            cache[key] = stripped
+        return cache[key]
+
+    return build_one
 
 
 @pytest.fixture

@@ -79,9 +79,10 @@ def expected_plan(src: Path, pins: Path) -> str:
         f"  skip   prog {pins}/prog_plan_tracepoint_opt_uses_new: uses map 'new_map', "
         f"skipped here ({new_map_reason})",
         f"  load   prog {pins}/prog_plan_tracepoint_always_uses_always  0:1234 0440",
-        f"  skip   prog {pins}/prog_plan_schedcls_clat: needs kernel >= 4.14.0 and < 5.10.0, "
+        f"  skip   prog {pins}/prog_plan_schedcls_clat: variant 'schedcls/clat$4_14': needs "
+        "kernel >= 4.14.0 and < 5.10.0, "
         f"running {kernel}",
-        f"  load   prog {pins}/prog_plan_schedcls_clat  0:0 0440",
+        f"  load   prog {pins}/prog_plan_schedcls_clat  0:0 0440  variant 'schedcls/clat$5_10'",
         f"  skip   prog {pins}/prog_plan_xdp_old_loader: needs loader version >= 0 and < 48, "
         f"this loader is {LOADER_VERSION}",
         f"  load   prog {pins}/prog_dir/prog_plan_xdp_pinned  7:8 0440",

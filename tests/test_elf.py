@@ -25,7 +25,7 @@ DEFINES = {"k_kver.c": ("-DRUN_KVER=0x60000",), "k_variants.c": ("-DSPLIT_KVER=0
 def _built(compile_bpf, source: str, debug: bool) -> Path:
     flags = (*(LIBBPF_FLAGS if source.startswith("libbpf_") else ()), *DEFINES.get(source, ()))
     name = f"{Path(source).stem}{'_g' if debug else ''}.o"
-    return compile_bpf(source, name, *flags, *(("-g",) if debug else ()))
+    return compile_bpf(source, name, *flags, btf=debug)
 
 
 @pytest.mark.parametrize("debug", [False, True], ids=["plain", "g"])

@@ -216,6 +216,34 @@ def test_load_events_carry_ids_pins_and_program_stats(journald, compile_bpf, sou
     assert len(by_id[MessageId.OBJECT_LOADED.value]) == 1
 
 
+def test_the_journal_says_which_variant_was_pinned_and_why_the_others_were_not(
+    journald, compile_bpf, source_dir, bpffs
+):
+    shutil.copy(compile_bpf("k_variant_rules.c"), source_dir / "variants.o")
+    assert load(source_dir, bpffs).returncode == 0
+    path = str(source_dir / "variants.o")
+    (loaded,) = entries(
+        f"BPF_OBJECT={path}",
+        f"MESSAGE_ID={MessageId.PROGRAM_LOADED.value}",
+        "BPF_PROGRAM=skfilter/order$new",
+    )
+    assert str(loaded["MESSAGE"]).startswith("loaded program skfilter/order$new (id ")
+    (skip,) = entries(
+        f"BPF_OBJECT={path}",
+        f"MESSAGE_ID={MessageId.PROGRAM_SKIPPED.value}",
+        "BPF_PROGRAM=skfilter/order$old",
+    )
+    assert skip["MESSAGE"] == (
+        f"{path}: program skfilter/order$old skipped: 'skfilter/order$new' was pinned first"
+    )
+    (gated,) = entries(
+        f"BPF_OBJECT={path}",
+        f"MESSAGE_ID={MessageId.PROGRAM_SKIPPED.value}",
+        "BPF_PROGRAM=skfilter/middle$c",
+    )
+    assert "needs kernel >= 200.0.0 and < inf" in str(gated["MESSAGE"])
+
+
 def test_critical_failure_is_crit(journald, compile_bpf, source_dir, bpffs):
     broken = compile_bpf(
         '#include <bpf_helpers.h>\nCRITICAL("the network stack needs it");\n'

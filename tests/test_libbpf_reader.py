@@ -337,7 +337,7 @@ def test_bad_objects(compile_bpf, flag, section, reason):
 
 
 def test_maps_without_btf_are_refused(compile_bpf):
-    e = refuse(compile_bpf("libbpf_bad.c", "bad_nobtf.o").read_bytes())
+    e = refuse(compile_bpf("libbpf_bad.c", "bad_nobtf.o", btf=False).read_bytes())
     assert (e.section, e.reason) == (
         ".maps",
         "BTF-defined maps need the object's BTF (compile with clang -g)",

@@ -213,7 +213,11 @@ def header_corruptions(example: str, data: bytes, layout: Layout) -> Iterator[Mu
         ("e_shnum_huge", E_SHNUM, "<H", 0xFFFF, r"^65535 sections is more than the limit of "),
         ("e_shentsize", E_SHENTSIZE, "<H", 40, r"^section header size 40 is not 64 bytes"),
     ]  # fmt: skip
-    for rel in layout.of_type(SHT_REL)[:1]:
+    # The relocations of code: those of debug data (.rel.debug_*, .rel.BTF*) are never read.
+    code_rels = [
+        r for r in layout.of_type(SHT_REL) if not r.name.startswith((".rel.debug", ".rel.BTF"))
+    ]
+    for rel in code_rels[:1]:
         changes += [
             ("sh_link_rel", rel.at + SH_LINK, "<I", beyond,
              rf"^{re.escape(rel.name)}: linked section {beyond} is not usable"),
@@ -240,7 +244,11 @@ def huge_counts(example: str, data: bytes, layout: Layout) -> Iterator[Mutant]:
         patched(data, symtab.at + SH_SIZE, "<Q", 24 << 32),
         rf"^\.symtab: {too_many}",
     )
-    for rel in layout.of_type(SHT_REL)[:1]:
+    # The relocations of code: those of debug data (.rel.debug_*, .rel.BTF*) are never read.
+    code_rels = [
+        r for r in layout.of_type(SHT_REL) if not r.name.startswith((".rel.debug", ".rel.BTF"))
+    ]
+    for rel in code_rels[:1]:
         yield Mutant(
             example,
             "rel_huge",

@@ -6,6 +6,8 @@ pins that "exist" come from a fake pin_exists.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from bpfloader.errors import PlanError
@@ -290,16 +292,66 @@ def test_no_variant_passing_skips_them_all(plan_spec):
     )
 
 
-def test_two_variants_passing_fail_the_object_naming_both(compile_bpf):
+def test_of_two_variants_passing_the_first_in_section_order_is_pinned(compile_bpf):
     spec = load_spec(compile_bpf, "/etc/bpf/plan.o", "-DOVERLAP")
-    assert plan_one(spec, env(kernel=(5, 10, 0))).error is None  # only $5_10 passes there
-    plan = plan_one(spec, env(kernel=(5, 5, 0)))
+    plan = plan_one(spec, env(kernel=(5, 10, 0)))  # only $5_10 passes there
+    assert action(plan, "schedcls/clat$5_10") == ("load", "")
+    plan = plan_one(spec, env(kernel=(5, 5, 0)))  # both pass: Android pins the first
+    assert plan.error is None
+    assert action(plan, "schedcls/clat$4_14") == ("load", "")
+    assert action(plan, "schedcls/clat$5_10") == (
+        "skip",
+        "'schedcls/clat$4_14' was pinned first",
+    )
+    (later,) = [p for p in plan.programs if p.spec.section == "schedcls/clat$5_10"]
+    assert later.variant_of == "schedcls/clat$4_14" and not later.is_fallback
+
+
+def test_a_variant_behind_an_optional_one_is_its_fallback(compile_bpf):
+    source = (
+        "#include <bpf_helpers.h>\n"
+        'DEFINE_OPTIONAL_BPF_PROG("xdp/x$opt", 0, 0, x_opt)(struct xdp_md *c) { return 1; }\n'
+        'DEFINE_BPF_PROG("xdp/x$plain", 0, 0, x_plain)(struct xdp_md *c) { return 2; }\n'
+        'DEFINE_BPF_PROG("xdp/x$late", 0, 0, x_late)(struct xdp_md *c) { return 3; }\n'
+        'LICENSE("GPL");\n'
+    )
+    plan = plan_one(read_object(compile_bpf(source, "fb.o").read_bytes(), "/etc/bpf/fb.o"))
+    assert plan.error is None
+    first, fallback, late = plan.programs
+    assert (first.action, first.variant_of, first.is_fallback) == (Action.LOAD, "", False)
+    assert (fallback.action, fallback.variant_of, fallback.is_fallback) == (
+        Action.LOAD,
+        "xdp/x$opt",
+        True,
+    )
+    # Behind a variant that is not optional: it can never be pinned.
+    assert (late.action, late.reason) == (
+        Action.SKIP,
+        "'xdp/x$opt' was pinned first",
+    )
+    assert {p.pin_path for p in plan.programs} == {f"{ROOT}/prog_fb_xdp_x"}
+
+
+def test_two_programs_at_one_pin_that_are_not_variants_fail_naming_both(compile_bpf):
+    source = (
+        "#include <bpf_helpers.h>\n"
+        'DEFINE_BPF_PROG("xdp/a_b", 0, 0, one)(struct xdp_md *c) { return 1; }\n'
+        'DEFINE_BPF_PROG("xdp/a/b$v", 0, 0, two)(struct xdp_md *c) { return 2; }\n'
+        'LICENSE("GPL");\n'
+    )
+    plan = plan_one(read_object(compile_bpf(source, "ab.o").read_bytes(), "/etc/bpf/ab.o"))
     assert isinstance(plan.error, PlanError)
     assert str(plan.error) == (
-        "/etc/bpf/plan.o: schedcls/clat$5_10: sections 'schedcls/clat$4_14' and "
-        "'schedcls/clat$5_10' both pass their gates and would both be pinned at "
-        f"{ROOT}/prog_plan_schedcls_clat"
+        "/etc/bpf/ab.o: xdp/a/b$v: sections 'xdp/a_b' and 'xdp/a/b$v' are not variants of one "
+        f"program but would both be pinned at {ROOT}/prog_ab_xdp_a_b"
     )
+
+
+def test_the_variant_suffix_is_cut_at_the_last_dollar_as_android_cuts_it(compile_bpf):
+    plan = plan_one(load_spec(compile_bpf, "/etc/bpf/plan.o"))
+    clat = [p for p in plan.programs if p.spec.section.startswith("schedcls/clat$")]
+    assert {p.spec.base_section for p in clat} == {"schedcls/clat"}
+    assert replace(clat[0].spec, section="schedcls/a$b$c").base_section == "schedcls/a$b"
 
 
 # -- where pins go ------------------------------------------------------------------------------

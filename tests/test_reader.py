@@ -138,7 +138,8 @@ def readelf_relocations(path: Path) -> dict[str, list[tuple[int, int, str]]]:
 
 @pytest.fixture(scope="module")
 def every(compile_bpf) -> ObjectSpec:
-    return read(compile_bpf("pure_every_field.c"))
+    """Without BTF: the defs alone (their BTF types: test_android_btf_maps.py)."""
+    return read(compile_bpf("pure_every_field.c", btf=False))
 
 
 def program(spec: ObjectSpec, section: str) -> ProgramSpec:
@@ -195,7 +196,7 @@ def test_every_map_field_and_macro_default(every):
 
 
 def test_map_symbols_are_paired_with_defs_by_offset_not_by_symbol_order(compile_bpf, every):
-    path = compile_bpf("pure_every_field.c")
+    path = compile_bpf("pure_every_field.c", btf=False)
     with path.open("rb") as f:
         elf = ELFFile(f)
         maps_index = next(i for i, s in enumerate(elf.iter_sections()) if s.name == "maps")
@@ -215,7 +216,7 @@ def test_map_symbols_are_paired_with_defs_by_offset_not_by_symbol_order(compile_
 
 def test_swapping_two_symbol_values_swaps_the_defs_they_name(compile_bpf):
     """Patch the symbol table so that plain_map and ro_map point at each other's defs."""
-    path = compile_bpf("pure_every_field.c")
+    path = compile_bpf("pure_every_field.c", btf=False)
     data = bytearray(path.read_bytes())
     with path.open("rb") as f:
         elf = ELFFile(f)
@@ -318,7 +319,7 @@ def test_variant_sections_keep_their_name_and_share_a_base_section(every):
 
 
 def test_instructions_are_the_section_bytes(compile_bpf, every):
-    path = compile_bpf("pure_every_field.c")
+    path = compile_bpf("pure_every_field.c", btf=False)
     with path.open("rb") as f:
         elf = ELFFile(f)
         for p in every.programs:
@@ -329,7 +330,7 @@ def test_instructions_are_the_section_bytes(compile_bpf, every):
 
 
 def test_map_relocations_recorded_at_the_ld_imm64_they_patch(compile_bpf, every):
-    path = compile_bpf("pure_every_field.c")
+    path = compile_bpf("pure_every_field.c", btf=False)
     oracle = readelf_relocations(path)
     assert set(oracle) == {"schedcls/every_field", "tracepoint/sched/sched_switch"}
     for p in every.programs:

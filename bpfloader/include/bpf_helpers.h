@@ -10,6 +10,11 @@
  *   DEFINE_BPF_MAP_UGM(..., uid, gid, mode)                           explicit owner and mode
  *   DEFINE_BPF_SHARED_MAP_UGM(..., uid, gid, mode)                    pinned as map__NAME
  *   DEFINE_BPF_MAP_EXT(...)                                           every field
+ *   DEFINE_BPF_SK_STORAGE(name, ValueType, uid, gid, mode)            per-socket storage
+ *
+ * Every map is also annotated with its key and value types (BPF_ANNOTATE_KV_PAIR, as Android's
+ * header does): compiled with -g (`bpfloader build` does), the loader gives the kernel those
+ * BTF types, which maps holding a struct bpf_spin_lock or bpf_timer and local storage need.
  *
  *   DEFINE_BPF_PROG("tracepoint/sched/sched_switch", uid, gid, func)(args) { ... }
  *   DEFINE_OPTIONAL_BPF_PROG, DEFINE_BPF_PROG_KVER(..., min), DEFINE_BPF_PROG_KVER_RANGE(..., min, max)
@@ -151,6 +156,16 @@ static long (*bpf_skb_load_bytes_relative)(const void *skb, unsigned int offset,
 
 /* ---- maps -------------------------------------------------------------------------------- */
 
+/* The key and value types of map NAME, read from the object's BTF by the loader: struct
+ * ____btf_map_NAME, whose first member has the key's type and second the value's (Android's
+ * annotation, byte for byte the same, so objects from either header are typed alike). */
+#define BPF_ANNOTATE_KV_PAIR(name, KeyType, ValueType)                                          \
+    struct ____btf_map_##name {                                                                  \
+        KeyType key;                                                                             \
+        ValueType value;                                                                         \
+    };                                                                                           \
+    struct ____btf_map_##name SECTION(".maps." #name) ____btf_map_##name = {}
+
 #define DEFINE_BPF_MAP_EXT(the_map, TYPE, KeyType, ValueType, num_entries, flags, usr, grp, md, \
                            selinux, pindir, share, minkver, maxkver, minloader, maxloader,       \
                            ignore_bits)                                                          \
@@ -173,6 +188,7 @@ static long (*bpf_skb_load_bytes_relative)(const void *skb, unsigned int offset,
         .ignore_on = (ignore_bits),                                                              \
         .uid = (usr),                                                                            \
     };                                                                                           \
+    BPF_ANNOTATE_KV_PAIR(the_map, KeyType, ValueType);                                           \
     static __always_inline __unused ValueType *bpf_##the_map##_lookup_elem(const KeyType *k) {   \
         return bpf_map_lookup_elem_unsafe(&the_map, k);                                          \
     }                                                                                            \
@@ -202,6 +218,41 @@ static long (*bpf_skb_load_bytes_relative)(const void *skb, unsigned int offset,
     DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, AID_ROOT, gid, 0640)
 #define DEFINE_BPF_MAP_GRW(the_map, TYPE, K, V, n, gid) \
     DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, AID_ROOT, gid, 0660)
+
+/* ---- local storage, spin locks, timers ----------------------------------------------------- */
+
+static void *(*bpf_sk_storage_get)(const void *map, void *sk, void *value,
+                                   unsigned long long flags) = (void *)BPF_FUNC_sk_storage_get;
+static long (*bpf_sk_storage_delete)(const void *map, void *sk) = (void *)BPF_FUNC_sk_storage_delete;
+static struct bpf_sock *(*bpf_sk_fullsock)(struct bpf_sock *sk) = (void *)BPF_FUNC_sk_fullsock;
+static long (*bpf_spin_lock)(struct bpf_spin_lock *lock) = (void *)BPF_FUNC_spin_lock;
+static long (*bpf_spin_unlock)(struct bpf_spin_lock *lock) = (void *)BPF_FUNC_spin_unlock;
+static long (*bpf_timer_init)(struct bpf_timer *timer, const void *map,
+                              unsigned long long flags) = (void *)BPF_FUNC_timer_init;
+static long (*bpf_timer_set_callback)(struct bpf_timer *timer, void *callback) = (void *)BPF_FUNC_timer_set_callback;
+static long (*bpf_timer_start)(struct bpf_timer *timer, unsigned long long nsecs,
+                               unsigned long long flags) = (void *)BPF_FUNC_timer_start;
+static long (*bpf_timer_cancel)(struct bpf_timer *timer) = (void *)BPF_FUNC_timer_cancel;
+
+/*
+ * DEFINE_BPF_SK_STORAGE(name, ValueType, uid, gid, mode): a BPF_MAP_TYPE_SK_STORAGE holding one
+ * ValueType per socket (the kernel makes it only with BTF types: compile with -g). Accessors:
+ * bpf_NAME_get(sk, init, flags) -> ValueType * (BPF_SK_STORAGE_GET_F_CREATE makes one from
+ * `init`, or zeroes when NULL), bpf_NAME_delete(sk). The other local storages (INODE_STORAGE,
+ * TASK_STORAGE, CGRP_STORAGE) are DEFINE_BPF_MAP_EXT maps the same way: key int, 0 entries,
+ * flags BPF_F_NO_PREALLOC.
+ */
+#define DEFINE_BPF_SK_STORAGE(the_map, ValueType, usr, grp, md)                                  \
+    DEFINE_BPF_MAP_EXT(the_map, SK_STORAGE, int, ValueType, 0, BPF_F_NO_PREALLOC, usr, grp, md,  \
+                       "", "", false, KVER_NONE, KVER_INF, BPFLOADER_MIN_VER, BPFLOADER_MAX_VER, \
+                       0)                                                                        \
+    static __always_inline __unused ValueType *bpf_##the_map##_get(void *sk, ValueType *init,    \
+                                                                   unsigned long long flags) {   \
+        return bpf_sk_storage_get(&the_map, sk, init, flags);                                    \
+    }                                                                                            \
+    static __always_inline __unused long bpf_##the_map##_delete(void *sk) {                      \
+        return bpf_sk_storage_delete(&the_map, sk);                                              \
+    }
 
 /* ---- programs ---------------------------------------------------------------------------- */
 

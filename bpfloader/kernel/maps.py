@@ -27,6 +27,9 @@ class MapInfo:
     max_entries: int
     flags: int
     name: str
+    btf_id: int = 0  # the BTF object its types are in; 0: created without BTF types
+    btf_key_type_id: int = 0
+    btf_value_type_id: int = 0
 
 
 def kernel_name(name: str) -> bytes:
@@ -85,6 +88,9 @@ def map_info(fd: int) -> MapInfo:
         max_entries=info.max_entries,
         flags=info.map_flags,
         name=info.name.decode(errors="replace"),
+        btf_id=info.btf_id,
+        btf_key_type_id=info.btf_key_type_id,
+        btf_value_type_id=info.btf_value_type_id,
     )
 
 

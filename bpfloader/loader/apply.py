@@ -30,8 +30,16 @@ from bpfloader.loader.kernel_objects import (
     stale_data,
 )
 from bpfloader.loader.pin_root import refuse_symlinks
-from bpfloader.loader.plan import Action, MapPlan, ObjectPlan, ProgramPlan
+from bpfloader.loader.plan import (
+    Action,
+    MapPlan,
+    ObjectPlan,
+    ProgramPlan,
+    planned_skips,
+    variant_outcome,
+)
 from bpfloader.loader.results import ObjectResult, PinRecord, Skipped, Status, Timings
+from bpfloader.obj.bpftypes import kernel_map_flags
 from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.spec import MapSpec
 
@@ -74,14 +82,7 @@ class Applier:
         timings = Timings(parse=plan.parse_seconds)
         if plan.error is not None:
             return _failed(ObjectResult(plan, Status.FAILED, timings=timings), plan.error, reporter)
-        result = ObjectResult(plan, Status.LOADED, timings=timings)
-        result.skipped = [
-            Skipped("map", m.spec.name, m.reason) for m in plan.maps if m.action is Action.SKIP
-        ] + [
-            Skipped("program", p.spec.section, p.reason)
-            for p in plan.programs
-            if p.action is Action.SKIP
-        ]
+        result = ObjectResult(plan, Status.LOADED, timings=timings, skipped=planned_skips(plan))
         if plan.skip_reason is not None:
             result.status, result.reason = Status.SKIPPED, plan.skip_reason
             reporter.emit(events.object_skipped(plan.path, plan.skip_reason))
@@ -149,9 +150,18 @@ class _ObjectWork:
                 map_fds[map_plan.spec.name] = self._map(map_plan, result, created)
         prog_fds: dict[str, int] = {}
         loaded: set[str] = set()
+        pinned: dict[str, str] = {}  # pin path -> the section pinned there (`$` variants)
+        skipped = [s for s in result.skipped if s.kind == "map"]
         for prog_plan in self.plan.programs:
-            if prog_plan.action is not Action.SKIP:
-                self._program(prog_plan, map_fds, result, prog_fds, loaded)
+            section = prog_plan.spec.section
+            why = variant_outcome(prog_plan, pinned)
+            if why is None:
+                why = self._program(prog_plan, map_fds, result, prog_fds, loaded)
+            if why is None:
+                pinned[prog_plan.pin_path] = section
+            else:
+                skipped.append(Skipped("program", section, why))
+        result.skipped = skipped
         for map_plan in self.plan.maps:
             name = map_plan.spec.name
             if map_plan.spec.slots and name in map_fds:
@@ -211,7 +221,8 @@ class _ObjectWork:
         result: ObjectResult,
         prog_fds: dict[str, int],
         loaded_now: set[str],
-    ) -> None:
+    ) -> str | None:
+        """Load (or reuse) and stage one program; None, or why an optional one is left out."""
         spec = plan.spec
         fd = None if plan.action is Action.LOAD else self._open_existing(plan.pin_path, "prog")
         if fd is not None and not self.applier.replace:
@@ -234,7 +245,7 @@ class _ObjectWork:
                     info.verified_insns,
                 )
             )
-            return
+            return None
         try:
             loaded = self.kernel.load_program(spec, map_fds)
         except KernelError as e:
@@ -242,10 +253,7 @@ class _ObjectWork:
             if not spec.optional:
                 raise  # reported once, as the object's failure, which carries the verifier log
             self.reporter.emit(events.program_rejected(self.plan.path, e, Priority.WARNING))
-            result.skipped.append(
-                Skipped("program", spec.section, f"optional program failed to load: {e.reason}")
-            )
-            return
+            return f"optional program failed to load: {e.reason}"
         self.fds.append(loaded.fd)
         prog_fds[spec.function] = loaded.fd
         loaded_now.add(spec.function)
@@ -264,6 +272,7 @@ class _ObjectWork:
                 info.jited_size,
             )
         )
+        return None
 
     # -- pins -------------------------------------------------------------------------------
 
@@ -371,13 +380,14 @@ class _ObjectWork:
 
 
 def _incompatibility(path: str, spec: MapSpec, info: kmaps.MapInfo) -> str:
-    """How a pinned map differs from the object's declaration ('' when it does not)."""
+    """How a pinned map differs from the object's declaration ('' when it does not), the
+    declaration taken as the kernel reports a map made from it (flags it adds or drops)."""
     for field_name, expected, found in (
         ("type", int(spec.type), info.type),
         ("key_size", spec.key_size, info.key_size),
         ("value_size", spec.value_size, info.value_size),
         ("max_entries", effective_max_entries(spec), info.max_entries),
-        ("map_flags", spec.flags, info.flags),
+        ("map_flags", kernel_map_flags(spec.type, spec.flags), info.flags),
     ):
         if expected != found:
             return (

@@ -15,7 +15,15 @@ from bpfloader.errors import KernelError, LoaderError, VerifierError, one_line
 from bpfloader.kernel import system
 from bpfloader.loader.gates import Environment
 from bpfloader.loader.kernel_objects import KernelObjects
-from bpfloader.loader.plan import Action, ObjectPlan, Planner, SourceObject
+from bpfloader.loader.plan import (
+    Action,
+    ObjectPlan,
+    Planner,
+    SourceObject,
+    variant_label,
+    variant_note,
+    variant_outcome,
+)
 from bpfloader.loader.policy import apply_policy, read_policy
 from bpfloader.obj.reader import read_object
 from bpfloader.obj.relocate import relocate
@@ -74,10 +82,13 @@ def _describe(plan: ObjectPlan) -> list[str]:
     for kind, items in (("map", plan.maps), ("prog", plan.programs)):
         for item in items:
             if item.action is Action.SKIP:
-                lines.append(f"skip {kind} {item.pin_path}: {item.reason}")
+                lines.append(f"skip {kind} {item.pin_path}: {variant_note(item)}{item.reason}")
             else:
                 owner = item.owner
-                lines.append(f"{kind:4} {item.pin_path}  {owner.uid}:{owner.gid} {owner.mode:04o}")
+                lines.append(
+                    f"{kind:4} {item.pin_path}  {owner.uid}:{owner.gid} {owner.mode:04o}"
+                    + variant_note(item)
+                )
     return lines
 
 
@@ -99,8 +110,12 @@ def _load(plan: ObjectPlan, result: CheckResult) -> None:
                 map_fds[m.spec.name] = objects.create_map(m.spec)
                 fds.append(map_fds[m.spec.name])
         prog_fds: dict[str, int] = {}
+        pinned: dict[str, str] = {}  # pin path -> the section pinned there (`$` variants)
         for p in plan.programs:
-            if p.action is Action.SKIP:
+            why = variant_outcome(p, pinned)
+            if why is not None:
+                if p.is_fallback:  # the plan could not say; now it can
+                    result.lines.append(f"skip prog {p.pin_path}: {variant_label(p)}{why}")
                 continue
             try:
                 loaded = objects.load_program(p.spec, map_fds)
@@ -112,6 +127,7 @@ def _load(plan: ObjectPlan, result: CheckResult) -> None:
                 continue
             fds.append(loaded.fd)
             prog_fds[p.spec.function] = loaded.fd
+            pinned[p.pin_path] = p.spec.section
         for m in plan.maps:
             if m.spec.slots and m.spec.name in map_fds:
                 objects.fill_slots(

@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Mapping
 
-from bpfloader.errors import KernelError, LoaderError
+from bpfloader.errors import KernelError, LoaderError, VerifierError
 from bpfloader.kernel import btf as kbtf
 from bpfloader.kernel import features, system
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import programs as kprogs
+from bpfloader.loader.plan import missing_types
 from bpfloader.obj.bpftypes import (
     BPF_F_MMAPABLE,
     BPF_F_SLEEPABLE,
     BPF_PSEUDO_CALL,
+    BTF_REQUIRED_MAPS,
     OPCODE_CALL,
     MapType,
 )
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
+
+U32_MAX = 0xFFFFFFFF
 
 # Map types the kernel takes no key/value BTF for (their values are fds or kernel-made).
 NO_BTF_MAP_TYPES = frozenset(
@@ -50,9 +55,17 @@ NO_BTF_MAP_TYPES = frozenset(
 
 
 def effective_max_entries(spec: MapSpec) -> int:
-    """A perf event array without max_entries gets one slot per possible CPU (as libbpf does)."""
+    """What the map is created with: a perf event array without max_entries gets one slot per
+    possible CPU (as libbpf does); a ring buffer's size is rounded up to a power-of-two number
+    of pages, as the kernel requires (Android's loader raises one below a page to a page, which
+    this includes; libbpf rounds so too), so that an object built for 4 KiB pages loads where
+    pages are larger."""
     if spec.type == MapType.PERF_EVENT_ARRAY and spec.max_entries == 0:
         return len(system.possible_cpus())
+    if spec.type in (MapType.RINGBUF, MapType.USER_RINGBUF) and spec.max_entries:
+        page = os.sysconf("SC_PAGE_SIZE")
+        rounded: int = page << (-(-spec.max_entries // page) - 1).bit_length()
+        return rounded if rounded <= U32_MAX else spec.max_entries  # too large: the kernel says
     return spec.max_entries
 
 
@@ -124,6 +137,11 @@ class KernelObjects:
             if spec.flags & BPF_F_MMAPABLE:
                 needs.append(("BPF_F_MMAPABLE (global data maps)", features.MMAPABLE_MAPS))
             why = features.unsupported(e.errno, *needs)
+            if not why and not typed and spec.type in BTF_REQUIRED_MAPS:  # the plan saw types
+                why = (
+                    f"a {MapType(spec.type).name} map needs BTF types, and "
+                    f"{missing_types(self.obj, spec.name, refused=True)}: {e.reason}"
+                )
             raise LoaderError(
                 f"map '{what}': {why or e.reason}", section=self.obj.maps_section
             ) from None
@@ -207,7 +225,7 @@ class KernelObjects:
                 needs.append(("sleepable programs", features.SLEEPABLE_PROGRAMS))
             if self.btf_fd and spec.func_info:
                 needs.append(("BTF function and line info", features.BTF_FUNC_INFO))
-            why = features.unsupported(e.errno, *needs)
+            why = features.unsupported(e.errno, *needs) or self._untyped_map_in_use(e)
             if why:
                 e.reason = f"{why} ({e.reason})"
             raise
@@ -219,6 +237,30 @@ class KernelObjects:
                 with contextlib.suppress(KernelError):
                     kprogs.bind_map(loaded.fd, map_fds[spec_map.name])
         return loaded
+
+    def _untyped_map_in_use(self, error: KernelError) -> str:
+        """The verifier's refusal of a bpf_spin_lock or bpf_timer in a map created without BTF
+        types, said with the map, the cause and the fix ('' for any other refusal)."""
+        if not isinstance(error, VerifierError):
+            return ""
+        found = _NEEDS_MAP_BTF.search(error.log.decode("utf-8", errors="replace"))
+        if found is None:
+            return ""
+        kernel_name, needs = found.groups()
+        name = next(
+            (
+                m.name
+                for m in self.obj.maps
+                if kmaps.kernel_name(m.kernel_name or m.name).decode() == kernel_name
+            ),
+            kernel_name,
+        )
+        cause = missing_types(self.obj, name, refused=not self.btf_fd)
+        return f"map '{name}' holds a {needs}, which needs the map's BTF types, and {cause}"
+
+
+# The verifier's words for a lock or timer in a map without BTF (kernel/bpf/verifier.c).
+_NEEDS_MAP_BTF = re.compile(r"map '([^']*)' has to have BTF in order to use (bpf_\w+)")
 
 
 def _calls_subprograms(code: bytes) -> bool:

@@ -8,12 +8,12 @@ program passing their gates) is failed here, before anything reaches the kernel.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from bpfloader.errors import LoaderError, PlanError
+from bpfloader.errors import LoaderError, PlanError, show_name
 from bpfloader.loader.gates import Environment, loader_skip_reason, skip_reason
 from bpfloader.loader.limits import MapMemoryCeiling
 from bpfloader.loader.naming import (
@@ -23,6 +23,8 @@ from bpfloader.loader.naming import (
     pin_path,
     program_pin_name,
 )
+from bpfloader.loader.results import Skipped
+from bpfloader.obj.bpftypes import BTF_REQUIRED_MAPS, MapType
 
 if TYPE_CHECKING:
     from bpfloader.obj.ownership import Ownership
@@ -63,12 +65,19 @@ class MapPlan:
 @dataclass(frozen=True)
 class ProgramPlan:
     """What the run will do with one program: where it is pinned, and load, reuse, replace
-    or skip."""
+    or skip. `variant_of` names the first `$` variant passing its gates at the same pin when
+    this one passes too: then this one is skipped, or, if every variant ahead of it is
+    optional, loaded only if they all fail to load (`is_fallback`)."""
 
     spec: ProgramSpec
     pin_path: str
     action: Action
     reason: str = ""
+    variant_of: str = ""
+
+    @property
+    def is_fallback(self) -> bool:
+        return bool(self.variant_of) and self.action is not Action.SKIP
 
     @property
     def owner(self) -> Ownership:
@@ -156,6 +165,8 @@ class Planner:
         reason = skip_reason(spec.gates, self.env)
         if reason:
             return MapPlan(spec, path, Action.SKIP, reason)
+        if spec.type in BTF_REQUIRED_MAPS and not spec.btf_value_type_id:
+            raise PlanError(untyped_map(obj, spec), section=obj.maps_section)
         if self.map_ceiling is not None:
             for declared in (spec, spec.inner) if spec.inner else (spec,):
                 problem = self.map_ceiling.problem(declared)
@@ -168,9 +179,14 @@ class Planner:
     def _programs(
         self, source: SourceObject, obj: ObjectSpec, maps: tuple[MapPlan, ...]
     ) -> tuple[ProgramPlan, ...]:
+        """Android's rule for `$` variants (loadCodeSections in its loader): code sections are
+        taken in the order of the section headers, and of those sharing one pin the first whose
+        gates pass is pinned; a later one that passes too finds the pin taken and is skipped.
+        An optional variant that fails to load leaves the pin free for the next one, which is
+        why a variant behind optional ones is planned as their fallback."""
         skipped_maps = {m.spec.name: m.reason for m in maps if m.action is Action.SKIP}
         plans: list[ProgramPlan] = []
-        passing: dict[str, ProgramSpec] = {}  # pin path -> the variant that will be pinned there
+        passing: dict[str, list[ProgramSpec]] = {}  # pin path -> the variants passing there
         for spec in obj.programs:
             try:
                 name = program_pin_name(object_name(obj.path), spec.pin_section)
@@ -178,42 +194,37 @@ class Planner:
             except LoaderError as e:
                 raise e.where(section=spec.section) from None
             reason = skip_reason(spec.gates, self.env)
-            if reason is None:
-                reason = self._missing_map(spec, skipped_maps)
             if reason is not None:
                 plans.append(ProgramPlan(spec, path, Action.SKIP, reason))
                 continue
-            if path in passing:
-                first = passing[path]
-                from bpfloader.obj.spec import ObjectStyle  # loaded with the object's spec
-
-                if obj.style is ObjectStyle.LIBBPF:
-                    raise PlanError(
-                        f"programs '{first.function}' (section '{first.section}') and "
-                        f"'{spec.function}' (section '{spec.section}') would both be pinned "
-                        f"at {path}",
-                        section=spec.section,
-                    )
-                raise PlanError(
-                    f"sections '{first.section}' and '{spec.section}' both pass their "
-                    f"gates and would both be pinned at {path}",
-                    section=spec.section,
-                )
-            passing[path] = spec
+            ahead = passing.setdefault(path, [])
+            variant_of = ahead[0].section if ahead else ""
+            if ahead:
+                _check_variants(obj, ahead[0], spec, path)
+                if not all(variant.optional for variant in ahead):
+                    reason = variant_skipped(variant_of)
+                    plans.append(ProgramPlan(spec, path, Action.SKIP, reason, variant_of))
+                    continue
+            # A fallback that cannot load is no reason to fail: the variant ahead may load.
+            reason = self._missing_map(spec, skipped_maps, spec.optional or bool(ahead))
+            if reason is not None:
+                plans.append(ProgramPlan(spec, path, Action.SKIP, reason))
+                continue
+            ahead.append(spec)
             if self.pin_exists(path):
                 action = Action.REPLACE if self.replace else Action.REUSE
             else:
                 action = Action.LOAD
-            plans.append(ProgramPlan(spec, path, action))
+            plans.append(ProgramPlan(spec, path, action, variant_of=variant_of))
         return tuple(plans)
 
     @staticmethod
-    def _missing_map(spec: ProgramSpec, skipped_maps: dict[str, str]) -> str | None:
+    def _missing_map(spec: ProgramSpec, skipped_maps: dict[str, str], optional: bool) -> str | None:
         """A program using a gated-out map cannot load: skipped if optional, else an error."""
         for ref in spec.map_refs:
             if ref.map_name in skipped_maps:
                 reason = f"uses map '{ref.map_name}', skipped here ({skipped_maps[ref.map_name]})"
-                if spec.optional:
+                if optional:
                     return reason
                 raise PlanError(reason, section=spec.section)
         return None
@@ -228,16 +239,107 @@ class Planner:
         self, source: SourceObject, maps: tuple[MapPlan, ...], programs: tuple[ProgramPlan, ...]
     ) -> None:
         """Two objects may share a `shared` map; any other pin path belongs to one object."""
-        mine: list[str] = []
+        mine: set[str] = set()
         items: tuple[MapPlan | ProgramPlan, ...] = (*maps, *programs)
         for plan in items:
-            if plan.action is Action.SKIP:
+            if plan.action is Action.SKIP or plan.pin_path in mine:  # `$` variants share one
                 continue
             owner = self.claimed.get(plan.pin_path)
             shared = isinstance(plan, MapPlan) and plan.spec.shared
             if owner is not None and not shared:
                 section = plan.spec.section if isinstance(plan, ProgramPlan) else "maps"
                 raise PlanError(f"pin {plan.pin_path} is already made by {owner}", section=section)
-            mine.append(plan.pin_path)
+            mine.add(plan.pin_path)
         for path in mine:
             self.claimed.setdefault(path, source.path)
+
+
+def variant_skipped(pinned: str) -> str:
+    """Why a `$` variant is not pinned: `pinned`, ahead of it, is. (Where a line does not name
+    the program already, variant_note says which variant this is.)"""
+    return f"'{show_name(pinned)}' was pinned first"
+
+
+def variant_note(plan: MapPlan | ProgramPlan) -> str:
+    """What a line about a plan's pin adds for a `$` variant ('' for anything else): which
+    variant it is, and for a fallback, when it loads. A skip's note goes before its reason."""
+    if not isinstance(plan, ProgramPlan) or "$" not in plan.spec.section:
+        return ""
+    if plan.action is Action.SKIP:
+        return variant_label(plan)
+    note = f"  variant '{show_name(plan.spec.section)}'"
+    if plan.is_fallback:
+        note += ", loaded only if the optional variants ahead of it fail to load"
+    return note
+
+
+def variant_label(plan: ProgramPlan) -> str:
+    """What goes before a reason about a `$` variant: which one ('' for other programs)."""
+    section = plan.spec.section
+    return f"variant '{show_name(section)}': " if "$" in section else ""
+
+
+def variant_outcome(plan: ProgramPlan, pinned: Mapping[str, str]) -> str | None:
+    """Why a program the plan gave a variant role is not loaded, now that the variants ahead
+    of it have been tried (`pinned`: pin path -> the section pinned there by this object), or
+    None when it is to be loaded: a fallback whose variants ahead all failed."""
+    winner = pinned.get(plan.pin_path) if plan.variant_of else None
+    if winner is not None:
+        return variant_skipped(winner)
+    return plan.reason if plan.action is Action.SKIP else None
+
+
+def _check_variants(obj: ObjectSpec, first: ProgramSpec, spec: ProgramSpec, path: str) -> None:
+    """Two programs passing their gates at one pin must be `$` variants of one Android
+    program; anything else (libbpf functions of one section, two names that only meet once
+    '/' becomes '_') is an error naming both."""
+    from bpfloader.obj.spec import ObjectStyle  # loaded with the object's spec
+
+    if obj.style is ObjectStyle.LIBBPF:
+        raise PlanError(
+            f"programs '{first.function}' (section '{first.section}') and "
+            f"'{spec.function}' (section '{spec.section}') would both be pinned at {path}",
+            section=spec.section,
+        )
+    if first.base_section != spec.base_section:
+        raise PlanError(
+            f"sections '{first.section}' and '{spec.section}' are not variants of one program "
+            f"but would both be pinned at {path}",
+            section=spec.section,
+        )
+
+
+def planned_skips(plan: ObjectPlan) -> list[Skipped]:
+    """The maps and programs the plan leaves out, and why."""
+    return [Skipped("map", m.spec.name, m.reason) for m in plan.maps if m.action is Action.SKIP] + [
+        Skipped("program", p.spec.section, p.reason)
+        for p in plan.programs
+        if p.action is Action.SKIP
+    ]
+
+
+BUILD_WITH_BTF = (
+    "build it with `bpfloader build` (which compiles with -g) or clang -g, and keep the .BTF "
+    "section when stripping"
+)
+
+
+def untyped_map(obj: ObjectSpec, spec: MapSpec) -> str:
+    """Why a map that the kernel makes only with BTF types has none, and what to do."""
+    return (
+        f"map '{spec.name}': a {MapType(spec.type).name} map needs BTF types, and "
+        + missing_types(obj, spec.name)
+    )
+
+
+def missing_types(obj: ObjectSpec, map_name: str, *, refused: bool = False) -> str:
+    """Why map `map_name` has no BTF types: the object has no BTF, the kernel `refused` it, or
+    the object's BTF does not annotate the map; with what to do about it."""
+    if obj.btf is None:
+        return f"the object has no BTF: {BUILD_WITH_BTF}"
+    if refused:
+        return "the kernel refused the object's BTF (see the warning before this)"
+    return (
+        f"the object's BTF has none for it (no ____btf_map_{map_name}: declare it with "
+        "bpf_helpers.h's macros)"
+    )

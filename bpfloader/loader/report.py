@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bpfloader.errors import one_line
-from bpfloader.loader.plan import Action, MapPlan, ProgramPlan, RunPlan
+from bpfloader.loader.plan import Action, MapPlan, ProgramPlan, RunPlan, variant_note
 from bpfloader.loader.results import ObjectResult, Status, Timings
 from bpfloader.loader.run import RunResult
 
@@ -24,12 +24,13 @@ def format_plan(plan: RunPlan) -> str:
         for item in items:
             kind = "map" if item in obj.maps else "prog"
             if item.action is Action.SKIP:
-                lines.append(f"  {'skip':6} {kind:4} {item.pin_path}: {item.reason}")
+                reason = variant_note(item) + item.reason
+                lines.append(f"  {'skip':6} {kind:4} {item.pin_path}: {reason}")
             else:
                 owner = item.owner
                 lines.append(
                     f"  {item.action.value:6} {kind:4} {item.pin_path}  "
-                    f"{owner.uid}:{owner.gid} {owner.mode:04o}"
+                    f"{owner.uid}:{owner.gid} {owner.mode:04o}{variant_note(item)}"
                 )
     return "\n".join(lines)
 

@@ -220,7 +220,11 @@ def rebuild(
 
     for plan in plans:
         pins = [PinState(m.pin_path, "map", m.spec.name) for m in plan.maps if found(m)]
-        pins += [PinState(p.pin_path, "program", p.spec.section) for p in plan.programs if found(p)]
+        programs: dict[str, ProgramPlan] = {}  # `$` variants share a pin: the first takes it
+        for program in plan.programs:
+            if found(program):
+                programs.setdefault(program.pin_path, program)
+        pins += [PinState(p.pin_path, "program", p.spec.section) for p in programs.values()]
         if pins:
             state.objects[plan.path] = ObjectState(plan.path, None, "loaded", pins=pins)
     return state

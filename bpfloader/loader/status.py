@@ -23,7 +23,7 @@ import os
 import stat
 from typing import Any
 
-from bpfloader.errors import KernelError, LoaderError
+from bpfloader.errors import KernelError, LoaderError, show_name
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import programs as kprogs
@@ -132,6 +132,8 @@ def format_status(report: dict[str, Any]) -> str:
                 if kind == "programs" and pin["verified_insns"] is not None:
                     load_ms = (pin["load_usec"] or 0) / 1000
                     extra = f"  {pin['verified_insns']} insns, {load_ms:.2f} ms"
+                if kind == "programs" and "$" in pin["name"]:  # which `$` variant is pinned
+                    extra += f"  (variant '{show_name(pin['name'])}')"
                 ident = "?" if pin["id"] is None else pin["id"]
                 lines.append(
                     f"  {kind[:-1]:7} {pin['pin']}  id {ident}  "

@@ -135,3 +135,27 @@ R_BPF_64_32 = 10  # call to a bpf-to-bpf function
 # Flags the loader derives itself: from a section name (sleepable), for global data (mmapable).
 BPF_F_SLEEPABLE = 1 << 4
 BPF_F_MMAPABLE = 1 << 10
+
+# Map flags the kernel itself changes, which a pinned map's info then shows differently from
+# the flags it was created with.
+BPF_F_RDONLY = 1 << 3  # of the fd only: the kernel does not keep these two in the map
+BPF_F_WRONLY = 1 << 4
+BPF_F_RDONLY_PROG = 1 << 7  # added to every DEVMAP and DEVMAP_HASH (kernel/bpf/devmap.c)
+FD_ONLY_MAP_FLAGS = BPF_F_RDONLY | BPF_F_WRONLY
+DEVICE_MAPS = frozenset({MapType.DEVMAP, MapType.DEVMAP_HASH})
+
+# Maps the kernel creates only with BTF key and value types: it refuses them without.
+BTF_REQUIRED_MAPS = frozenset(
+    {MapType.SK_STORAGE, MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.CGRP_STORAGE}
+)
+
+
+def kernel_map_flags(map_type: int, flags: int) -> int:
+    """The flags the kernel reports for a map created with `flags`: what a pinned map's flags
+    are compared with. The kernel keeps no fd-only flag (BPF_F_RDONLY, BPF_F_WRONLY) in the map
+    and adds BPF_F_RDONLY_PROG to device maps; Android's loader (mapMatchesExpectations) and
+    libbpf account for the device maps the same way when they reuse a pinned map."""
+    flags &= ~FD_ONLY_MAP_FLAGS
+    if map_type in DEVICE_MAPS:
+        flags |= BPF_F_RDONLY_PROG
+    return flags

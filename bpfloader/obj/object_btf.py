@@ -6,13 +6,25 @@ of maps and functions, and the source line of each instruction, which its verifi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from bpfloader.errors import ObjectFormatError
-from bpfloader.obj.btf import Btf, BtfError, BtfExt, FuncInfo, LineInfo, parse_btf, parse_btf_ext
+from bpfloader.obj.btf import (
+    Btf,
+    BtfError,
+    BtfExt,
+    BtfType,
+    FuncInfo,
+    Kind,
+    LineInfo,
+    parse_btf,
+    parse_btf_ext,
+)
 from bpfloader.obj.elf import ElfObject
 
 EXTERN_SECTIONS = (".kconfig", ".ksyms")
+KV_PAIR_PREFIX = "____btf_map_"  # BPF_ANNOTATE_KV_PAIR's struct: the types of an Android map
 
 
 @dataclass(frozen=True)
@@ -20,6 +32,31 @@ class ObjectBtf:
     btf: Btf
     ext: BtfExt | None
     fixed_up: bytes  # what BPF_BTF_LOAD gets
+    kv_pairs: Mapping[str, BtfType]  # BPF_ANNOTATE_KV_PAIR structs by map name
+
+    def map_types(self, name: str, key_size: int, value_size: int) -> tuple[int, int]:
+        """The BTF key and value type ids of an Android-format map, from its annotation (the
+        struct ____btf_map_NAME: key type first, value type second, as Android's loader reads
+        it in getKeyValueTids); (0, 0) when the map has none. Sizes that disagree with the
+        map's def are an error, as they are for Android's loader."""
+        annotation = self.kv_pairs.get(name)
+        if annotation is None:
+            return 0, 0
+        what = f"map '{name}': BTF annotation {KV_PAIR_PREFIX}{name}"
+        if len(annotation.members) < 2:
+            raise ObjectFormatError(f"{what} has no key and value members", section=".BTF")
+        key, value = annotation.members[0].type, annotation.members[1].type
+        try:
+            sizes = self.btf.size_of(key), self.btf.size_of(value)
+        except BtfError as e:
+            raise ObjectFormatError(f"{what}: {e}", section=".BTF") from None
+        if sizes != (key_size, value_size):
+            raise ObjectFormatError(
+                f"{what} has a {sizes[0]}-byte key and a {sizes[1]}-byte value; its def says "
+                f"{key_size} and {value_size}",
+                section=".BTF",
+            )
+        return key, value
 
     def records(
         self, section: str, start: int, end: int
@@ -41,6 +78,15 @@ class ObjectBtf:
         return funcs, lines
 
 
+def _kv_pairs(btf: Btf) -> dict[str, BtfType]:
+    """The map annotation structs by map name: one pass over the types, not one per map."""
+    found: dict[str, BtfType] = {}
+    for t in btf.types:
+        if t.kind is Kind.STRUCT and t.name.startswith(KV_PAIR_PREFIX):
+            found.setdefault(t.name.removeprefix(KV_PAIR_PREFIX), t)
+    return found
+
+
 def read_object_btf(elf: ElfObject) -> ObjectBtf | None:
     """The object's BTF, or None where it has none. Malformed BTF, extern variables and CO-RE
     relocations (which this loader cannot honour) are ObjectFormatErrors."""
@@ -56,7 +102,7 @@ def read_object_btf(elf: ElfObject) -> ObjectBtf | None:
             raise ObjectFormatError(
                 f"extern variables ({name}) are not supported by this loader", section=".BTF"
             )
-    return ObjectBtf(btf, _ext(elf, btf), _fixed_up(elf, btf))
+    return ObjectBtf(btf, _ext(elf, btf), _fixed_up(elf, btf), _kv_pairs(btf))
 
 
 def _ext(elf: ElfObject, btf: Btf) -> BtfExt | None:

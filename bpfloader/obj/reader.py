@@ -205,11 +205,17 @@ class _Reader:
         for offset in range(0, len(data), size):
             if offset not in names:
                 raise _err(f"the map def at offset {offset} has no symbol naming it", "maps")
+            name = names[offset]
             try:
                 fields = decode_map_def(data[offset : offset + size])
             except DefError as e:
-                raise _err(f"map '{names[offset]}': {e}", "maps") from None
-            placed.append(_PlacedMap(offset, MapSpec(name=names[offset], **fields)))  # type: ignore[arg-type]
+                raise _err(f"map '{name}': {e}", "maps") from None
+            if self.object_btf is not None:
+                key_size, value_size = fields["key_size"], fields["value_size"]
+                assert isinstance(key_size, int) and isinstance(value_size, int)
+                key_type, value_type = self.object_btf.map_types(name, key_size, value_size)
+                fields.update(btf_key_type_id=key_type, btf_value_type_id=value_type)
+            placed.append(_PlacedMap(offset, MapSpec(name=name, **fields)))  # type: ignore[arg-type]
         return placed
 
     # -- programs -------------------------------------------------------------------------

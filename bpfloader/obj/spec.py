@@ -100,8 +100,9 @@ class ProgramSpec:
 
     @property
     def base_section(self) -> str:
-        """The section without its `$variant` suffix: the name its pin carries."""
-        return self.section.split("$", 1)[0]
+        """The section without its `$variant` suffix (from the last `$`, as Android's loader
+        cuts it): the name its pin carries, shared by the program's variants."""
+        return self.section.rsplit("$", 1)[0]
 
     @property
     def pin_section(self) -> str:
