@@ -13,20 +13,9 @@ from bpfloader.errors import KernelError, LoaderError, MapError
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import system
 from bpfloader.kernel.syscall import UNSUPPORTED_ERRNOS
-from bpfloader.obj.bpftypes import MapType
+from bpfloader.obj.bpftypes import MapType, map_facts
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
-PER_CPU_TYPES = {
-    MapType.PERCPU_HASH,
-    MapType.PERCPU_ARRAY,
-    MapType.LRU_PERCPU_HASH,
-    MapType.PERCPU_CGROUP_STORAGE,
-}
-ARRAY_TYPES = {MapType.ARRAY, MapType.PERCPU_ARRAY}  # every index exists; none can be deleted
-KEYLESS_TYPES: dict[int, str] = {  # what to use instead
-    MapType.RINGBUF: "bpfloader.client.RingBuffer reads it",
-    MapType.USER_RINGBUF: "programs read it; user space writes it with mmap",
-}
 MAX_RESTARTS = 100
 
 
@@ -55,14 +44,13 @@ class BpfMap(MutableMapping[Any, Any]):
         try:
             self.info = kmaps.map_info(fd)
             self.type = self.info.type
-            if self.type in KEYLESS_TYPES:
-                raise MapError(
-                    f"a {type_name(self.type)} map has no keys: {KEYLESS_TYPES[self.type]}"
-                )
+            self.facts = map_facts(self.type)
+            if self.facts.keyless:
+                raise MapError(f"a {type_name(self.type)} map has no keys: {self.facts.keyless}")
             self._key = Codec(key, self.info.key_size, "key")
             self._value = Codec(value, self.info.value_size, "value")
             # The kernel copies per-CPU values out 8-byte aligned, one per possible CPU.
-            self.cpus = len(system.possible_cpus()) if self.type in PER_CPU_TYPES else 0
+            self.cpus = len(system.possible_cpus()) if self.facts.per_cpu else 0
             self._slot = (self.info.value_size + 7) & ~7
             self._stored_size = self._slot * self.cpus if self.cpus else self.info.value_size
         except BaseException as e:
@@ -119,7 +107,7 @@ class BpfMap(MutableMapping[Any, Any]):
             self.update_elem(key, value, flags)
 
     def __delitem__(self, key: Any) -> None:
-        if self.type in ARRAY_TYPES:
+        if self.facts.every_index:
             raise MapError(
                 f"elements of a {type_name(self.type)} map cannot be deleted", file=self.path
             )
@@ -128,7 +116,7 @@ class BpfMap(MutableMapping[Any, Any]):
 
     def clear(self) -> None:
         """Delete every element; in an array, where none can be deleted, zero every value."""
-        if self.type in ARRAY_TYPES:
+        if self.facts.every_index:
             zero = bytes(self._stored_size)
             for index in range(self.info.max_entries):
                 kmaps.update(self.fd, index.to_bytes(self.info.key_size, "little"), zero)

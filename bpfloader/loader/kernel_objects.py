@@ -23,35 +23,14 @@ from bpfloader.obj.bpftypes import (
     BPF_F_MMAPABLE,
     BPF_F_SLEEPABLE,
     BPF_PSEUDO_CALL,
-    BTF_REQUIRED_MAPS,
     OPCODE_CALL,
     MapType,
+    map_facts,
 )
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 
 U32_MAX = 0xFFFFFFFF
-
-# Map types the kernel takes no key/value BTF for (their values are fds or kernel-made).
-NO_BTF_MAP_TYPES = frozenset(
-    {
-        MapType.PERF_EVENT_ARRAY,
-        MapType.CGROUP_ARRAY,
-        MapType.STACK_TRACE,
-        MapType.ARRAY_OF_MAPS,
-        MapType.HASH_OF_MAPS,
-        MapType.DEVMAP,
-        MapType.DEVMAP_HASH,
-        MapType.CPUMAP,
-        MapType.XSKMAP,
-        MapType.SOCKMAP,
-        MapType.SOCKHASH,
-        MapType.QUEUE,
-        MapType.STACK,
-        MapType.RINGBUF,
-        MapType.PROG_ARRAY,
-    }
-)
 
 
 def effective_max_entries(spec: MapSpec) -> int:
@@ -122,7 +101,7 @@ class KernelObjects:
         return fd
 
     def _create(self, spec: MapSpec, inner_fd: int, what: str) -> int:
-        typed = bool(self.btf_fd and spec.btf_value_type_id) and spec.type not in NO_BTF_MAP_TYPES
+        typed = bool(self.btf_fd and spec.btf_value_type_id) and map_facts(spec.type).takes_btf
         try:
             return self._create_map(spec, inner_fd, typed)
         except KernelError as e:
@@ -137,7 +116,7 @@ class KernelObjects:
             if spec.flags & BPF_F_MMAPABLE:
                 needs.append(("BPF_F_MMAPABLE (global data maps)", features.MMAPABLE_MAPS))
             why = features.unsupported(e.errno, *needs)
-            if not why and not typed and spec.type in BTF_REQUIRED_MAPS:  # the plan saw types
+            if not why and not typed and map_facts(spec.type).needs_btf:  # the plan saw types
                 why = (
                     f"a {MapType(spec.type).name} map needs BTF types, and "
                     f"{missing_types(self.obj, spec.name, refused=True)}: {e.reason}"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from bpfloader.errors import KernelError
 from bpfloader.journal import Event, MessageId, Priority, Reporter
 from bpfloader.kernel import system
-from bpfloader.obj.bpftypes import MapType
+from bpfloader.obj.bpftypes import map_facts
 
 if TYPE_CHECKING:
     from bpfloader.obj.spec import MapSpec
@@ -26,16 +26,6 @@ PAGE = 4096
 # the memory cgroup and the limit no longer applies.
 MEMCG_ACCOUNTING = (5, 11, 0)
 
-_PER_CPU = {MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH}
-# Storage maps hold one value per socket/inode/task/cgroup, made when used; max_entries is 0.
-_LOCAL_STORAGE = {
-    MapType.CGROUP_STORAGE,
-    MapType.PERCPU_CGROUP_STORAGE,
-    MapType.SK_STORAGE,
-    MapType.INODE_STORAGE,
-    MapType.TASK_STORAGE,
-    MapType.CGRP_STORAGE,
-}
 _SIZE = re.compile(r"(\d+)\s*([KMGT]?)(i?B)?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -49,14 +39,15 @@ def map_memory(spec: MapSpec, possible_cpus: int) -> int:
     arrays and preallocated hashes, and what any map may grow to. The kernel's own
     bookkeeping per element comes on top, so this is a lower bound of the real cost."""
     entries = spec.max_entries
-    if spec.type in (MapType.RINGBUF, MapType.USER_RINGBUF):
+    facts = map_facts(spec.type)
+    if facts.capacity == "bytes":
         return entries  # max_entries is the ring's size in bytes
-    if spec.type == MapType.ARENA:
-        return entries * PAGE  # max_entries is a page count
-    if spec.type in _LOCAL_STORAGE:
-        return 0
+    if facts.capacity == "pages":
+        return entries * PAGE
+    if facts.local_storage:
+        return 0  # one value per socket/inode/task/cgroup, made when used; max_entries is 0
     value = _round8(spec.value_size)
-    if spec.type in _PER_CPU:
+    if facts.per_cpu:
         value *= possible_cpus
     return entries * (_round8(spec.key_size) + value)
 
@@ -80,11 +71,12 @@ class MapMemoryCeiling:
 
 def _declared(spec: MapSpec) -> str:
     """What in the definition makes a map big, in its own terms."""
-    if spec.type in (MapType.RINGBUF, MapType.USER_RINGBUF):
+    facts = map_facts(spec.type)
+    if facts.capacity == "bytes":
         return f"max_entries {spec.max_entries} (the ring's bytes)"
-    if spec.type == MapType.ARENA:
+    if facts.capacity == "pages":
         return f"max_entries {spec.max_entries} (pages)"
-    per_cpu = " per CPU" if spec.type in _PER_CPU else ""
+    per_cpu = " per CPU" if facts.per_cpu else ""
     return (
         f"max_entries {spec.max_entries} of key_size {spec.key_size} and "
         f"value_size {spec.value_size}{per_cpu}"

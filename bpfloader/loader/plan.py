@@ -24,7 +24,7 @@ from bpfloader.loader.naming import (
     program_pin_name,
 )
 from bpfloader.loader.results import Skipped
-from bpfloader.obj.bpftypes import BTF_REQUIRED_MAPS, MapType
+from bpfloader.obj.bpftypes import MapType, map_facts
 
 if TYPE_CHECKING:
     from bpfloader.obj.ownership import Ownership
@@ -165,7 +165,7 @@ class Planner:
         reason = skip_reason(spec.gates, self.env)
         if reason:
             return MapPlan(spec, path, Action.SKIP, reason)
-        if spec.type in BTF_REQUIRED_MAPS and not spec.btf_value_type_id:
+        if map_facts(spec.type).needs_btf and not spec.btf_value_type_id:
             raise PlanError(untyped_map(obj, spec), section=obj.maps_section)
         if self.map_ceiling is not None:
             for declared in (spec, spec.inner) if spec.inner else (spec,):

@@ -1,5 +1,7 @@
-"""The kernel's BPF enums (include/uapi/linux/bpf.h), as Python enums."""
+"""The kernel's BPF enums (include/uapi/linux/bpf.h), as Python enums, and what the loader and
+the client need to know of each map type (MAP_FACTS)."""
 
+from dataclasses import dataclass
 from enum import IntEnum
 
 
@@ -142,12 +144,76 @@ BPF_F_RDONLY = 1 << 3  # of the fd only: the kernel does not keep these two in t
 BPF_F_WRONLY = 1 << 4
 BPF_F_RDONLY_PROG = 1 << 7  # added to every DEVMAP and DEVMAP_HASH (kernel/bpf/devmap.c)
 FD_ONLY_MAP_FLAGS = BPF_F_RDONLY | BPF_F_WRONLY
-DEVICE_MAPS = frozenset({MapType.DEVMAP, MapType.DEVMAP_HASH})
 
-# Maps the kernel creates only with BTF key and value types: it refuses them without.
-BTF_REQUIRED_MAPS = frozenset(
-    {MapType.SK_STORAGE, MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.CGRP_STORAGE}
-)
+
+@dataclass(frozen=True)
+class MapFacts:
+    """What the loader and the client need to know of a map type; one row of MAP_FACTS each.
+    (When the kernel gained the type is in kernel/features.py.)"""
+
+    takes_btf: bool = True  # the kernel takes BTF key and value types for it
+    needs_btf: bool = False  # ... and makes the map only with them
+    per_cpu: bool = False  # one value per possible CPU
+    local_storage: bool = False  # one value per socket, inode, task or cgroup, made when used
+    every_index: bool = False  # an array: every index exists, none can be deleted
+    keyless: str = ""  # no keys to look up: what to use instead
+    added_flags: int = 0  # flags the kernel adds to every map of the type
+    capacity: str = "elements"  # what max_entries counts: "elements", "bytes" or "pages"
+
+
+_NO_BTF = MapFacts(takes_btf=False)
+_STORAGE = MapFacts(needs_btf=True, local_storage=True)
+MAP_FACTS: dict[MapType, MapFacts] = {
+    MapType.UNSPEC: _NO_BTF,
+    MapType.HASH: MapFacts(),
+    MapType.ARRAY: MapFacts(every_index=True),
+    MapType.PROG_ARRAY: _NO_BTF,
+    MapType.PERF_EVENT_ARRAY: _NO_BTF,
+    MapType.PERCPU_HASH: MapFacts(per_cpu=True),
+    MapType.PERCPU_ARRAY: MapFacts(per_cpu=True, every_index=True),
+    MapType.STACK_TRACE: _NO_BTF,
+    MapType.CGROUP_ARRAY: _NO_BTF,
+    MapType.LRU_HASH: MapFacts(),
+    MapType.LRU_PERCPU_HASH: MapFacts(per_cpu=True),
+    MapType.LPM_TRIE: MapFacts(),
+    MapType.ARRAY_OF_MAPS: _NO_BTF,
+    MapType.HASH_OF_MAPS: _NO_BTF,
+    MapType.DEVMAP: MapFacts(takes_btf=False, added_flags=BPF_F_RDONLY_PROG),
+    MapType.SOCKMAP: _NO_BTF,
+    MapType.CPUMAP: _NO_BTF,
+    MapType.XSKMAP: _NO_BTF,
+    MapType.SOCKHASH: _NO_BTF,
+    MapType.CGROUP_STORAGE: MapFacts(local_storage=True),
+    MapType.REUSEPORT_SOCKARRAY: MapFacts(),
+    MapType.PERCPU_CGROUP_STORAGE: MapFacts(per_cpu=True, local_storage=True),
+    MapType.QUEUE: _NO_BTF,
+    MapType.STACK: _NO_BTF,
+    MapType.SK_STORAGE: _STORAGE,
+    MapType.DEVMAP_HASH: MapFacts(takes_btf=False, added_flags=BPF_F_RDONLY_PROG),
+    MapType.STRUCT_OPS: MapFacts(),
+    MapType.RINGBUF: MapFacts(
+        takes_btf=False, keyless="bpfloader.client.RingBuffer reads it", capacity="bytes"
+    ),
+    MapType.INODE_STORAGE: _STORAGE,
+    MapType.TASK_STORAGE: _STORAGE,
+    MapType.BLOOM_FILTER: MapFacts(),
+    MapType.USER_RINGBUF: MapFacts(
+        takes_btf=False,
+        keyless="programs read it; user space writes it with mmap",
+        capacity="bytes",
+    ),
+    MapType.CGRP_STORAGE: _STORAGE,
+    MapType.ARENA: MapFacts(capacity="pages"),
+}
+UNKNOWN_MAP = MapFacts()  # a type newer than this table: the kernel decides
+
+
+def map_facts(map_type: int) -> MapFacts:
+    """The facts of a map type, by number (an object may name a type newer than this table)."""
+    try:
+        return MAP_FACTS[MapType(map_type)]
+    except ValueError:
+        return UNKNOWN_MAP
 
 
 def kernel_map_flags(map_type: int, flags: int) -> int:
@@ -155,7 +221,4 @@ def kernel_map_flags(map_type: int, flags: int) -> int:
     are compared with. The kernel keeps no fd-only flag (BPF_F_RDONLY, BPF_F_WRONLY) in the map
     and adds BPF_F_RDONLY_PROG to device maps; Android's loader (mapMatchesExpectations) and
     libbpf account for the device maps the same way when they reuse a pinned map."""
-    flags &= ~FD_ONLY_MAP_FLAGS
-    if map_type in DEVICE_MAPS:
-        flags |= BPF_F_RDONLY_PROG
-    return flags
+    return (flags & ~FD_ONLY_MAP_FLAGS) | map_facts(map_type).added_flags
