@@ -29,7 +29,7 @@ install:
 
 # `make fuzz [FUZZ_RUNS=1000000] [FUZZ_ARGS=-max_total_time=3600]`: the object reader under
 # atheris, seeded with every object the tests build (fuzz/build_seeds.py); not run in CI (the
-# short deterministic run is tests/test_reader_fuzz.py). Findings go to fuzz/findings/.
+# short deterministic run is tests/obj/test_reader_fuzz.py). Findings go to fuzz/findings/.
 FUZZ_RUNS ?= 1000000
 FUZZ_ARGS ?=
 fuzz: setup

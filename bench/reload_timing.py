@@ -42,8 +42,7 @@ from bpfloader.build import build  # noqa: E402
 from bpfloader.journal import Priority, open_reporter  # noqa: E402
 from bpfloader.kernel import pins as kpins  # noqa: E402
 from bpfloader.loader import run as loader  # noqa: E402
-from bpfloader.loader.plan import Action  # noqa: E402
-from bpfloader.loader.results import Status  # noqa: E402
+from bpfloader.loader.results import Action, Status  # noqa: E402
 
 CHANGING_ONE = "myschedtp.o"
 

@@ -51,7 +51,7 @@ def _size(text: str) -> int:
     try:
         return parse_size(text, physical_memory())
     except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _columns() -> int:
@@ -337,17 +337,23 @@ def _run(args: argparse.Namespace) -> int:
         env = run.current_environment(args.build_type)
         plan = run.plan_run(options, env, os.path.lexists)
         for obj in plan.objects:
-            if obj.untrusted is not None:
-                print(f"bpfloader: warning: {obj.path}: INSECURE: {obj.untrusted}", file=sys.stderr)
+            if obj.read.untrusted is not None:
+                print(
+                    f"bpfloader: warning: {obj.path}: INSECURE: {obj.read.untrusted}",
+                    file=sys.stderr,
+                )
         print(format_plan(plan))
-        return EXIT_CRITICAL if any(o.error and o.critical for o in plan.objects) else EXIT_OK
+        failed = any(o.plan.error and o.plan.critical for o in plan.objects)
+        return EXIT_CRITICAL if failed else EXIT_OK
     reporter = open_reporter(args.log_target, Priority.WARNING if args.quiet else Priority.INFO)
     if getattr(args, "lower_unprivileged_bpf_disabled", False):
         from bpfloader.loader.unprivileged import open_pins_to_unprivileged
 
         open_pins_to_unprivileged(reporter)
     if args.command == "unload":
-        result = run.unload(options, reporter, args.objects)
+        from bpfloader.loader.unload import unload
+
+        result = unload(options, reporter, args.objects)
         print(f"removed {len(result.removed)} pins")
         return EXIT_OK
     if args.command == "reload":
@@ -381,7 +387,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _define_attach(commands: Commands, name: str, help_text: str) -> None:
-    from bpfloader.client.syntax import TARGET_SYNTAX
+    from bpfloader.client.targets import TARGET_SYNTAX
 
     attach = commands.add_parser(
         name,

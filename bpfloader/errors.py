@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
+from typing import Self
 
 
 class LoaderError(Exception):
-    """Anything bpfloader reports: `file: section: reason`, on one line."""
+    """Anything bpfloader reports: `file: section: reason`, on one line. `program` names the
+    program (its function) the error is about, where it is about one: the journal says so."""
 
     def __init__(self, reason: str, *, file: str | None = None, section: str | None = None):
         super().__init__(reason)
         self.reason = reason
         self.file = file
         self.section = section
+        self.program: str | None = None
 
-    def where(self, *, file: str | None = None, section: str | None = None) -> LoaderError:
+    def where(
+        self, *, file: str | None = None, section: str | None = None, program: str | None = None
+    ) -> Self:
         """Fill in location fields that are still unknown; returns self for `raise e.where(...)`."""
         if self.file is None:
             self.file = file
         if self.section is None:
             self.section = section
+        if self.program is None:
+            self.program = program
         return self
 
     def __str__(self) -> str:
@@ -43,28 +50,80 @@ ENOTSUPP = 524
 _ERRNO_NAMES = {ENOTSUPP: ("ENOTSUPP", "Operation not supported")}
 
 
-class KernelError(LoaderError):
-    """A syscall failed; `errno` is the kernel's answer."""
+class KernelError(LoaderError, OSError):
+    """A syscall failed: `errno` is the kernel's answer, `strerror` its text, `operation` the
+    call. An OSError, as Python code expects of a failed syscall; a LoaderError, as every error
+    of this package is. `reason` may say more than the errno (what the loader knows of why)."""
 
-    def __init__(self, operation: str, err: int, detail: str = "", **where: str | None):
+    errno: int  # always set: what the kernel answered
+    strerror: str
+
+    def __init__(
+        self,
+        operation: str,
+        err: int,
+        detail: str = "",
+        *,
+        reason: str | None = None,
+        file: str | None = None,
+        section: str | None = None,
+    ):
         name, text = _ERRNO_NAMES.get(err) or (errno_mod.errorcode.get(err, str(err)), "")
-        reason = f"{operation} failed: {name} ({text or os.strerror(err)})"
-        if detail:
-            reason += f": {detail}"
-        super().__init__(reason, **where)
+        text = text or os.strerror(err)
+        if reason is None:
+            reason = f"{operation} failed: {name} ({text})" + (f": {detail}" if detail else "")
+        LoaderError.__init__(self, reason, file=file, section=section)
+        OSError.__init__(self, err, text)  # after: through the MRO, the other would reset errno
         self.operation = operation
-        self.errno = err
+
+    def explained(self, reason: str, *, section: str | None = None) -> Self:
+        """The same failure (of the same class: operation, errno, a verifier's log) said as
+        `reason`, what the loader knows of its cause; raise it `from` this one."""
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        OSError.__init__(new, self.errno, self.strerror)
+        new.reason = reason
+        new.section = self.section or section
+        return new
+
+
+class NotSupportedError(KernelError):
+    """The kernel refused something it is too old to have: a map or program type, a feature.
+    `need` names it and the release that brought it ("map type RINGBUF needs Linux 5.8; this
+    kernel is 4.19")."""
+
+    need: str = ""
 
 
 class VerifierError(KernelError):
     """BPF_PROG_LOAD was refused. `log` is the verifier's log exactly as the kernel wrote it;
     `truncated` says it hit bpfloader's cap and is not complete."""
 
-    def __init__(self, err: int, log: bytes, truncated: bool = False, **where: str | None):
+    def __init__(
+        self,
+        err: int,
+        log: bytes,
+        truncated: bool = False,
+        *,
+        reason: str | None = None,
+        file: str | None = None,
+        section: str | None = None,
+    ):
         text = log.decode("utf-8", errors="backslashreplace")
-        super().__init__("BPF_PROG_LOAD", err, summarize_verifier_log(text), **where)
+        detail = summarize_verifier_log(text)
+        super().__init__("BPF_PROG_LOAD", err, detail, reason=reason, file=file, section=section)
         self.log = log
         self.truncated = truncated
+
+
+def verifier_error(error: BaseException) -> VerifierError | None:
+    """The verifier's refusal behind `error`: itself, or the cause it was raised from."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, VerifierError):
+            return seen
+        seen = seen.__cause__
+    return None
 
 
 class PinError(LoaderError):

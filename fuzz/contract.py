@@ -1,6 +1,6 @@
 """The object reader's contract, checked on one input, and a structure-aware ELF mutator.
 
-Shared by fuzz/fuzz_reader.py (atheris, long runs) and tests/test_reader_fuzz.py (a short,
+Shared by fuzz/fuzz_reader.py (atheris, long runs) and tests/obj/test_reader_fuzz.py (a short,
 deterministic run in CI). The contract of `read_object`: every input either parses or raises
 ObjectFormatError whose str() is one line starting with the file name; nothing else is raised,
 nothing hangs, memory stays bounded. An ObjectFormatError made by read_object's catch-all

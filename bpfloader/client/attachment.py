@@ -1,15 +1,44 @@
 """Attachment: a program attached somewhere, held by BPF links or by what came before them;
-and detaching a pinned link."""
+detaching a pinned link; and AttachableProgram, what attaching needs of a program."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from bpfloader.client.pinned import open_pin
 from bpfloader.errors import AttachError, KernelError, PinError
 from bpfloader.kernel import links as klinks
 from bpfloader.kernel import pins as kpins
+from bpfloader.obj.bpftypes import PinKind
+
+if TYPE_CHECKING:
+    from bpfloader.kernel.programs import ProgramInfo
+    from bpfloader.obj.bpftypes import ProgType
+
+
+class AttachableProgram(Protocol):
+    """What the attach modules (cgroups, netdev, sockets, targets, tracing) use of a program:
+    named here so that they need not import `Program`, which imports them to offer its
+    attach_* methods. `Program` is one."""
+
+    @property
+    def fd(self) -> int: ...
+
+    @property
+    def path(self) -> str | None:
+        """The pin it was opened from, named by errors."""
+
+    @property
+    def info(self) -> ProgramInfo: ...
+
+    @property
+    def type_name(self) -> str:
+        """The type's name for errors, or "type N" for a type this loader does not name."""
+
+    def require_type(self, target: str, *allowed: ProgType) -> None:
+        """AttachError unless the program is of one of the `allowed` types."""
 
 
 class Attachment:
@@ -56,7 +85,7 @@ class Attachment:
                 _pin_all(self.links, path)
         except (KernelError, OSError) as e:
             reason = e.reason if isinstance(e, KernelError) else e.strerror or str(e)
-            raise PinError(f"cannot pin {self.target} here: {reason}", file=path) from None
+            raise PinError(f"cannot pin {self.target} here: {reason}", file=path) from e
         self.pinned = path
 
     def close(self) -> None:
@@ -109,7 +138,7 @@ def detach_pinned(path: str) -> list[klinks.LinkInfo]:
     fds: list[int] = []
     try:
         for pin_path in paths:
-            fds.append(open_pin(pin_path, "link"))
+            fds.append(open_pin(pin_path, PinKind.LINK))
         detached = []
         for pin_path, fd in zip(paths, fds, strict=True):
             detached.append(klinks.link_info(fd))

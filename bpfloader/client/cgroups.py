@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING
 
-from bpfloader.client.attachment import Attachment
+from bpfloader.client.attachment import AttachableProgram, Attachment
 from bpfloader.errors import AttachError, KernelError
 from bpfloader.kernel import links as klinks
 from bpfloader.kernel.syscall import statfs_type
 from bpfloader.obj.bpftypes import AttachType as A
 from bpfloader.obj.bpftypes import ProgType as P
 
-if TYPE_CHECKING:
-    from bpfloader.client.programs import Program
-
 CGROUP2_SUPER_MAGIC = 0x63677270
-# Named as the loader's section prefixes are (DESIGN.md section 2).
+# Named as the loader's section prefixes are (README.md, "Writing programs").
 ATTACH_TYPES: dict[str, tuple[A, P]] = {
     "ingress": (A.CGROUP_INET_INGRESS, P.CGROUP_SKB),
     "egress": (A.CGROUP_INET_EGRESS, P.CGROUP_SKB),
@@ -42,7 +38,9 @@ ATTACH_TYPES: dict[str, tuple[A, P]] = {
 CGROUP_PROGRAM_TYPES = tuple(dict.fromkeys(p for _, p in ATTACH_TYPES.values()))
 
 
-def attach_cgroup(prog: Program, cgroup: str, attach_type: str | None = None) -> Attachment:
+def attach_cgroup(
+    prog: AttachableProgram, cgroup: str, attach_type: str | None = None
+) -> Attachment:
     """Attach as `attach_type`, or, where it is None, as the one type the program was loaded
     for: the kernel accepts a CGROUP_SOCK, _SOCK_ADDR or _SOCKOPT program only as that type,
     which it does not report, so each type of the program's kind is offered in turn."""
@@ -82,7 +80,7 @@ def attach_cgroup(prog: Program, cgroup: str, attach_type: str | None = None) ->
 
 
 def _attach_without_link(
-    prog: Program, cgroup: str, cgroup_fd: int, candidates: list[str]
+    prog: AttachableProgram, cgroup: str, cgroup_fd: int, candidates: list[str]
 ) -> Attachment:
     """BPF_PROG_ATTACH: the cgroup keeps the program until it is detached, by close()."""
     for name in candidates:
@@ -107,7 +105,7 @@ def _open_cgroup(path: str) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
-        raise AttachError(f"not a cgroup v2 directory: {e.strerror}", file=path) from None
+        raise AttachError(f"not a cgroup v2 directory: {e.strerror}", file=path) from e
     if statfs_type(path) != CGROUP2_SUPER_MAGIC:
         os.close(fd)
         raise AttachError("not a cgroup v2 directory: not on a cgroup2 filesystem", file=path)

@@ -30,8 +30,8 @@ def named_type(name: str | None) -> ValueType:
         return TYPE_NAMES.get(name or "hex")
     try:
         struct.calcsize(name)
-    except struct.error:
-        raise MapError(f"{name!r} is not a type: expected {TYPE_HELP}") from None
+    except struct.error as e:
+        raise MapError(f"{name!r} is not a type: expected {TYPE_HELP}") from e
     return name
 
 

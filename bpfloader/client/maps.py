@@ -13,7 +13,7 @@ from bpfloader.errors import KernelError, LoaderError, MapError
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import system
 from bpfloader.kernel.syscall import UNSUPPORTED_ERRNOS
-from bpfloader.obj.bpftypes import MapType, map_facts
+from bpfloader.obj.bpftypes import MapType, PinKind, map_facts
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 MAX_RESTARTS = 100
@@ -56,14 +56,15 @@ class BpfMap(MutableMapping[Any, Any]):
         except BaseException as e:
             os.close(fd)
             if isinstance(e, LoaderError):
-                raise e.where(file=path) from None
+                e.where(file=path)
+                raise
             raise
 
     @classmethod
     def open(
         cls, path: str, *, key: ValueType = None, value: ValueType = None, readonly: bool = False
     ) -> BpfMap:
-        return cls(open_pin(path, "map", readonly=readonly), key, value, path)
+        return cls(open_pin(path, PinKind.MAP, readonly=readonly), key, value, path)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -10,16 +10,13 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bpfloader.client.attachment import Attachment
+from bpfloader.client.attachment import AttachableProgram, Attachment
 from bpfloader.errors import AttachError, KernelError
 from bpfloader.kernel import links as klinks
 from bpfloader.kernel.syscall import UNSUPPORTED_ERRNOS
 from bpfloader.obj.bpftypes import AttachType, ProgType
-
-if TYPE_CHECKING:
-    from bpfloader.client.programs import Program
 
 XDP_MODES = {"generic": 1 << 1, "driver": 1 << 2}  # XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE
 CLSACT_PARENTS = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}  # TC_H_MIN_INGRESS / _EGRESS
@@ -34,11 +31,11 @@ NO_TC_ACTIONS = (
 def interface_index(interface: str) -> int:
     try:
         return socket.if_nametoindex(interface)
-    except OSError:
-        raise AttachError(f"no network interface {interface!r} in this network namespace") from None
+    except OSError as e:
+        raise AttachError(f"no network interface {interface!r} in this network namespace") from e
 
 
-def attach_xdp(prog: Program, interface: str, mode: str = "generic") -> Attachment:
+def attach_xdp(prog: AttachableProgram, interface: str, mode: str = "generic") -> Attachment:
     prog.require_type("an interface's XDP hook", ProgType.XDP)
     if mode not in XDP_MODES:
         raise AttachError(f"XDP mode {mode!r}: expected {' or '.join(XDP_MODES)}")
@@ -48,12 +45,13 @@ def attach_xdp(prog: Program, interface: str, mode: str = "generic") -> Attachme
         link = klinks.create_link(prog.fd, index, AttachType.XDP, XDP_MODES[mode])
     except KernelError as e:
         if e.errno not in UNSUPPORTED_ERRNOS:
-            raise e.where(file=target) from None
+            e.where(file=target)
+            raise
         return _attach_xdp_netlink(prog, target, index, XDP_MODES[mode])
     return Attachment(target, links=[("", link)])
 
 
-def _attach_xdp_netlink(prog: Program, target: str, index: int, flags: int) -> Attachment:
+def _attach_xdp_netlink(prog: AttachableProgram, target: str, index: int, flags: int) -> Attachment:
     netlink = _netlink()
 
     def set_program(fd: int) -> None:
@@ -69,7 +67,7 @@ def _attach_xdp_netlink(prog: Program, target: str, index: int, flags: int) -> A
 
 
 def attach_tc(
-    prog: Program, interface: str, direction: str = "ingress", priority: int | None = None
+    prog: AttachableProgram, interface: str, direction: str = "ingress", priority: int | None = None
 ) -> Attachment:
     """A direct-action cls_bpf filter (SCHED_CLS), or a matchall filter running the program
     as its action (SCHED_ACT), at `priority` (default: the lowest free one) in the
@@ -106,7 +104,7 @@ def attach_tc(
             )
         except KernelError as e:
             if filter_kind == "matchall" and e.errno == errno.ENOENT:
-                raise AttachError(NO_TC_ACTIONS, file=prog.path) from None
+                raise AttachError(NO_TC_ACTIONS, file=prog.path) from e
             raise
     except BaseException:
         if made_qdisc:
@@ -131,7 +129,7 @@ def _netns_id() -> int:
     return os.stat("/proc/thread-self/ns/net").st_ino
 
 
-def _filter(prog: Program) -> tuple[str, dict[str, Any]]:
+def _filter(prog: AttachableProgram) -> tuple[str, dict[str, Any]]:
     name = prog.info.name or f"prog_{prog.info.id}"
     if prog.info.type == ProgType.SCHED_CLS:
         return "bpf", {"fd": prog.fd, "name": name, "direct_action": True}
@@ -165,10 +163,10 @@ def _netlink_attachment(target: str, netlink: Any, undo: Any, what: str) -> Atta
 def _netlink() -> Any:
     try:
         from pyroute2 import IPRoute
-    except ImportError:
+    except ImportError as e:
         raise AttachError(
             "attaching to a network interface needs pyroute2 (pip install 'bpfloader[net]')"
-        ) from None
+        ) from e
     return IPRoute()
 
 
@@ -179,4 +177,4 @@ def _call(method: Any, target: str, *args: Any, **kwargs: Any) -> Any:
     try:
         return method(*args, **kwargs)
     except NetlinkError as e:
-        raise KernelError(f"netlink {args[0]}", e.code, file=target) from None
+        raise KernelError(f"netlink {args[0]}", e.code, file=target) from e

@@ -10,7 +10,7 @@ from bpfloader.errors import LoaderError, MapError
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import system
 from bpfloader.kernel.perfbuf import PerfRing
-from bpfloader.obj.bpftypes import MapType
+from bpfloader.obj.bpftypes import MapType, PinKind
 
 CPU_KEY = struct.Struct("=I")
 
@@ -41,12 +41,13 @@ class PerfBuffer(EventStream):
         except BaseException as e:
             self.close()
             if isinstance(e, LoaderError):
-                raise e.where(file=path) from None
+                e.where(file=path)
+                raise
             raise
 
     @classmethod
     def open(cls, path: str, pages_per_cpu: int = 8) -> PerfBuffer:
-        return cls(open_pin(path, "map"), path, pages_per_cpu)
+        return cls(open_pin(path, PinKind.MAP), path, pages_per_cpu)
 
     def read(self) -> list[bytes]:
         samples = []

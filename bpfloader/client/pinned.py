@@ -6,23 +6,23 @@ import os
 
 from bpfloader.errors import KernelError, PinError
 from bpfloader.kernel import pins as kpins
+from bpfloader.obj.bpftypes import PinKind
 
-KINDS = {"map": "map", "prog": "program", "link": "link"}
 
-
-def open_pin(path: str, kind: str, *, readonly: bool = False) -> int:
-    """A new fd for the `kind` ("map", "prog" or "link") pinned at `path`."""
+def open_pin(path: str, kind: PinKind, *, readonly: bool = False) -> int:
+    """A new fd for the `kind` of object pinned at `path`."""
     try:
         fd = kpins.open_pinned(path, readonly=readonly)
     except KernelError as e:
         not_a_pin = _not_a_pin(path)
         if not_a_pin:
-            raise PinError(not_a_pin, file=path) from None
-        raise e.where(file=path) from None  # a pin that refused us: the errno says why
-    found = kpins.object_kind(fd).removeprefix("bpf_")  # links are "anon_inode:bpf_link"
-    if found != kind:
+            raise PinError(not_a_pin, file=path) from e
+        e.where(file=path)
+        raise  # a pin that refused us: the errno says why
+    found = kpins.pinned_kind(fd)
+    if found is not kind:
         os.close(fd)
-        raise PinError(f"a {KINDS.get(found, found)} pin, not a {KINDS[kind]} pin", file=path)
+        raise PinError(f"a {found or 'BPF object'} pin, not a {kind} pin", file=path)
     return fd
 
 

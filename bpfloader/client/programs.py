@@ -12,7 +12,7 @@ from bpfloader.client.pinned import open_pin
 from bpfloader.errors import ENOTSUPP, AttachError, KernelError
 from bpfloader.kernel import programs as kprogs
 from bpfloader.kernel.programs import TestRun
-from bpfloader.obj.bpftypes import ProgType
+from bpfloader.obj.bpftypes import PinKind, ProgType
 
 __all__ = ["Program", "TestRun"]
 
@@ -34,7 +34,7 @@ class Program:
     def open(cls, path: str, *, readonly: bool = False) -> Program:
         """Open a pinned program. A member of the pin's group (mode 0440) needs
         `readonly=True`; a read-only program fd attaches all the same."""
-        return cls(open_pin(path, "prog", readonly=readonly), path)
+        return cls(open_pin(path, PinKind.PROGRAM, readonly=readonly), path)
 
     @property
     def type_name(self) -> str:
@@ -75,7 +75,7 @@ class Program:
                 e.errno,
                 f"{self.type_name} programs cannot be test-run",
                 file=self.path,
-            ) from None
+            ) from e
 
     # ---- attaching: each returns an Attachment; close() detaches, pin() keeps it ------------
 

@@ -9,7 +9,7 @@ from bpfloader.client.streams import EventStream
 from bpfloader.errors import LoaderError, MapError
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel.ringbuf import RingBufferMemory
-from bpfloader.obj.bpftypes import MapType
+from bpfloader.obj.bpftypes import MapType, PinKind
 
 
 class RingBuffer(EventStream):
@@ -30,12 +30,13 @@ class RingBuffer(EventStream):
             self._epoll.close()
             os.close(map_fd)
             if isinstance(e, LoaderError):
-                raise e.where(file=path) from None
+                e.where(file=path)
+                raise
             raise
 
     @classmethod
     def open(cls, path: str) -> RingBuffer:
-        return cls(open_pin(path, "map"), path)
+        return cls(open_pin(path, PinKind.MAP), path)
 
     def read(self) -> list[bytes]:
         return self._memory.read()

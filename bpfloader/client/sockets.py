@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING
 
-from bpfloader.client.attachment import Attachment
+from bpfloader.client.attachment import AttachableProgram, Attachment
 from bpfloader.kernel import sockets as ksockets
 from bpfloader.obj.bpftypes import ProgType
 
-if TYPE_CHECKING:
-    from bpfloader.client.programs import Program
 
-
-def attach_socket(prog: Program, sock: socket.socket) -> Attachment:
+def attach_socket(prog: AttachableProgram, sock: socket.socket) -> Attachment:
     """The program sees every packet the socket receives and decides how much of it to keep
     (0: drop it). It stays with the socket until close() or until the socket is closed."""
     prog.require_type("a socket", ProgType.SOCKET_FILTER)

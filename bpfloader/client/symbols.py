@@ -26,9 +26,9 @@ def function_offset(binary: str, symbol: str) -> int:
                 if header["p_type"] == "PT_LOAD" and start <= address < start + header["p_filesz"]:
                     return int(address - start + header["p_offset"])
     except OSError as e:
-        raise AttachError(f"cannot read it: {e.strerror}", file=binary) from None
+        raise AttachError(f"cannot read it: {e.strerror}", file=binary) from e
     except ELFError as e:
-        raise AttachError(f"not an ELF file: {e}", file=binary) from None
+        raise AttachError(f"not an ELF file: {e}", file=binary) from e
     raise AttachError(f"function {symbol!r} is in no loadable segment", file=binary)
 
 

@@ -1,60 +1,82 @@
-"""Attach targets written as one string, for operators (`bpfloader attach PIN TARGET`)."""
+"""Attach targets written as one string, for operators (`bpfloader attach PIN TARGET`).
+
+TARGETS is the syntax: one row per line of `bpfloader attach --help`, each with the kinds it
+parses (the text before the first colon) and the function that parses the rest and attaches.
+The help text (TARGET_SYNTAX) and the dispatch are both made from it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import NamedTuple
 
 from bpfloader.client import cgroups, netdev, tracing
-from bpfloader.client.attachment import Attachment
-from bpfloader.client.syntax import TARGET_SYNTAX
+from bpfloader.client.attachment import AttachableProgram, Attachment
 from bpfloader.errors import AttachError
 
-if TYPE_CHECKING:
-    from bpfloader.client.programs import Program
+# (program, kind, what follows "kind:", the whole target for errors) -> the attachment
+Attacher = Callable[[AttachableProgram, str, str, str], Attachment]
 
 
-def attach(prog: Program, target: str) -> Attachment:
+class TargetSyntax(NamedTuple):
+    kinds: tuple[str, ...]
+    syntax: str  # as the help shows it
+    description: str  # the help's second column: an example, or what the syntax leaves unsaid
+    attach: Attacher
+
+
+def attach(prog: AttachableProgram, target: str) -> Attachment:
     kind, _, spec = target.partition(":")
-    if kind == "tracepoint":
-        category, _, name = spec.partition(":")
-        return tracing.attach_tracepoint(prog, category, name)
-    if kind in ("kprobe", "kretprobe"):
-        function, offset = _with_offset(spec, target)
-        return tracing.attach_kprobe(prog, function, offset, retprobe=kind == "kretprobe")
-    if kind in ("uprobe", "uretprobe"):
-        binary, _, where = spec.rpartition(":")
-        if not binary or not where:
-            raise AttachError(
-                f"{target!r}: expected {kind}:BINARY:SYMBOL or {kind}:BINARY:0xOFFSET"
-            )
-        symbol, offset = _with_offset(where, target)
-        if symbol.startswith("0x"):
-            symbol, offset = "", _number(symbol, target)
-        return tracing.attach_uprobe(
-            prog, binary, symbol or None, offset, retprobe=kind == "uretprobe"
-        )
-    if kind == "perf_event":
-        frequency = _number(spec, target) if spec else tracing.DEFAULT_FREQUENCY
-        return tracing.attach_perf_event(prog, frequency)
-    if kind == "cgroup":
-        path, _, attach_type = spec.rpartition(":")
-        if attach_type not in cgroups.ATTACH_TYPES:
-            path, attach_type = spec, ""
-        return cgroups.attach_cgroup(prog, path, attach_type or None)
-    if kind == "xdp":
-        interface, _, mode = spec.partition(":")
-        return netdev.attach_xdp(prog, interface, mode or "generic")
-    if kind == "tc":
-        interface, _, rest = spec.partition(":")
-        direction, _, priority = rest.partition(":")
-        return netdev.attach_tc(
-            prog, interface, direction, _number(priority, target) if priority else None
-        )
-    if kind == "socket":
-        raise AttachError(
-            "a socket filter attaches to a socket of its own process: use Program.attach_socket"
-        )
-    raise AttachError(f"{target!r}: unknown kind of target; expected one of\n{TARGET_SYNTAX}")
+    if kind in UNNAMED:
+        raise AttachError(UNNAMED[kind])
+    row = _BY_KIND.get(kind)
+    if row is None:
+        raise AttachError(f"{target!r}: unknown kind of target; expected one of\n{TARGET_SYNTAX}")
+    return row.attach(prog, kind, spec, target)
+
+
+def _tracepoint(prog: AttachableProgram, kind: str, spec: str, target: str) -> Attachment:
+    category, _, name = spec.partition(":")
+    return tracing.attach_tracepoint(prog, category, name)
+
+
+def _kprobe(prog: AttachableProgram, kind: str, spec: str, target: str) -> Attachment:
+    function, offset = _with_offset(spec, target)
+    return tracing.attach_kprobe(prog, function, offset, retprobe=kind == "kretprobe")
+
+
+def _uprobe(prog: AttachableProgram, kind: str, spec: str, target: str) -> Attachment:
+    binary, _, where = spec.rpartition(":")
+    if not binary or not where:
+        raise AttachError(f"{target!r}: expected {kind}:BINARY:SYMBOL or {kind}:BINARY:0xOFFSET")
+    symbol, offset = _with_offset(where, target)
+    if symbol.startswith("0x"):
+        symbol, offset = "", _number(symbol, target)
+    return tracing.attach_uprobe(prog, binary, symbol or None, offset, retprobe=kind == "uretprobe")
+
+
+def _perf_event(prog: AttachableProgram, kind: str, spec: str, target: str) -> Attachment:
+    frequency = _number(spec, target) if spec else tracing.DEFAULT_FREQUENCY
+    return tracing.attach_perf_event(prog, frequency)
+
+
+def _cgroup(prog: AttachableProgram, kind: str, spec: str, target: str) -> Attachment:
+    path, _, attach_type = spec.rpartition(":")
+    if attach_type not in cgroups.ATTACH_TYPES:  # a colon of the path, not a type
+        path, attach_type = spec, ""
+    return cgroups.attach_cgroup(prog, path, attach_type or None)
+
+
+def _xdp(prog: AttachableProgram, kind: str, spec: str, target: str) -> Attachment:
+    interface, _, mode = spec.partition(":")
+    return netdev.attach_xdp(prog, interface, mode or "generic")
+
+
+def _tc(prog: AttachableProgram, kind: str, spec: str, target: str) -> Attachment:
+    interface, _, rest = spec.partition(":")
+    direction, _, priority = rest.partition(":")
+    return netdev.attach_tc(
+        prog, interface, direction, _number(priority, target) if priority else None
+    )
 
 
 def _with_offset(text: str, target: str) -> tuple[str, int]:
@@ -67,5 +89,52 @@ def _with_offset(text: str, target: str) -> tuple[str, int]:
 def _number(text: str, target: str) -> int:
     try:
         return int(text, 0)
-    except ValueError:
-        raise AttachError(f"{target!r}: {text!r} is not a number") from None
+    except ValueError as e:
+        raise AttachError(f"{target!r}: {text!r} is not a number") from e
+
+
+TARGETS = (
+    TargetSyntax(
+        ("tracepoint",), "tracepoint:CATEGORY:NAME", "tracepoint:sched:sched_switch", _tracepoint
+    ),
+    TargetSyntax(
+        ("kprobe", "kretprobe"), "kprobe:FUNCTION[+OFFSET]", "kretprobe:FUNCTION", _kprobe
+    ),
+    TargetSyntax(
+        ("uprobe",),
+        "uprobe:BINARY:SYMBOL[+OFFSET]",
+        "uprobe:/bin/bash:readline, uprobe:BINARY:0xOFFSET",
+        _uprobe,
+    ),
+    TargetSyntax(("uretprobe",), "uretprobe:BINARY:SYMBOL", "(likewise)", _uprobe),
+    TargetSyntax(
+        ("perf_event",),
+        "perf_event[:HZ]",
+        f"the cpu-clock of every online CPU (default {tracing.DEFAULT_FREQUENCY} Hz)",
+        _perf_event,
+    ),
+    TargetSyntax(
+        ("cgroup",),
+        "cgroup:DIR[:TYPE]",
+        "a cgroup v2 directory; TYPE ingress|egress for cgroupskb,\n"
+        "found for the others (connect4, sockops, sysctl, ...)",
+        _cgroup,
+    ),
+    TargetSyntax(("xdp",), "xdp:INTERFACE[:generic|driver]", "(generic by default)", _xdp),
+    TargetSyntax(("tc",), "tc:INTERFACE:ingress|egress[:PRIORITY]", "", _tc),
+)
+# Kinds that no target string can name, and what to do instead.
+UNNAMED = {
+    "socket": "a socket filter attaches to a socket of its own process: use Program.attach_socket"
+}
+_BY_KIND = {kind: row for row in TARGETS for kind in row.kinds}
+_SYNTAX_WIDTH = 33  # the help's first column, between a two-space indent and a space
+
+
+def _help_lines(row: TargetSyntax) -> list[str]:
+    first, *more = row.description.split("\n")
+    indent = " " * (2 + _SYNTAX_WIDTH + 1)
+    return [f"  {row.syntax:<{_SYNTAX_WIDTH}} {first}".rstrip(), *(indent + m for m in more)]
+
+
+TARGET_SYNTAX = "\n".join(line for row in TARGETS for line in _help_lines(row))

@@ -7,16 +7,12 @@ can be pinned; older kernels get PERF_EVENT_IOC_SET_BPF, held by this process's 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
-from bpfloader.client.attachment import Attachment
+from bpfloader.client.attachment import AttachableProgram, Attachment
 from bpfloader.client.symbols import function_offset
 from bpfloader.kernel import perf as kperf
 from bpfloader.kernel import system
 from bpfloader.obj.bpftypes import ProgType
-
-if TYPE_CHECKING:
-    from bpfloader.client.programs import Program
 
 DEFAULT_FREQUENCY = 99  # Hz: off the beat of the timer tick, as profilers do
 NO_PERF_LINK = (
@@ -25,14 +21,14 @@ NO_PERF_LINK = (
 )
 
 
-def attach_tracepoint(prog: Program, category: str, name: str) -> Attachment:
+def attach_tracepoint(prog: AttachableProgram, category: str, name: str) -> Attachment:
     prog.require_type("a tracepoint", ProgType.TRACEPOINT)
     event = kperf.open_tracepoint(category, name)
     return _on_events(prog, [("", event)], f"tracepoint:{category}:{name}")
 
 
 def attach_kprobe(
-    prog: Program, function: str, offset: int = 0, *, retprobe: bool = False
+    prog: AttachableProgram, function: str, offset: int = 0, *, retprobe: bool = False
 ) -> Attachment:
     kind = "kretprobe" if retprobe else "kprobe"
     prog.require_type(f"a {kind}", ProgType.KPROBE)
@@ -42,7 +38,7 @@ def attach_kprobe(
 
 
 def attach_uprobe(
-    prog: Program,
+    prog: AttachableProgram,
     binary: str,
     symbol: str | None = None,
     offset: int = 0,
@@ -61,7 +57,7 @@ def attach_uprobe(
     return _on_events(prog, [("", event)], f"{kind}:{path}:{where}")
 
 
-def attach_perf_event(prog: Program, frequency: int = DEFAULT_FREQUENCY) -> Attachment:
+def attach_perf_event(prog: AttachableProgram, frequency: int = DEFAULT_FREQUENCY) -> Attachment:
     """One cpu-clock event per online CPU: the attachment holds a link for each."""
     prog.require_type("a perf event", ProgType.PERF_EVENT)
     events: list[tuple[str, int]] = []
@@ -75,7 +71,7 @@ def attach_perf_event(prog: Program, frequency: int = DEFAULT_FREQUENCY) -> Atta
     return _on_events(prog, events, f"perf_event:{frequency}")
 
 
-def _on_events(prog: Program, events: list[tuple[str, int]], target: str) -> Attachment:
+def _on_events(prog: AttachableProgram, events: list[tuple[str, int]], target: str) -> Attachment:
     """Put the program on each event; the attachment owns the events and their links."""
     links: list[tuple[str, int]] = []
     try:

@@ -47,7 +47,7 @@ def load_btf(raw: bytes) -> int:
             if e.errno == errno.ENOSPC and size < LOG_MAX_SIZE:
                 size *= 4
                 continue
-            raise BtfLoadError(e.errno, log.value.decode(errors="replace")) from None
+            raise BtfLoadError(e.errno, log.value.decode(errors="replace")) from e
 
 
 @functools.cache
@@ -59,11 +59,11 @@ def _vmlinux_index() -> dict[tuple[Kind, str], int]:
         raise LoaderError(
             f"cannot read the kernel's BTF ({VMLINUX_BTF}: {e.strerror}); tracing programs "
             "need a kernel built with CONFIG_DEBUG_INFO_BTF"
-        ) from None
+        ) from e
     try:
         return type_ids_by_name(data, (Kind.FUNC, Kind.TYPEDEF))
     except BtfError as e:
-        raise LoaderError(f"{VMLINUX_BTF}: {e}") from None
+        raise LoaderError(f"{VMLINUX_BTF}: {e}") from e
 
 
 def vmlinux_type_id(name: str, kind: str) -> int:

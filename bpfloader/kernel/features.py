@@ -9,6 +9,7 @@ added each feature.
 
 from __future__ import annotations
 
+from bpfloader.errors import KernelError, NotSupportedError
 from bpfloader.kernel import system
 from bpfloader.kernel.syscall import UNSUPPORTED_ERRNOS
 from bpfloader.obj.bpftypes import MapType as M
@@ -99,18 +100,28 @@ def running_kernel() -> tuple[int, int, int]:
     return system.parse_kernel_release(system.kernel_release())
 
 
-def unsupported(errno: int, *needs: tuple[str, Version]) -> str | None:
-    """Why the kernel refused with `errno`, when it lacks one of the features `needs` names
-    (as "what", first version); None when the errno or the kernel's version says otherwise."""
-    if errno not in UNSUPPORTED_ERRNOS:
+def unsupported(error: KernelError, *needs: tuple[str, Version]) -> NotSupportedError | None:
+    """`error` said as what the kernel lacks, when it lacks one of the features `needs` names
+    (as "what", first version) and refused with an errno that means so; None when the errno or
+    the kernel's version says otherwise. Raise it `from` the error."""
+    if error.errno not in UNSUPPORTED_ERRNOS:
         return None
     running = running_kernel()
     for what, version in needs:
         if running[:2] < version:
-            return (
+            need = (
                 f"{what} needs Linux {version[0]}.{version[1]}; "
                 f"this kernel is {running[0]}.{running[1]}"
             )
+            found = NotSupportedError(
+                error.operation,
+                error.errno,
+                reason=f"{need} ({error.reason})",
+                file=error.file,
+                section=error.section,
+            )
+            found.need = need
+            return found
     return None
 
 

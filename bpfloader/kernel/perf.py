@@ -44,8 +44,8 @@ def tracepoint_id(category: str, name: str) -> int:
     try:
         with open(path) as f:
             return int(f.read())
-    except FileNotFoundError:
-        raise AttachError(f"no tracepoint {category}:{name} (no {path})") from None
+    except FileNotFoundError as e:
+        raise AttachError(f"no tracepoint {category}:{name} (no {path})") from e
 
 
 def _open(attr: PerfEventAttr, pid: int = -1, cpu: int = 0) -> int:

@@ -38,7 +38,7 @@ class PerfRing:
             )
         except OSError as e:
             os.close(self.fd)
-            raise KernelError("mmap (perf ring)", e.errno or 0, f"cpu {cpu}") from None
+            raise KernelError("mmap (perf ring)", e.errno or 0, f"cpu {cpu}") from e
         try:
             perf.enable(self.fd)
         except KernelError:

@@ -17,6 +17,7 @@ from bpfloader.kernel.syscall import (
     statfs_type,
     umount,
 )
+from bpfloader.obj.bpftypes import PinKind
 
 BPF_F_RDONLY = 1 << 3
 BPF_F_WRONLY = 1 << 4
@@ -39,12 +40,19 @@ def open_pinned(path: str, *, readonly: bool = False) -> int:
     return bpf(Cmd.OBJ_GET, attr, operation="BPF_OBJ_GET")
 
 
-def object_kind(fd: int) -> str:
-    """What a bpf fd holds: "map", "prog", ... (its anon inode's name, as bpftool reads it).
+_ANON_INODES = {
+    "anon_inode:bpf-map": PinKind.MAP,
+    "anon_inode:bpf-prog": PinKind.PROGRAM,
+    "anon_inode:bpf-link": PinKind.LINK,  # a link opened from its pin
+    "anon_inode:bpf_link": PinKind.LINK,  # a link as it is made
+}
 
-    BPF_OBJ_GET_INFO_BY_FD answers for any kind, in that kind's struct: it cannot tell."""
-    target = os.readlink(f"/proc/self/fd/{fd}")
-    return target.removeprefix("anon_inode:bpf-")
+
+def pinned_kind(fd: int) -> PinKind | None:
+    """What a bpf fd holds (from its anon inode's name, as bpftool reads it); None for a kind
+    the loader does not pin. BPF_OBJ_GET_INFO_BY_FD answers for any kind, in that kind's
+    struct: it cannot tell."""
+    return _ANON_INODES.get(os.readlink(f"/proc/self/fd/{fd}"))
 
 
 def set_owner(path: str, uid: int, gid: int, mode: int) -> None:

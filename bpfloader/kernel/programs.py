@@ -138,7 +138,7 @@ def load_program(
                 needed = attr.log_true_size if attr.log_true_size > log_size else log_size * 4
                 log_size = min(LOG_MAX_SIZE, needed)
                 continue
-            raise VerifierError(e.errno, log.value, truncated=e.errno == errno.ENOSPC) from None
+            raise VerifierError(e.errno, log.value, truncated=e.errno == errno.ENOSPC) from e
         return LoadedProgram(fd, clock.total)
 
 

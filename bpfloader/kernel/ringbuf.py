@@ -28,14 +28,14 @@ class RingBufferMemory:
                 map_fd, self._page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
             )
         except OSError as e:
-            raise KernelError("mmap (ring buffer consumer page)", e.errno or 0) from None
+            raise KernelError("mmap (ring buffer consumer page)", e.errno or 0) from e
         try:
             self._producer = mmap.mmap(
                 map_fd, self._page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=self._page
             )
         except OSError as e:
             self._consumer.close()
-            raise KernelError("mmap (ring buffer data pages)", e.errno or 0) from None
+            raise KernelError("mmap (ring buffer data pages)", e.errno or 0) from e
 
     def read(self) -> list[bytes]:
         """Every committed record from the consumer position on, in order; the position

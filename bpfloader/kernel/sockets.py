@@ -14,11 +14,11 @@ def attach_filter(sock: socket.socket, prog_fd: int) -> None:
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, prog_fd)
     except OSError as e:
-        raise KernelError("setsockopt SO_ATTACH_BPF", e.errno or 0) from None
+        raise KernelError("setsockopt SO_ATTACH_BPF", e.errno or 0) from e
 
 
 def detach_filter(sock: socket.socket) -> None:
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_BPF, 0)
     except OSError as e:
-        raise KernelError("setsockopt SO_DETACH_BPF", e.errno or 0) from None
+        raise KernelError("setsockopt SO_DETACH_BPF", e.errno or 0) from e

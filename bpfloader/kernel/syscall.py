@@ -24,10 +24,8 @@ _SYSCALLS = {
 }
 try:
     SYS_BPF, SYS_PERF_EVENT_OPEN = _SYSCALLS[os.uname().machine]
-except KeyError:
-    raise ImportError(
-        f"bpfloader does not know the syscall numbers of {os.uname().machine}"
-    ) from None
+except KeyError as e:
+    raise ImportError(f"bpfloader does not know the syscall numbers of {os.uname().machine}") from e
 
 
 class Cmd(IntEnum):

@@ -69,7 +69,7 @@ def set_memlock_limit(soft: int, hard: int) -> None:
     """Raising the hard limit needs CAP_SYS_RESOURCE; the soft one may go up to the hard one."""
     try:
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (soft, hard))
-    except ValueError:  # how Python reports EPERM here
-        raise KernelError("setrlimit(RLIMIT_MEMLOCK)", errno.EPERM) from None
+    except ValueError as e:  # how Python reports EPERM here
+        raise KernelError("setrlimit(RLIMIT_MEMLOCK)", errno.EPERM) from e
     except OSError as e:
-        raise KernelError("setrlimit(RLIMIT_MEMLOCK)", e.errno or errno.EINVAL) from None
+        raise KernelError("setrlimit(RLIMIT_MEMLOCK)", e.errno or errno.EINVAL) from e

@@ -41,7 +41,7 @@ def write_setting(value: int, path: str = SYSCTL_PATH) -> None:
         with open(path, "w") as f:
             f.write(f"{value}\n")
     except OSError as e:
-        raise LoaderError(f"cannot write {value} to {path}: {e.strerror}") from None
+        raise LoaderError(f"cannot write {value} to {path}: {e.strerror}") from e
 
 
 class _CapHeader(ctypes.Structure):

@@ -2,31 +2,26 @@
 
 Without the kernel (no root needed): parse, apply the policy file, gate against this machine,
 name every pin the object would make with its owner and mode, and relocate every program.
-With the kernel: also create the maps and load the programs (the verifier runs), then let
-them go; nothing is pinned, nothing outlives the check.
+With the kernel: also the load sequence `load` runs (kernel_objects.py: maps created, programs
+loaded, the verifier runs), then everything is let go; nothing is pinned, nothing outlives the
+check.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
-from bpfloader.errors import KernelError, LoaderError, VerifierError, one_line
-from bpfloader.kernel import system
+from bpfloader.errors import KernelError, LoaderError, one_line, verifier_error
 from bpfloader.loader.gates import Environment
 from bpfloader.loader.kernel_objects import KernelObjects
-from bpfloader.loader.plan import (
-    Action,
-    ObjectPlan,
-    Planner,
-    SourceObject,
-    variant_label,
-    variant_note,
-    variant_outcome,
-)
+from bpfloader.loader.plan import ObjectPlan, Planner, SourceObject, variant_note
 from bpfloader.loader.policy import apply_policy, read_policy
+from bpfloader.loader.results import Action
+from bpfloader.loader.source import cannot_read
+from bpfloader.obj.bpftypes import PinKind
 from bpfloader.obj.reader import read_object
 from bpfloader.obj.relocate import relocate
+from bpfloader.obj.spec import ProgramSpec
 
 PLACEHOLDER_FD = 0x7FFFFFFF  # what relocation writes where a map fd will go
 
@@ -49,11 +44,11 @@ def check_object(path: str, env: Environment, pin_root: str, *, kernel: bool) ->
         with open(path, "rb") as f:
             data = f.read()
         spec = apply_policy(read_object(data, path), read_policy(path))
-    except OSError as e:
-        result.error = LoaderError(f"cannot read: {e.strerror}", file=path)
-        return result
     except LoaderError as e:
         result.error = e.where(file=path)
+        return result
+    except OSError as e:
+        result.error = cannot_read(e).where(file=path)
         return result
     plan = Planner(env, pin_root, lambda _: False).plan(SourceObject(path), spec)
     if plan.error is not None:
@@ -69,11 +64,12 @@ def check_object(path: str, env: Environment, pin_root: str, *, kernel: bool) ->
             if program.action is not Action.SKIP:
                 relocate(program.spec, placeholders)
         if kernel:
-            _load(plan, result)
+            _load(plan, env, result)
     except LoaderError as e:
         result.error = e.where(file=path)
-        if isinstance(e, VerifierError):
-            result.verifier_log = e.log.decode("utf-8", errors="backslashreplace")
+        refusal = verifier_error(e)
+        if refusal is not None:
+            result.verifier_log = refusal.log.decode("utf-8", errors="backslashreplace")
     return result
 
 
@@ -92,52 +88,31 @@ def _describe(plan: ObjectPlan) -> list[str]:
     return lines
 
 
-def _load(plan: ObjectPlan, result: CheckResult) -> None:
-    """Make the maps and programs in the kernel, then let them all go."""
+def _load(plan: ObjectPlan, env: Environment, result: CheckResult) -> None:
+    """The load sequence of `load`, with nothing pinned; then everything is let go."""
     assert plan.spec is not None
-    release = system.kernel_release()
+
+    tried: set[str] = set()  # the optional programs the kernel refused
+
+    def rejected(spec: ProgramSpec, error: KernelError) -> None:
+        tried.add(spec.name)
+        result.lines.append(f"warning: optional program {spec.name}: {error.reason}")
+
     objects = KernelObjects(
         plan.spec,
-        system.linux_version_code(release),
+        env.linux_version_code,
         lambda message: result.lines.append(f"warning: {message}"),
+        rejected,
     )
-    fds: list[int] = []
-    try:
-        objects.load_btf()
-        map_fds: dict[str, int] = {}
-        for m in plan.maps:
-            if m.action is not Action.SKIP:
-                map_fds[m.spec.name] = objects.create_map(m.spec)
-                fds.append(map_fds[m.spec.name])
-        prog_fds: dict[str, int] = {}
-        pinned: dict[str, str] = {}  # pin path -> the section pinned there (`$` variants)
-        for p in plan.programs:
-            why = variant_outcome(p, pinned)
-            if why is not None:
-                if p.is_fallback:  # the plan could not say; now it can
-                    result.lines.append(f"skip prog {p.pin_path}: {variant_label(p)}{why}")
-                continue
-            try:
-                loaded = objects.load_program(p.spec, map_fds)
-            except KernelError as e:
-                e.where(section=p.spec.section)
-                if not p.spec.optional:
-                    raise
-                result.lines.append(f"warning: optional program {p.spec.function}: {e.reason}")
-                continue
-            fds.append(loaded.fd)
-            prog_fds[p.spec.function] = loaded.fd
-            pinned[p.pin_path] = p.spec.section
-        for m in plan.maps:
-            if m.spec.slots and m.spec.name in map_fds:
-                objects.fill_slots(
-                    m.spec, map_fds[m.spec.name], map_fds, prog_fds, True, set(prog_fds)
-                )
-        result.lines.append(f"kernel: {len(map_fds)} maps created, {len(prog_fds)} programs loaded")
-    finally:
-        for fd in fds:
-            os.close(fd)
-        objects.close()
+    with objects.load(plan) as loaded:
+        fallbacks = {p.spec.name: p for p in plan.programs if p.is_fallback}
+        for skip in loaded.skipped:
+            fallback = fallbacks.get(skip.name) if skip.kind is PinKind.PROGRAM else None
+            if fallback is not None and skip.name not in tried:  # the plan could not say
+                result.lines.append(f"skip prog {fallback.pin_path}: {skip.reason}")
+        result.lines.append(
+            f"kernel: {len(loaded.maps)} maps created, {len(loaded.programs)} programs loaded"
+        )
 
 
 def format_result(result: CheckResult) -> str:

@@ -1,19 +1,21 @@
-"""The events of a load, built from results: what goes to the journal (or the console).
+"""Every event of the loader, built here: what goes to the journal (or the console).
 
 One failure is one event: a program the verifier refused is the PROGRAM_REJECTED entry of
-its object's failure, carrying the complete verifier log, not a second line.
+its object's failure, carrying the complete verifier log, not a second line. Modules that
+report call the builder of their event; none builds an Event of its own.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bpfloader.errors import KernelError, LoaderError, VerifierError, show_name
+from bpfloader.errors import KernelError, LoaderError, show_name, verifier_error
 from bpfloader.journal import VERIFIER_LOG_FIELD, Event, FieldValue, MessageId, Priority
-from bpfloader.loader.plan import Action
+from bpfloader.loader.results import Action
+from bpfloader.obj.bpftypes import PinKind
 
 if TYPE_CHECKING:
-    from bpfloader.loader.results import ObjectResult, PinRecord
+    from bpfloader.loader.results import ObjectResult, Pin
 
 
 def field_name(name: str) -> FieldValue:
@@ -24,24 +26,122 @@ def field_name(name: str) -> FieldValue:
     return name if name.isascii() and name.isprintable() else name.encode("latin-1")
 
 
+def _event(message_id: MessageId, priority: Priority, message: str, **fields: FieldValue) -> Event:
+    return Event(message_id, priority, message, dict(fields))
+
+
+# -- a run ------------------------------------------------------------------------------------
+
+
+def run_started(verb: str, source_dir: str, pin_root: str, kernel: str, version: int) -> Event:
+    return _event(
+        MessageId.RUN_STARTED,
+        Priority.INFO,
+        f"{verb} {source_dir} into {pin_root} (kernel {kernel}, loader version {version})",
+    )
+
+
+def run_finished(
+    loaded: int, skipped: int, failed: int, critical: int, removed: int | None
+) -> Event:
+    """`removed`: the pins a reload removed (None for a load, which removes none)."""
+    return _event(
+        MessageId.RUN_FINISHED,
+        Priority.ERR if critical else Priority.INFO,
+        f"{loaded} loaded, {skipped} skipped, {failed} failed ({critical} critical)"
+        + (f", {removed} pins removed" if removed is not None else ""),
+    )
+
+
+def trust_policy_off(source_dir: str) -> Event:
+    return _event(
+        MessageId.TRUST_POLICY_OFF,
+        Priority.WARNING,
+        f"INSECURE: --insecure-allow-untrusted: the trust policy on {source_dir} is off; objects "
+        "that someone other than root could have written will be loaded (for development only, "
+        "never on a real system)",
+    )
+
+
+def untrusted_object_allowed(path: str, problem: str) -> Event:
+    return _event(
+        MessageId.UNTRUSTED_OBJECT_ALLOWED,
+        Priority.WARNING,
+        f"{path}: INSECURE: let through despite the trust policy (--insecure-allow-untrusted): "
+        f"{problem}",
+        BPF_OBJECT=path,
+    )
+
+
+def state_rebuilt(problem: str, pins: int, objects: int) -> Event:
+    return _event(
+        MessageId.STATE_REBUILT,
+        Priority.WARNING if problem else Priority.NOTICE,
+        f"state {problem or 'missing'}: rebuilt from the pins and the objects "
+        f"({pins} pins attributed to {objects} objects)",
+    )
+
+
+def pin_root_opened(pin_root: str, before: int, after: int) -> Event:
+    return _event(
+        MessageId.PIN_ROOT_OPENED,
+        Priority.NOTICE,
+        f"made pin root {pin_root} traversable ({before:04o} -> {after:04o})",
+        BPF_PIN=pin_root,
+    )
+
+
+def memlock_raised(charged: str, soft: str, hard: str) -> Event:
+    return _event(
+        MessageId.MEMLOCK_RAISED,
+        Priority.INFO,
+        f"{charged}: raised it from {soft} (hard {hard}) to unlimited",
+    )
+
+
+def memlock_low(charged: str, hard: str, why: str) -> Event:
+    return _event(
+        MessageId.MEMLOCK_LOW,
+        Priority.WARNING,
+        f"{charged}, and it could be raised only to {hard} ({why}): maps and programs beyond "
+        "it fail with EPERM (run with LimitMEMLOCK=infinity)",
+    )
+
+
+def unprivileged_bpf(priority: Priority, message: str, sysctl: str, value: str) -> Event:
+    return _event(
+        MessageId.UNPRIVILEGED_BPF,
+        priority,
+        message,
+        BPF_SYSCTL=sysctl,
+        BPF_SYSCTL_VALUE=value,
+    )
+
+
+# -- an object ----------------------------------------------------------------------------------
+
+
 def failure_fields(path: str, error: LoaderError) -> dict[str, FieldValue]:
     fields: dict[str, FieldValue] = {"BPF_OBJECT": path}
     if error.section:
-        key = "BPF_PROGRAM" if isinstance(error, KernelError) else "BPF_SECTION"
-        fields[key] = field_name(error.section)
+        fields["BPF_SECTION"] = field_name(error.section)
+    if error.program:
+        fields["BPF_PROGRAM"] = field_name(error.program)
     if isinstance(error, KernelError):
         fields["ERRNO"] = error.errno
-    if isinstance(error, VerifierError):
-        fields[VERIFIER_LOG_FIELD] = error.log
-        fields["BPF_VERIFIER_LOG_SIZE"] = len(error.log)
-        if error.truncated:
+    refusal = verifier_error(error)
+    if refusal is not None:
+        fields[VERIFIER_LOG_FIELD] = refusal.log
+        fields["BPF_VERIFIER_LOG_SIZE"] = len(refusal.log)
+        if refusal.truncated:
             fields["BPF_VERIFIER_LOG_TRUNCATED"] = 1
     return fields
 
 
 def program_rejected(path: str, error: KernelError, priority: Priority) -> Event:
     message = str(error)
-    if isinstance(error, VerifierError) and error.truncated:
+    refusal = verifier_error(error)
+    if refusal is not None and refusal.truncated:
         message += " (verifier log truncated at bpfloader's cap)"
     return Event(MessageId.PROGRAM_REJECTED, priority, message, failure_fields(path, error))
 
@@ -59,21 +159,40 @@ def object_failed(path: str, error: LoaderError, critical: bool) -> Event:
 
 
 def object_skipped(path: str, reason: str) -> Event:
-    return Event(
-        MessageId.OBJECT_SKIPPED,
-        Priority.NOTICE,
-        f"{path}: skipped: {reason}",
-        {"BPF_OBJECT": path},
+    return _event(
+        MessageId.OBJECT_SKIPPED, Priority.NOTICE, f"{path}: skipped: {reason}", BPF_OBJECT=path
     )
+
+
+def object_unchanged(path: str, pins: int) -> Event:
+    return _event(
+        MessageId.OBJECT_UNCHANGED,
+        Priority.INFO,
+        f"{path}: unchanged, left alone ({pins} pins)",
+        BPF_OBJECT=path,
+    )
+
+
+def object_removed(path: str) -> Event:
+    return _event(
+        MessageId.OBJECT_REMOVED,
+        Priority.INFO,
+        f"{path}: no longer loaded, its pins are removed",
+        BPF_OBJECT=path,
+    )
+
+
+def btf_refused(path: str, message: str) -> Event:
+    return _event(MessageId.BTF_REFUSED, Priority.WARNING, message, BPF_OBJECT=path)
 
 
 def object_loaded(result: ObjectResult) -> list[Event]:
     """The skips, the maps and programs, the pins made, and the object itself."""
     path = result.path
-    events = []
+    found = []
     for skip in result.skipped:
-        is_map = skip.kind == "map"
-        events.append(
+        is_map = skip.kind is PinKind.MAP
+        found.append(
             Event(
                 MessageId.MAP_SKIPPED if is_map else MessageId.PROGRAM_SKIPPED,
                 Priority.INFO,
@@ -82,35 +201,36 @@ def object_loaded(result: ObjectResult) -> list[Event]:
             )
         )
     for pin in result.pins:
-        events.append(_kernel_object_event(path, pin))
+        found.append(_kernel_object_event(path, pin))
         if pin.action is not Action.REUSE:
-            events.append(_pin_made(path, pin))
-    made = sum(1 for pin in result.pins if pin.action is not Action.REUSE)
-    events.append(
-        Event(
+            found.append(_pin_made(path, pin))
+    made = sum(1 for pin in result.pins if pin.made)
+    found.append(
+        _event(
             MessageId.OBJECT_LOADED,
             Priority.INFO,
             f"{path}: loaded ({made} pins made, {len(result.pins) - made} reused, "
             f"{len(result.skipped)} skipped)",
-            {"BPF_OBJECT": path},
+            BPF_OBJECT=path,
         )
     )
-    return events
+    return found
 
 
-def _kernel_object_event(path: str, pin: PinRecord) -> Event:
+def _kernel_object_event(path: str, pin: Pin) -> Event:
     fields: dict[str, FieldValue] = {"BPF_OBJECT": path, "BPF_PIN": pin.path}
     name = show_name(pin.name)
-    if pin.kind == "map":
+    action = pin.action
+    if pin.kind is PinKind.MAP:
         fields.update(BPF_MAP=field_name(pin.name), BPF_MAP_ID=pin.kernel_id)
-        if pin.action is Action.REPLACE:
+        if action is Action.REPLACE:
             return Event(
                 MessageId.MAP_RECREATED,
                 Priority.WARNING,
                 f"recreated map {name} (id {pin.kernel_id}), its contents are lost: {pin.note}",
                 fields,
             )
-        if pin.action is Action.REUSE:
+        if action is Action.REUSE:
             return Event(
                 MessageId.MAP_REUSED,
                 Priority.INFO,
@@ -121,9 +241,11 @@ def _kernel_object_event(path: str, pin: PinRecord) -> Event:
             MessageId.MAP_CREATED, Priority.INFO, f"created map {name} (id {pin.kernel_id})", fields
         )
     fields.update(BPF_PROGRAM=field_name(pin.name), BPF_PROG_ID=pin.kernel_id)
+    if pin.section:
+        fields["BPF_SECTION"] = field_name(pin.section)
     if pin.verified_insns is not None:
         fields["BPF_VERIFIED_INSNS"] = pin.verified_insns
-    if pin.action is Action.REUSE:
+    if action is Action.REUSE:
         return Event(
             MessageId.PROGRAM_REUSED,
             Priority.INFO,
@@ -132,7 +254,7 @@ def _kernel_object_event(path: str, pin: PinRecord) -> Event:
         )
     load_usec = round((pin.load_seconds or 0.0) * 1e6)
     fields.update(BPF_LOAD_USEC=load_usec, BPF_JIT_SIZE=pin.jited_size or 0)
-    replaced = pin.action is Action.REPLACE
+    replaced = action is Action.REPLACE
     return Event(
         MessageId.PROGRAM_REPLACED if replaced else MessageId.PROGRAM_LOADED,
         Priority.INFO,
@@ -143,17 +265,31 @@ def _kernel_object_event(path: str, pin: PinRecord) -> Event:
     )
 
 
-def _pin_made(path: str, pin: PinRecord) -> Event:
+def _pin_made(path: str, pin: Pin) -> Event:
     owner = pin.owner
-    return Event(
+    return _event(
         MessageId.PIN_MADE,
         Priority.INFO,
         f"pinned {pin.path} ({owner.uid}:{owner.gid} {owner.mode:04o})",
-        {
-            "BPF_OBJECT": path,
-            "BPF_PIN": pin.path,
-            "BPF_PIN_UID": owner.uid,
-            "BPF_PIN_GID": owner.gid,
-            "BPF_PIN_MODE": f"{owner.mode:04o}",
-        },
+        BPF_OBJECT=path,
+        BPF_PIN=pin.path,
+        BPF_PIN_UID=owner.uid,
+        BPF_PIN_GID=owner.gid,
+        BPF_PIN_MODE=f"{owner.mode:04o}",
+    )
+
+
+def pin_removed(path: str, owner_object: str) -> Event:
+    return _event(
+        MessageId.PIN_REMOVED,
+        Priority.INFO,
+        f"removed pin {path}",
+        BPF_PIN=path,
+        BPF_OBJECT=owner_object,
+    )
+
+
+def pin_not_removed(path: str, problem: str) -> Event:
+    return _event(
+        MessageId.PIN_REMOVED, Priority.WARNING, f"not removing {path}: {problem}", BPF_PIN=path
     )

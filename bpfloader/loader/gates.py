@@ -37,6 +37,13 @@ class Environment:
         return kver(*self.kernel)
 
     @property
+    def linux_version_code(self) -> int:
+        """LINUX_VERSION_CODE, what BPF_PROG_LOAD's kern_version expects (kprobes on old
+        kernels); not Android's KVER, which `kver` is."""
+        major, minor, patch = self.kernel
+        return (major << 16) + (minor << 8) + min(patch, 255)
+
+    @property
     def ignore_bits(self) -> int:
         return ARCH_BITS.get(self.arch, 0) | BUILD_TYPE_BITS.get(self.build_type or "", 0)
 

@@ -1,9 +1,12 @@
-"""An object's specs made real: its BTF, maps and programs in the kernel (no pins).
+"""An object's plan made real: its BTF, maps and programs in the kernel (no pins).
 
-Used by `load`/`reload` (apply.py pins what this makes) and by `check --kernel` (which only
-wants to know that the kernel takes it all). Every refusal the kernel explains only by an
-errno is checked against kernel/features.py, so that "map type RINGBUF needs Linux 5.8; this
-kernel is 4.19" is said where it is the reason.
+One load sequence, used by `load`/`reload` (apply.py pins what it makes) and by `check
+--kernel` (which only wants to know that the kernel takes it all): the BTF; each map created,
+or the pinned one reused where the plan found a pin; each program loaded (or a pinned one
+kept), the `$` variants and optional programs decided as they load; the initial slots of prog
+arrays and maps of maps. Every refusal the kernel explains only by an errno is checked against
+kernel/features.py, so that "map type RINGBUF needs Linux 5.8; this kernel is 4.19" is said
+where it is the reason (a NotSupportedError).
 """
 
 from __future__ import annotations
@@ -12,25 +15,106 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
-from bpfloader.errors import KernelError, LoaderError, VerifierError
+from bpfloader.errors import KernelError, LoaderError, PlanError, VerifierError
 from bpfloader.kernel import btf as kbtf
 from bpfloader.kernel import features, system
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import programs as kprogs
-from bpfloader.loader.plan import missing_types
+from bpfloader.kernel.fd import Fd
+from bpfloader.loader.plan import (
+    MapPlan,
+    ObjectPlan,
+    ProgramPlan,
+    missing_types,
+    planned_skips,
+    variant_label,
+    variant_outcome,
+)
+from bpfloader.loader.results import Action, Skipped
 from bpfloader.obj.bpftypes import (
     BPF_F_MMAPABLE,
     BPF_F_SLEEPABLE,
-    BPF_PSEUDO_CALL,
-    OPCODE_CALL,
     MapType,
+    PinKind,
+    kernel_map_flags,
     map_facts,
 )
+from bpfloader.obj.insn import calls_subprograms
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 
 U32_MAX = 0xFFFFFFFF
+OPTIONAL_FAILED = "optional program failed to load: "
+
+# The object pinned at a path, if there is one there of that kind (apply.py: under the pin
+# root, never through a link; check: nothing is pinned).
+Pinned = Callable[[str, PinKind], Fd | None]
+
+
+def nothing_pinned(path: str, kind: PinKind) -> Fd | None:
+    return None
+
+
+@dataclass
+class LiveMap:
+    """A map of the object in the kernel: made by this load, or the pinned one reused."""
+
+    plan: MapPlan
+    fd: Fd
+    info: kmaps.MapInfo
+    created: bool
+    replaces: bool = False  # made in place of an incompatible pinned map (a reload recreating)
+    note: str = ""  # why it was recreated
+
+
+@dataclass
+class LiveProgram:
+    """A program of the object in the kernel: loaded by this load, or the pinned one kept."""
+
+    plan: ProgramPlan
+    fd: Fd
+    info: kprogs.ProgramInfo
+    loaded: bool
+    replaces: bool = False  # loaded to be swapped in for the pinned one (a reload)
+    load_seconds: float | None = None
+
+
+@dataclass
+class LoadedObject:
+    """What one load made or found in the kernel for an object, and what it left out and why.
+    It owns every fd in it: `close()` (or a `with` block) drops them; what has been pinned
+    meanwhile stays in the kernel."""
+
+    maps: list[LiveMap] = field(default_factory=list)
+    programs: list[LiveProgram] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def close(self) -> None:
+        for live_map in self.maps:
+            live_map.fd.close()
+        for program in self.programs:
+            program.fd.close()
+
+    def __enter__(self) -> LoadedObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class LoadMode:
+    """`replace`: reload's mode, where a pinned program is loaded anew (to be swapped in) and
+    an incompatible pinned map fails the object unless `recreate` lets it be made anew (its
+    contents lost); otherwise a program already pinned is kept as it is."""
+
+    replace: bool = False
+    recreate: bool = False
+
+
+BOOT = LoadMode()  # `load`: what is pinned is kept
 
 
 def effective_max_entries(spec: MapSpec) -> int:
@@ -49,81 +133,160 @@ def effective_max_entries(spec: MapSpec) -> int:
 
 
 class KernelObjects:
-    """The BTF, maps and programs of one object; `close()` drops what this holds (the BTF).
-    Map and program fds returned belong to the caller."""
+    """Loads one object's plan into the kernel (`load`). `warn` hears what is worth a warning
+    but no failure (the kernel refusing the object's BTF); `rejected` hears each optional
+    program the kernel refused, with its error, which carries the verifier's log."""
 
-    def __init__(self, obj: ObjectSpec, kern_version: int, warn: Callable[[str], None]):
+    def __init__(
+        self,
+        obj: ObjectSpec,
+        kern_version: int,
+        warn: Callable[[str], None],
+        rejected: Callable[[ProgramSpec, KernelError], None],
+    ):
         self.obj = obj
         self.kern_version = kern_version
         self.warn = warn
-        self.btf_fd = 0
+        self.rejected = rejected
+        self.btf: Fd | None = None
 
-    def load_btf(self) -> None:
+    def load(
+        self, plan: ObjectPlan, pinned: Pinned = nothing_pinned, mode: LoadMode = BOOT
+    ) -> LoadedObject:
+        """Every map and program the plan does not skip, in the kernel; on any failure what
+        was made is dropped and the error raised."""
+        loaded = LoadedObject(skipped=[s for s in planned_skips(plan) if s.kind is PinKind.MAP])
+        try:
+            self._load_btf()
+            map_fds: dict[str, int] = {}
+            for map_plan in plan.maps:
+                if map_plan.action is not Action.SKIP:
+                    live_map = self._map(map_plan, pinned, mode)
+                    loaded.maps.append(live_map)
+                    map_fds[map_plan.spec.name] = live_map.fd.number
+            winners: dict[str, str] = {}  # pin path -> the section pinned there (`$` variants)
+            for program_plan in plan.programs:
+                why = variant_outcome(program_plan, winners)
+                live = self._program(program_plan, map_fds, pinned, mode) if why is None else why
+                if isinstance(live, LiveProgram):
+                    loaded.programs.append(live)
+                    winners[program_plan.pin_path] = program_plan.spec.section
+                else:
+                    skip = Skipped(
+                        PinKind.PROGRAM,
+                        program_plan.spec.name,
+                        variant_label(program_plan) + live,
+                    )
+                    loaded.skipped.append(skip)
+            self._fill_slots(loaded, map_fds)
+        except BaseException:
+            loaded.close()
+            raise
+        finally:
+            if self.btf is not None:
+                self.btf.close()  # the maps and programs hold what they need of it
+        return loaded
+
+    def _load_btf(self) -> None:
         """Load the object's BTF, if it has any. A kernel that refuses it is worth a warning,
         not a failure: maps and programs load without it (untyped, without source lines)."""
-        if self.obj.btf is None or self.btf_fd:
+        if self.obj.btf is None:
             return
         try:
-            self.btf_fd = kbtf.load_btf(self.obj.btf)
+            self.btf = Fd(kbtf.load_btf(self.obj.btf))
         except KernelError as e:
-            why = features.unsupported(e.errno, ("BTF", features.BTF))
+            lacking = features.unsupported(e, ("BTF", features.BTF))
+            why = lacking.need if lacking else e.reason
             self.warn(
-                f"{self.obj.path}: the kernel refused the object's BTF ({why or e.reason}); "
-                "loading without it"
+                f"{self.obj.path}: the kernel refused the object's BTF ({why}); loading without it"
             )
 
-    def close(self) -> None:
-        if self.btf_fd:
-            os.close(self.btf_fd)
-            self.btf_fd = 0
+    @property
+    def _btf_fd(self) -> int:
+        return self.btf.number if self.btf is not None and not self.btf.closed else 0
 
     # -- maps -------------------------------------------------------------------------------
 
-    def create_map(self, spec: MapSpec) -> int:
-        """A new map, with its BTF types, its initial data, and frozen if it is read-only."""
-        inner_fd = self._create(spec.inner, 0, f"{spec.name} (inner map)") if spec.inner else 0
+    def _map(self, plan: MapPlan, pinned: Pinned, mode: LoadMode) -> LiveMap:
+        """The pinned map where the plan found one that still fits the declaration; else a
+        new one (where a reload may recreate an incompatible one)."""
+        spec = plan.spec
+        existing = None if plan.action is Action.CREATE else pinned(plan.pin_path, PinKind.MAP)
+        note = ""
+        if existing is not None:
+            try:
+                info = kmaps.map_info(existing.number)
+                note = incompatibility(plan.pin_path, spec, info) or stale_data(
+                    spec, existing.number, plan.pin_path
+                )
+            except BaseException:
+                existing.close()
+                raise
+            if not note:
+                return LiveMap(plan, existing, info, created=False)
+            existing.close()
+            # Read-only data holds nothing of the map's users: a new version simply replaces it.
+            if not (mode.replace and (mode.recreate or spec.frozen)):
+                hint = " (--recreate-incompatible-maps replaces it, losing its contents)"
+                raise PlanError(
+                    note + (hint if mode.replace else ""), section=self.obj.maps_section
+                )
+        fd = self.create_map(spec)
         try:
+            info = kmaps.map_info(fd.number)
+        except BaseException:
+            fd.close()
+            raise
+        return LiveMap(plan, fd, info, created=True, replaces=existing is not None, note=note)
+
+    def create_map(self, spec: MapSpec) -> Fd:
+        """A new map, with its BTF types, its initial data, and frozen if it is read-only."""
+        with contextlib.ExitStack() as inner:
+            inner_fd = 0
+            if spec.inner:
+                inner_fd = inner.enter_context(
+                    self._create(spec.inner, 0, f"{spec.name} (inner map)")
+                ).number
             fd = self._create(spec, inner_fd, spec.name)
-        finally:
-            if inner_fd:
-                os.close(inner_fd)
         try:
             if spec.initial_data is not None:
-                kmaps.update(fd, bytes(spec.key_size), spec.initial_data)
+                kmaps.update(fd.number, bytes(spec.key_size), spec.initial_data)
             if spec.frozen:
-                kmaps.freeze(fd)
+                kmaps.freeze(fd.number)
         except KernelError as e:
-            os.close(fd)
-            why = features.unsupported(e.errno, ("global data", features.GLOBAL_DATA))
-            raise LoaderError(
-                f"map '{spec.name}': {why or e.reason}", section=self.obj.maps_section
-            ) from None
+            fd.close()
+            lacking = features.unsupported(e, ("global data", features.GLOBAL_DATA))
+            why = lacking.need if lacking else e.reason
+            raise (lacking or e).explained(
+                f"map '{spec.name}': {why}", section=self.obj.maps_section
+            ) from e
         return fd
 
-    def _create(self, spec: MapSpec, inner_fd: int, what: str) -> int:
-        typed = bool(self.btf_fd and spec.btf_value_type_id) and map_facts(spec.type).takes_btf
+    def _create(self, spec: MapSpec, inner_fd: int, what: str) -> Fd:
+        typed = bool(self._btf_fd and spec.btf_value_type_id) and map_facts(spec.type).takes_btf
         try:
-            return self._create_map(spec, inner_fd, typed)
+            return Fd(self._create_map(spec, inner_fd, typed))
         except KernelError as e:
             if typed:
                 # As libbpf does: types the kernel will not take for this map are no reason
                 # not to have the map.
                 with contextlib.suppress(KernelError):
-                    fd = self._create_map(spec, inner_fd, typed=False)
+                    fd = Fd(self._create_map(spec, inner_fd, typed=False))
                     self.warn(f"map '{what}': created without its BTF types ({e.reason})")
                     return fd
             needs = features.map_type_need(spec.type)
             if spec.flags & BPF_F_MMAPABLE:
                 needs.append(("BPF_F_MMAPABLE (global data maps)", features.MMAPABLE_MAPS))
-            why = features.unsupported(e.errno, *needs)
+            lacking = features.unsupported(e, *needs)
+            why = lacking.need if lacking else ""
             if not why and not typed and map_facts(spec.type).needs_btf:  # the plan saw types
                 why = (
                     f"a {MapType(spec.type).name} map needs BTF types, and "
                     f"{missing_types(self.obj, spec.name, refused=True)}: {e.reason}"
                 )
-            raise LoaderError(
+            raise (lacking or e).explained(
                 f"map '{what}': {why or e.reason}", section=self.obj.maps_section
-            ) from None
+            ) from e
 
     def _create_map(self, spec: MapSpec, inner_fd: int, typed: bool) -> int:
         return kmaps.create_map(
@@ -135,44 +298,86 @@ class KernelObjects:
             spec.flags,
             inner_map_fd=inner_fd,
             numa_node=spec.numa_node,
-            btf_fd=self.btf_fd if typed else 0,
+            btf_fd=self._btf_fd if typed else 0,
             btf_key_type_id=spec.btf_key_type_id if typed else 0,
             btf_value_type_id=spec.btf_value_type_id if typed else 0,
             map_extra=spec.map_extra,
         )
 
-    def fill_slots(
-        self,
-        spec: MapSpec,
-        fd: int,
-        map_fds: Mapping[str, int],
-        prog_fds: Mapping[str, int],
-        created: bool,
-        loaded: set[str],
-    ) -> None:
+    def _fill_slots(self, loaded: LoadedObject, map_fds: Mapping[str, int]) -> None:
         """Put the programs (prog array) or maps (map of maps) the object declares in `values`
-        into their slots: all of them in a map `created` now; in a map kept from before, only
-        those naming a program `loaded` anew (a reload's new version of it)."""
-        for slot in spec.slots:
-            if not (created or (slot.is_program and slot.target in loaded)):
-                continue
-            target = (prog_fds if slot.is_program else map_fds).get(slot.target)
-            if target is None:
-                raise LoaderError(
-                    f"map '{spec.name}': element {slot.index} names '{slot.target}', which is "
-                    "not loaded here",
-                    section=self.obj.maps_section,
-                )
-            key = slot.index.to_bytes(spec.key_size, "little")
-            try:
-                kmaps.update(fd, key, target.to_bytes(4, "little"))
-            except KernelError as e:
-                raise LoaderError(
-                    f"map '{spec.name}': element {slot.index} ('{slot.target}'): {e.reason}",
-                    section=self.obj.maps_section,
-                ) from None
+        into their slots: all of them in a map created now; in a map kept from before, only
+        those naming a program loaded anew (a reload's new version of it)."""
+        prog_fds = {p.plan.spec.name: p.fd.number for p in loaded.programs}
+        loaded_now = {p.plan.spec.name for p in loaded.programs if p.loaded}
+        for live in loaded.maps:
+            spec = live.plan.spec
+            for slot in spec.slots:
+                if not (live.created or (slot.is_program and slot.target in loaded_now)):
+                    continue
+                target = (prog_fds if slot.is_program else map_fds).get(slot.target)
+                if target is None:
+                    raise LoaderError(
+                        f"map '{spec.name}': element {slot.index} names '{slot.target}', which "
+                        "is not loaded here",
+                        section=self.obj.maps_section,
+                    )
+                key = slot.index.to_bytes(spec.key_size, "little")
+                try:
+                    kmaps.update(live.fd.number, key, target.to_bytes(4, "little"))
+                except KernelError as e:
+                    raise e.explained(
+                        f"map '{spec.name}': element {slot.index} ('{slot.target}'): {e.reason}",
+                        section=self.obj.maps_section,
+                    ) from e
 
     # -- programs ---------------------------------------------------------------------------
+
+    def _program(
+        self, plan: ProgramPlan, map_fds: Mapping[str, int], pinned: Pinned, mode: LoadMode
+    ) -> LiveProgram | str:
+        """The program loaded (or, outside a reload, the pinned one kept); or why an optional
+        one the kernel refused is left out."""
+        spec = plan.spec
+        existing = None if plan.action is Action.LOAD else pinned(plan.pin_path, PinKind.PROGRAM)
+        if existing is not None and not mode.replace:
+            try:
+                info = kprogs.program_info(existing.number)
+            except BaseException:
+                existing.close()
+                raise
+            if info.type != spec.type:
+                existing.close()
+                raise PlanError(
+                    f"pinned program {plan.pin_path} is of type {info.type}, "
+                    f"the object declares {spec.type.name} ({int(spec.type)})",
+                    section=spec.section,
+                )
+            return LiveProgram(plan, existing, info, loaded=False)
+        if existing is not None:
+            existing.close()  # a reload: the one pinned is swapped out when this one is in
+        try:
+            program = self.load_program(spec, map_fds)
+        except KernelError as e:
+            e.where(file=self.obj.path, section=spec.section, program=spec.name)
+            if not spec.optional:
+                raise  # reported once, as the object's failure, which carries the verifier log
+            self.rejected(spec, e)
+            return OPTIONAL_FAILED + e.reason
+        fd = Fd(program.fd)
+        try:
+            info = kprogs.program_info(fd.number)
+        except BaseException:
+            fd.close()
+            raise
+        return LiveProgram(
+            plan,
+            fd,
+            info,
+            loaded=True,
+            replaces=existing is not None,
+            load_seconds=program.load_seconds,
+        )
 
     def load_program(self, spec: ProgramSpec, map_fds: Mapping[str, int]) -> kprogs.LoadedProgram:
         attach_btf_id = (
@@ -180,17 +385,18 @@ class KernelObjects:
             if spec.attach_target
             else 0
         )
+        btf_fd = self._btf_fd
         try:
             loaded = kprogs.load_program(
-                name=spec.function,
+                name=spec.name,
                 prog_type=spec.type,
                 expected_attach_type=spec.expected_attach_type,
                 instructions=relocate(spec, map_fds),
                 license=self.obj.license,
                 kern_version=self.kern_version,
-                btf_fd=self.btf_fd,
-                func_info=spec.func_info if self.btf_fd else (),
-                line_info=spec.line_info if self.btf_fd else (),
+                btf_fd=btf_fd,
+                func_info=spec.func_info if btf_fd else (),
+                line_info=spec.line_info if btf_fd else (),
                 attach_btf_id=attach_btf_id,
                 prog_flags=spec.prog_flags,
             )
@@ -198,15 +404,18 @@ class KernelObjects:
             needs = features.prog_type_need(spec.type)
             if any(ref.offset is not None for ref in spec.map_refs):
                 needs.append(("global data", features.GLOBAL_DATA))
-            if _calls_subprograms(spec.instructions):
+            if calls_subprograms(spec.instructions):
                 needs.append(("bpf-to-bpf calls", features.SUBPROGRAM_CALLS))
             if spec.prog_flags & BPF_F_SLEEPABLE:
                 needs.append(("sleepable programs", features.SLEEPABLE_PROGRAMS))
-            if self.btf_fd and spec.func_info:
+            if btf_fd and spec.func_info:
                 needs.append(("BTF function and line info", features.BTF_FUNC_INFO))
-            why = features.unsupported(e.errno, *needs) or self._untyped_map_in_use(e)
+            lacking = features.unsupported(e, *needs)
+            if lacking is not None:
+                raise lacking from e
+            why = self._untyped_map_in_use(e)
             if why:
-                e.reason = f"{why} ({e.reason})"
+                raise e.explained(f"{why} ({e.reason})") from e
             raise
         # Every program holds the object's read-only data, as with libbpf: a tool reading a
         # program's metadata (bpftool prog show: the `bpf_metadata_*` constants) finds it
@@ -234,7 +443,7 @@ class KernelObjects:
             ),
             kernel_name,
         )
-        cause = missing_types(self.obj, name, refused=not self.btf_fd)
+        cause = missing_types(self.obj, name, refused=not self._btf_fd)
         return f"map '{name}' holds a {needs}, which needs the map's BTF types, and {cause}"
 
 
@@ -242,11 +451,22 @@ class KernelObjects:
 _NEEDS_MAP_BTF = re.compile(r"map '([^']*)' has to have BTF in order to use (bpf_\w+)")
 
 
-def _calls_subprograms(code: bytes) -> bool:
-    return any(
-        code[i] == OPCODE_CALL and code[i + 1] >> 4 == BPF_PSEUDO_CALL
-        for i in range(0, len(code), 8)
-    )
+def incompatibility(path: str, spec: MapSpec, info: kmaps.MapInfo) -> str:
+    """How a pinned map differs from the object's declaration ('' when it does not), the
+    declaration taken as the kernel reports a map made from it (flags it adds or drops)."""
+    for field_name, expected, found in (
+        ("type", int(spec.type), info.type),
+        ("key_size", spec.key_size, info.key_size),
+        ("value_size", spec.value_size, info.value_size),
+        ("max_entries", effective_max_entries(spec), info.max_entries),
+        ("map_flags", kernel_map_flags(spec.type, spec.flags), info.flags),
+    ):
+        if expected != found:
+            return (
+                f"map '{spec.name}': pinned map {path} has {field_name} {found}, "
+                f"the object declares {expected}"
+            )
+    return ""
 
 
 def stale_data(spec: MapSpec, fd: int, path: str) -> str:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bpfloader.errors import KernelError
-from bpfloader.journal import Event, MessageId, Priority, Reporter
+from bpfloader.journal import Reporter
 from bpfloader.kernel import system
+from bpfloader.loader import events
 from bpfloader.obj.bpftypes import map_facts
 
 if TYPE_CHECKING:
@@ -126,26 +127,9 @@ def raise_memlock_if_needed(kernel: tuple[int, int, int], reporter: Reporter) ->
     except KernelError as e:
         if hard != soft:
             system.set_memlock_limit(hard, hard)
-        reporter.emit(
-            Event(
-                MessageId.MEMLOCK_LOW,
-                Priority.WARNING,
-                f"{charged}, and it could be raised only to {_limit_text(hard)} "
-                f"({e.reason}): maps and programs beyond it fail with EPERM "
-                "(run with LimitMEMLOCK=infinity)",
-                {},
-            )
-        )
+        reporter.emit(events.memlock_low(charged, _limit_text(hard), e.reason))
         return
-    reporter.emit(
-        Event(
-            MessageId.MEMLOCK_RAISED,
-            Priority.INFO,
-            f"{charged}: raised it from {_limit_text(soft)} (hard {_limit_text(hard)}) "
-            "to unlimited",
-            {},
-        )
-    )
+    reporter.emit(events.memlock_raised(charged, _limit_text(soft), _limit_text(hard)))
 
 
 def _limit_text(limit: int) -> str:

@@ -27,13 +27,13 @@ def run_lock(state_dir: str, timeout: float) -> Iterator[None]:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except BlockingIOError:
+            except BlockingIOError as e:
                 if time.monotonic() >= deadline:
                     holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
                     raise LoaderError(
                         f"another bpfloader run (pid {holder}) holds {path}; "
                         f"gave up waiting after {timeout:g} s"
-                    ) from None
+                    ) from e
                 time.sleep(POLL_SECONDS)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -1,4 +1,4 @@
-"""The pin naming contract (DESIGN.md section 3): what other processes rely on to find pins."""
+"""The pin naming contract (README.md, "Pin names"): what other processes rely on to find pins."""
 
 from __future__ import annotations
 

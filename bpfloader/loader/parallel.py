@@ -14,15 +14,15 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from bpfloader.journal import Event, Reporter
-from bpfloader.loader.plan import ObjectPlan
 from bpfloader.loader.results import ObjectResult
+from bpfloader.loader.source import PlannedObject
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
 DEFAULT_MAX_JOBS = 4  # beyond this, boot gains little and the verifiers' memory adds up
 
-ApplyOne = Callable[[ObjectPlan, Reporter], ObjectResult]
+ApplyOne = Callable[[PlannedObject, Reporter], ObjectResult]
 
 
 class EventBuffer:
@@ -43,11 +43,11 @@ def default_jobs() -> int:
 
 
 def apply_all(
-    plans: Iterable[ObjectPlan],
+    plans: Iterable[PlannedObject],
     apply_one: ApplyOne,
     reporter: Reporter,
     jobs: int = 0,
-    all_planned: Callable[[list[ObjectPlan]], None] | None = None,
+    all_planned: Callable[[list[PlannedObject]], None] | None = None,
 ) -> list[ObjectResult]:
     """`apply_one` on every plan, `jobs` at a time (0: default_jobs()); events to `reporter`.
 
@@ -62,7 +62,7 @@ def apply_all(
         return [apply_one(plan, reporter) for plan in plans]
     from concurrent.futures import ThreadPoolExecutor  # only when there is something to share
 
-    def run(plan: ObjectPlan, after: list[Future[Done]]) -> Done:
+    def run(plan: PlannedObject, after: list[Future[Done]]) -> Done:
         for earlier in after:
             earlier.exception()  # wait; its failure is its own, reported with its result
         events = EventBuffer()
@@ -92,5 +92,6 @@ def apply_all(
     return results
 
 
-def pin_paths(plan: ObjectPlan) -> set[str]:
+def pin_paths(planned: PlannedObject) -> set[str]:
+    plan = planned.plan
     return {m.pin_path for m in plan.maps} | {p.pin_path for p in plan.programs}

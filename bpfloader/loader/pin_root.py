@@ -1,4 +1,5 @@
-"""Paths under the pin root, handled without trusting what is already there.
+"""The pin root's files: every file operation the loader makes under it is here (making pin
+directories, removing pins and the directories they leave empty, the staging directory).
 
 The pin root is bpffs, and bpffs holds symbolic links as well as pins: a link left in it
 (by a mistake or by a process that could write there) must not send the loader somewhere
@@ -12,10 +13,17 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from bpfloader.errors import LoaderError
-from bpfloader.journal import Event, MessageId, Priority, Reporter
+from bpfloader.errors import LoaderError, PinError
+from bpfloader.journal import Reporter
 from bpfloader.kernel import pins as kpins
+from bpfloader.loader import events
+from bpfloader.obj.ownership import Ownership
+
+if TYPE_CHECKING:
+    from bpfloader.loader.state import LoaderState
 
 STAGING_DIR = "bpfloader_staging"
 
@@ -44,9 +52,7 @@ def symlink_on_path(pin_root: str, path: str) -> str | None:
 def refuse_symlinks(pin_root: str, path: str) -> None:
     link = symlink_on_path(pin_root, path)
     if link is not None:
-        raise LoaderError(
-            f"{link} is a symbolic link: the loader never follows links in the pin root"
-        )
+        raise PinError(f"{link} is a symbolic link: the loader never follows links in the pin root")
 
 
 def open_pin_root(pin_root: str, reporter: Reporter) -> str:
@@ -62,17 +68,8 @@ def open_pin_root(pin_root: str, reporter: Reporter) -> str:
         try:
             os.chmod(pin_root, mode | 0o111)
         except OSError as e:
-            raise LoaderError(
-                f"cannot make pin root {pin_root} traversable: {e.strerror}"
-            ) from None
-        reporter.emit(
-            Event(
-                MessageId.PIN_ROOT_OPENED,
-                Priority.NOTICE,
-                f"made pin root {pin_root} traversable ({mode:04o} -> {mode | 0o111:04o})",
-                {"BPF_PIN": pin_root},
-            )
-        )
+            raise LoaderError(f"cannot make pin root {pin_root} traversable: {e.strerror}") from e
+        reporter.emit(events.pin_root_opened(pin_root, mode, mode | 0o111))
     return prepare_staging(pin_root)
 
 
@@ -115,3 +112,94 @@ def _remove_contents(staging: str) -> None:
                 shutil.rmtree(entry.path)  # never follows links inside
             else:
                 os.unlink(entry.path)
+
+
+# -- pins and pin directories -----------------------------------------------------------------
+
+
+def owner_of(path: str) -> Ownership:
+    """The owner, group and mode of what is at `path` (not followed if a link)."""
+    st = os.lstat(path)
+    return Ownership(uid=st.st_uid, gid=st.st_gid, mode=stat.S_IMODE(st.st_mode))
+
+
+def is_directory(path: str) -> bool:
+    """Whether a directory (not a link to one) is at `path`."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def make_dirs(pin_root: str, directory: str, mode: int) -> list[str]:
+    """Make `directory` and the missing ones above it under the pin root, each with exactly
+    `mode` (whatever the umask); the ones made, outermost first."""
+    refuse_symlinks(pin_root, directory)
+    missing = []
+    while not os.path.lexists(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    if not os.path.isdir(directory):
+        raise PinError(f"{directory} is in the way of a pin directory: not a directory")
+    made = []
+    for path in reversed(missing):
+        os.mkdir(path)
+        os.chmod(path, mode)
+        made.append(path)
+    return made
+
+
+def remove_pin(path: str) -> None:
+    """Unlink a pin (or a staged one); gone already is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def remove_dirs(paths: Iterable[str]) -> None:
+    """Remove directories a failed object made, each only if nothing else lives there now."""
+    for path in paths:
+        with contextlib.suppress(OSError):  # another object's pins live there now
+            os.rmdir(path)
+
+
+def remove_pins(previous: LoaderState, state: LoaderState, reporter: Reporter) -> list[str]:
+    """Unlink the pins `previous` records and `state` no longer does; nothing else."""
+    owners = {pin.path: obj.path for obj in previous.objects.values() for pin in obj.pins}
+    removed = []
+    for path in sorted(previous.pin_paths() - state.pin_paths()):
+        if not os.path.lexists(path):
+            # Gone already (a run killed after unlinking it): its directory may still be left.
+            _remove_empty_dirs(os.path.dirname(path), previous.pin_root)
+            continue
+        problem = _not_a_recorded_pin(previous.pin_root, path)
+        if problem:
+            reporter.emit(events.pin_not_removed(path, problem))
+            continue
+        os.unlink(path)
+        removed.append(path)
+        reporter.emit(events.pin_removed(path, owners[path]))
+        _remove_empty_dirs(os.path.dirname(path), previous.pin_root)
+    for path in sorted(set(previous.objects) - set(state.objects)):
+        reporter.emit(events.object_removed(path))
+    return removed
+
+
+def _not_a_recorded_pin(pin_root: str, path: str) -> str:
+    """Why the file at `path` cannot be the pin a state recorded ('' when it can be)."""
+    link = symlink_on_path(pin_root, path)
+    if link is not None:
+        return f"{link} is a symbolic link now, the loader never follows links in the pin root"
+    if stat.S_ISDIR(os.lstat(path).st_mode):
+        return "it is a directory now, not the pin recorded"
+    return ""
+
+
+def _remove_empty_dirs(directory: str, pin_root: str) -> None:
+    while os.path.abspath(directory) != os.path.abspath(pin_root) and directory.startswith(
+        pin_root
+    ):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return  # not empty: something else lives there
+        directory = os.path.dirname(directory)

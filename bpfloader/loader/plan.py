@@ -9,8 +9,7 @@ program passing their gates) is failed here, before anything reaches the kernel.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bpfloader.errors import LoaderError, PlanError, show_name
@@ -23,21 +22,12 @@ from bpfloader.loader.naming import (
     pin_path,
     program_pin_name,
 )
-from bpfloader.loader.results import Skipped
-from bpfloader.obj.bpftypes import MapType, map_facts
+from bpfloader.loader.results import Action, Skipped
+from bpfloader.obj.bpftypes import MapType, PinKind, map_facts
 
 if TYPE_CHECKING:
     from bpfloader.obj.ownership import Ownership
     from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
-
-
-class Action(StrEnum):
-    CREATE = "create"  # maps: create and pin
-    LOAD = "load"  # programs: load and pin
-    REUSE = "reuse"  # a pin is already there: check it matches and keep it
-    REPLACE = "replace"  # reload: a new program (or recreated map) swapped in for the pinned one
-    KEEP = "keep"  # reload: the object did not change; nothing is touched
-    SKIP = "skip"  # gated out
 
 
 @dataclass(frozen=True)
@@ -96,21 +86,11 @@ class ObjectPlan:
     skip_reason: str | None = None
     error: LoaderError | None = None
     critical: bool = False
-    sha256: str | None = None  # of the file's content, when it could be read
-    untrusted: str | None = None  # why the trust policy would refuse it (let through: insecure)
-    parse_seconds: float = 0.0  # reading, parsing and planning it (`load --stats`)
     unchanged: bool = False  # reload: as recorded, every pin in place; left alone, unparsed
 
     @property
     def path(self) -> str:
         return self.source.path
-
-
-@dataclass
-class RunPlan:
-    """Every object of the source directory, in directory order (what `--dry-run` prints)."""
-
-    objects: list[ObjectPlan] = field(default_factory=list)
 
 
 PinExists = Callable[[str], bool]
@@ -146,7 +126,7 @@ class Planner:
         try:
             maps = tuple(self._map(source, spec, m) for m in spec.maps)
             programs = self._programs(source, spec, maps)
-            self._claim(source, maps, programs)
+            self._claim(source, maps, programs, spec.maps_section)
         except LoaderError as e:
             return self.failed(source, e, critical)
         return ObjectPlan(source=source, spec=spec, maps=maps, programs=programs, critical=critical)
@@ -161,7 +141,8 @@ class Planner:
             name = map_pin_name(object_name(obj.path), spec.name, shared=spec.shared)
             path = pin_path(self.pin_root, self._subdir(source, spec.pin_subdir), name)
         except LoaderError as e:
-            raise e.where(section="maps") from None
+            e.where(section=obj.maps_section)
+            raise
         reason = skip_reason(spec.gates, self.env)
         if reason:
             return MapPlan(spec, path, Action.SKIP, reason)
@@ -192,7 +173,8 @@ class Planner:
                 name = program_pin_name(object_name(obj.path), spec.pin_section)
                 path = pin_path(self.pin_root, self._subdir(source, spec.pin_subdir), name)
             except LoaderError as e:
-                raise e.where(section=spec.section) from None
+                e.where(section=spec.section)
+                raise
             reason = skip_reason(spec.gates, self.env)
             if reason is not None:
                 plans.append(ProgramPlan(spec, path, Action.SKIP, reason))
@@ -236,7 +218,11 @@ class Planner:
         return ObjectPlan(source=source, critical=critical, unchanged=True)
 
     def _claim(
-        self, source: SourceObject, maps: tuple[MapPlan, ...], programs: tuple[ProgramPlan, ...]
+        self,
+        source: SourceObject,
+        maps: tuple[MapPlan, ...],
+        programs: tuple[ProgramPlan, ...],
+        maps_section: str,
     ) -> None:
         """Two objects may share a `shared` map; any other pin path belongs to one object."""
         mine: set[str] = set()
@@ -247,7 +233,7 @@ class Planner:
             owner = self.claimed.get(plan.pin_path)
             shared = isinstance(plan, MapPlan) and plan.spec.shared
             if owner is not None and not shared:
-                section = plan.spec.section if isinstance(plan, ProgramPlan) else "maps"
+                section = plan.spec.section if isinstance(plan, ProgramPlan) else maps_section
                 raise PlanError(f"pin {plan.pin_path} is already made by {owner}", section=section)
             mine.add(plan.pin_path)
         for path in mine:
@@ -297,8 +283,8 @@ def _check_variants(obj: ObjectSpec, first: ProgramSpec, spec: ProgramSpec, path
 
     if obj.style is ObjectStyle.LIBBPF:
         raise PlanError(
-            f"programs '{first.function}' (section '{first.section}') and "
-            f"'{spec.function}' (section '{spec.section}') would both be pinned at {path}",
+            f"programs '{first.name}' (section '{first.section}') and "
+            f"'{spec.name}' (section '{spec.section}') would both be pinned at {path}",
             section=spec.section,
         )
     if first.base_section != spec.base_section:
@@ -311,8 +297,11 @@ def _check_variants(obj: ObjectSpec, first: ProgramSpec, spec: ProgramSpec, path
 
 def planned_skips(plan: ObjectPlan) -> list[Skipped]:
     """The maps and programs the plan leaves out, and why."""
-    return [Skipped("map", m.spec.name, m.reason) for m in plan.maps if m.action is Action.SKIP] + [
-        Skipped("program", p.spec.section, p.reason)
+    maps = [
+        Skipped(PinKind.MAP, m.spec.name, m.reason) for m in plan.maps if m.action is Action.SKIP
+    ]
+    return maps + [
+        Skipped(PinKind.PROGRAM, p.spec.name, variant_label(p) + p.reason)
         for p in plan.programs
         if p.action is Action.SKIP
     ]

@@ -70,7 +70,7 @@ def read_policy(object_path: str) -> Policy | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise PolicyError(f"policy {path}: cannot read: {e.strerror}") from None
+        raise PolicyError(f"policy {path}: cannot read: {e.strerror}") from e
     return parse_policy(text, path)
 
 
@@ -80,7 +80,7 @@ def parse_policy(text: bytes, path: str) -> Policy:
     try:
         doc = tomllib.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise PolicyError(f"policy {path}: not valid TOML: {e}") from None
+        raise PolicyError(f"policy {path}: not valid TOML: {e}") from e
     unknown = set(doc) - {"maps", "programs", "map", "program"}
     if unknown:
         raise PolicyError(
@@ -120,7 +120,7 @@ def _rule(table: Any, path: str, where: str) -> Rule:
         if "mode" in table:
             rule["mode"] = _mode(table["mode"])
     except ValueError as e:
-        raise PolicyError(f"policy {path}: {where}: {e}") from None
+        raise PolicyError(f"policy {path}: {where}: {e}") from e
     return rule
 
 
@@ -134,8 +134,8 @@ def _id(value: Any, lookup: Any, what: str) -> int:
     if isinstance(value, str):
         try:
             found: int = lookup(value)[2]
-        except KeyError:
-            raise ValueError(f"no {what} named '{value}' on this system") from None
+        except KeyError as e:
+            raise ValueError(f"no {what} named '{value}' on this system") from e
         return found
     raise ValueError(f"{what} must be a name or a number, not {value!r}")
 
@@ -144,8 +144,8 @@ def _mode(value: Any) -> int:
     if isinstance(value, str):
         try:
             mode = int(value, 8)
-        except ValueError:
-            raise ValueError(f"mode {value!r} is not an octal number") from None
+        except ValueError as e:
+            raise ValueError(f"mode {value!r} is not an octal number") from e
     elif isinstance(value, int) and not isinstance(value, bool):
         mode = value
     else:
@@ -168,7 +168,7 @@ def apply_policy(spec: ObjectSpec, policy: Policy | None) -> ObjectSpec:
         return spec
     names = {
         "map": (policy.map, {m.name for m in spec.maps}),
-        "program": (policy.program, {p.function for p in spec.programs}),
+        "program": (policy.program, {p.name for p in spec.programs}),
     }
     for kind, (named, known) in names.items():
         for name in named:
@@ -187,7 +187,7 @@ def apply_policy(spec: ObjectSpec, policy: Policy | None) -> ObjectSpec:
         maps=tuple(owned_map(m) for m in spec.maps),
         programs=tuple(
             dataclasses.replace(
-                p, owner=_owned(p.owner, policy.programs, policy.program.get(p.function, {}))
+                p, owner=_owned(p.owner, policy.programs, policy.program.get(p.name, {}))
             )
             for p in spec.programs
         ),

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from bpfloader.errors import one_line
-from bpfloader.loader.plan import Action, MapPlan, ProgramPlan, RunPlan, variant_note
-from bpfloader.loader.results import ObjectResult, Status, Timings
+from bpfloader.loader.plan import MapPlan, ProgramPlan, variant_note
+from bpfloader.loader.results import Action, ObjectResult, Status, Timings
 from bpfloader.loader.run import RunResult
+from bpfloader.loader.source import RunPlan
+from bpfloader.obj.bpftypes import PinKind
 
 
-def format_plan(plan: RunPlan) -> str:
+def format_plan(run: RunPlan) -> str:
     lines = []
-    for obj in plan.objects:
+    for planned in run.objects:
+        obj = planned.plan
         path = one_line(obj.path)
         critical = " (critical)" if obj.critical else ""
         if obj.error is not None:
@@ -57,7 +60,9 @@ def format_summary(run: RunResult) -> str:
                 f"{pin.path:{width}}  {pin.action.value:7}  {owner:11}  {pin.owner.mode:04o}  "
                 f"{pin.kernel_id:>5}  {insns:>7}  {load_ms:>8}  {jit:>6}"
             )
-    loaded = [p for p in pins if p.kind == "program" and p.action in (Action.LOAD, Action.REPLACE)]
+    loaded = [
+        p for p in pins if p.kind is PinKind.PROGRAM and p.action in (Action.LOAD, Action.REPLACE)
+    ]
     if loaded:
         lines.append(
             f"programs loaded: {len(loaded)}, "

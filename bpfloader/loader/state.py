@@ -7,7 +7,7 @@ and removes only pins listed here: a pin the state does not name is never delete
 The file is written atomically (temporary file, fsync, rename, fsync of the directory). It
 is never trusted blindly: a missing, unreadable or malformed file is reported and rebuilt
 from the pins themselves plus the objects (`rebuild`), with unknown content hashes, so the
-next reload re-checks every object.
+next reload re-checks every object. `next_state` is how a run's results become the record.
 """
 
 from __future__ import annotations
@@ -16,39 +16,20 @@ import contextlib
 import json
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bpfloader.loader.plan import Action, MapPlan, ObjectPlan, ProgramPlan
+from bpfloader.errors import LoaderError
+from bpfloader.loader.gates import Environment
+from bpfloader.loader.plan import MapPlan, ObjectPlan, ProgramPlan
+from bpfloader.loader.results import Action, ObjectResult, Pin, Skipped, Status
 from bpfloader.locations import LOADED_MARKER
+from bpfloader.obj.bpftypes import PinKind
+from bpfloader.obj.ownership import Ownership
 
 STATE_FORMAT = 1
 STATE_FILE = "state.json"
 TEMP_PREFIX = ".tmp-"  # files being written atomically
-
-
-@dataclass(frozen=True)
-class PinState:
-    """A pin as the state file records it."""
-
-    path: str
-    kind: str  # "map" or "program"
-    name: str  # map name or program section
-    kernel_id: int = 0  # 0: not known (a state rebuilt from pins)
-    uid: int = 0
-    gid: int = 0
-    mode: int = 0
-    verified_insns: int | None = None
-    load_usec: int | None = None
-
-
-@dataclass(frozen=True)
-class SkipState:
-    """A skipped map or program as the state file records it."""
-
-    kind: str
-    name: str
-    reason: str
 
 
 @dataclass
@@ -57,11 +38,11 @@ class ObjectState:
 
     path: str
     sha256: str | None  # of the file the pins came from; None when not known
-    status: str  # "loaded", "skipped", "failed"
+    status: Status
     reason: str = ""
     critical: bool = False
-    pins: list[PinState] = field(default_factory=list)
-    skipped: list[SkipState] = field(default_factory=list)
+    pins: list[Pin] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 @dataclass
@@ -77,8 +58,14 @@ class LoaderState:
         return {pin.path for obj in self.objects.values() for pin in obj.pins}
 
 
-class StateError(ValueError):
+class StateError(LoaderError):
     """The state file is there but cannot be used."""
+
+
+def environment_key(env: Environment) -> str:
+    """What gates depend on: a state recorded under another environment is re-checked."""
+    kernel = ".".join(map(str, env.kernel))
+    return f"kernel {kernel}; loader {env.loader_version}; {env.arch}; {env.build_type}"
 
 
 def state_path(state_dir: str) -> str:
@@ -97,10 +84,55 @@ def read_state(state_dir: str, pin_root: str) -> LoaderState | None:
         data = json.loads(raw)
         state = _from_json(data)
     except (ValueError, TypeError, KeyError, AttributeError) as e:
-        raise StateError(f"{path}: {type(e).__name__}: {e}") from None
+        raise StateError(f"{path}: {type(e).__name__}: {e}") from e
     if state.pin_root != pin_root:
         return None  # another pin root's record: nothing about this one
     return state
+
+
+def recorded_state(
+    state_dir: str, pin_root: str, env: Environment
+) -> tuple[LoaderState | None, str]:
+    """The recorded state if it can be used, else None and why not ('' when there is none)."""
+    try:
+        state = read_state(state_dir, pin_root)
+    except StateError as e:
+        return None, str(e)
+    if state is not None and state.environment != environment_key(env):
+        return None, f"recorded under another environment ({state.environment})"
+    return state, ""
+
+
+def _pin_from_json(pin: dict[str, Any]) -> Pin:
+    load_usec = pin["load_usec"]
+    return Pin(
+        path=pin["path"],
+        kind=PinKind(pin["kind"]),
+        name=pin["name"],
+        kernel_id=pin["kernel_id"],
+        owner=Ownership(pin["uid"], pin["gid"], pin["mode"]),
+        verified_insns=pin["verified_insns"],
+        load_seconds=None if load_usec is None else load_usec / 1e6,
+        section=pin.get("section", ""),
+    )
+
+
+def _pin_to_json(pin: Pin) -> dict[str, Any]:
+    """Format 1's fields (times in microseconds there), plus a program's section."""
+    data: dict[str, Any] = {
+        "path": pin.path,
+        "kind": pin.kind.value,
+        "name": pin.name,
+        "kernel_id": pin.kernel_id,
+        "uid": pin.owner.uid,
+        "gid": pin.owner.gid,
+        "mode": pin.owner.mode,
+        "verified_insns": pin.verified_insns,
+        "load_usec": None if pin.load_seconds is None else round(pin.load_seconds * 1e6),
+    }
+    if pin.section:
+        data["section"] = pin.section
+    return data
 
 
 def _from_json(data: Any) -> LoaderState:
@@ -112,11 +144,14 @@ def _from_json(data: Any) -> LoaderState:
         objects[path] = ObjectState(
             path=str(obj["path"]),
             sha256=obj["sha256"],
-            status=str(obj["status"]),
+            status=Status(obj["status"]),
             reason=str(obj["reason"]),
             critical=bool(obj["critical"]),
-            pins=[PinState(**pin) for pin in obj["pins"]],
-            skipped=[SkipState(**skip) for skip in obj["skipped"]],
+            pins=[_pin_from_json(pin) for pin in obj["pins"]],
+            skipped=[
+                Skipped(PinKind(skip["kind"]), skip["name"], skip["reason"])
+                for skip in obj["skipped"]
+            ],
         )
         if objects[path].path != path or not all(
             isinstance(p.path, str) for p in objects[path].pins
@@ -157,9 +192,16 @@ def write_state(state_dir: str, state: LoaderState) -> None:
 def _plain(obj: ObjectState) -> dict[str, object]:
     """The record as JSON data; dataclasses.asdict would deep-copy every field to get there."""
     return {
-        **vars(obj),
-        "pins": [vars(pin) for pin in obj.pins],
-        "skipped": [vars(skip) for skip in obj.skipped],
+        "path": obj.path,
+        "sha256": obj.sha256,
+        "status": obj.status.value,
+        "reason": obj.reason,
+        "critical": obj.critical,
+        "pins": [_pin_to_json(pin) for pin in obj.pins],
+        "skipped": [
+            {"kind": skip.kind.value, "name": skip.name, "reason": skip.reason}
+            for skip in obj.skipped
+        ],
     }
 
 
@@ -219,14 +261,17 @@ def rebuild(
         return plan.action in in_place and is_pin(plan.pin_path)
 
     for plan in plans:
-        pins = [PinState(m.pin_path, "map", m.spec.name) for m in plan.maps if found(m)]
+        pins = [Pin(m.pin_path, PinKind.MAP, m.spec.name) for m in plan.maps if found(m)]
         programs: dict[str, ProgramPlan] = {}  # `$` variants share a pin: the first takes it
         for program in plan.programs:
             if found(program):
                 programs.setdefault(program.pin_path, program)
-        pins += [PinState(p.pin_path, "program", p.spec.section) for p in programs.values()]
+        pins += [
+            Pin(p.pin_path, PinKind.PROGRAM, p.spec.name, section=p.spec.section)
+            for p in programs.values()
+        ]
         if pins:
-            state.objects[plan.path] = ObjectState(plan.path, None, "loaded", pins=pins)
+            state.objects[plan.path] = ObjectState(plan.path, None, Status.LOADED, pins=pins)
     return state
 
 
@@ -237,3 +282,60 @@ def is_pin(path: str) -> bool:
         return not stat.S_ISDIR(os.lstat(path).st_mode)
     except FileNotFoundError:
         return False
+
+
+def unchanged(old: ObjectState, sha256: str | None) -> bool:
+    """Same content, loaded before, and every pin still there: nothing to do."""
+    return (
+        old.sha256 is not None
+        and old.sha256 == sha256
+        and old.status in (Status.LOADED, Status.SKIPPED)
+        and all(is_pin(pin.path) for pin in old.pins)
+    )
+
+
+def next_state(
+    previous: LoaderState, results: list[ObjectResult], *, reloading: bool
+) -> LoaderState:
+    """The state after a run. A failed object whose earlier version is still pinned keeps that
+    record (and its hash, so the next reload tries again); a load keeps the records of objects
+    no longer in the directory (load never removes; reload does). A load that reused pins made
+    from another file records no hash, so that the next reload re-checks the object."""
+    objects = {} if reloading else dict(previous.objects)
+    made = {pin.path for o in results for pin in o.pins if pin.made}
+    for obj in results:
+        old = previous.objects.get(obj.path)
+        if obj.plan.unchanged and old is not None:
+            objects[obj.path] = old  # left alone: its record stays as it was
+            continue
+        critical = obj.plan.critical
+        if obj.status is Status.FAILED and old is not None and old.pins:
+            objects[obj.path] = ObjectState(
+                obj.path, old.sha256, Status.FAILED, obj.reason, critical, old.pins, old.skipped
+            )
+            continue
+        sha256 = obj.read.sha256 if obj.status is not Status.FAILED else None
+        if (
+            not reloading
+            and any(pin.action is Action.REUSE and pin.path not in made for pin in obj.pins)
+            and (old is None or old.sha256 != sha256)
+        ):
+            sha256 = None  # pins found in place may come from an earlier version of the file
+        pins = [_as_recorded(pin) for pin in obj.pins]
+        objects[obj.path] = ObjectState(
+            obj.path, sha256, obj.status, obj.reason, critical, pins, list(obj.skipped)
+        )
+    return LoaderState(previous.pin_root, previous.source_dir, objects, previous.environment)
+
+
+def _as_recorded(pin: Pin) -> Pin:
+    """The pin as the state file keeps it, and gives it back (so that a state compares equal
+    to itself read back): no action, JIT size or note; times in whole microseconds."""
+    seconds = pin.load_seconds
+    return replace(
+        pin,
+        action=Action.KEEP,
+        jited_size=None,
+        note="",
+        load_seconds=None if seconds is None else round(seconds * 1e6) / 1e6,
+    )

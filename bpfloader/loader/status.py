@@ -11,7 +11,9 @@ The JSON form (`status --json`) is a stable interface, documented in README.md:
 
     PIN = {"name": str, "pin": str, "present": bool, "id": int | null,
            "uid": int | null, "gid": int | null, "mode": "0640" | null,
-           "verified_insns": int | null, "load_usec": int | null}   (the last two: programs)
+           "section": str, "verified_insns": int | null, "load_usec": int | null}
+           (the last three: programs; a program's name is its function's, `section` its
+           code section, which says which `$` variant is pinned)
 
 `id`, `uid`, `gid` and `mode` are read live from the pin (null when it is gone or, for the
 id, when this process may not open it); the rest comes from the state.
@@ -28,8 +30,10 @@ from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import programs as kprogs
 from bpfloader.loader.pin_root import STAGING_DIR
-from bpfloader.loader.run import LoadOptions, current_environment, environment_key, plan_run
-from bpfloader.loader.state import LoaderState, PinState, StateError, read_state, rebuild
+from bpfloader.loader.results import Pin
+from bpfloader.loader.run import LoadOptions, current_environment, plan_run
+from bpfloader.loader.state import LoaderState, environment_key, rebuild, recorded_state
+from bpfloader.obj.bpftypes import PinKind
 
 STATUS_FORMAT = 1
 KERNEL_ENTRIES = {"maps.debug", "progs.debug"}  # preloaded by the kernel in every bpffs
@@ -45,10 +49,10 @@ def status_report(state: LoaderState, *, rebuilt: bool) -> dict[str, Any]:
                 "reason": obj.reason,
                 "critical": obj.critical,
                 "sha256": obj.sha256,
-                "maps": [_pin(p) for p in obj.pins if p.kind == "map"],
-                "programs": [_pin(p) for p in obj.pins if p.kind == "program"],
+                "maps": [_pin(p) for p in obj.pins if p.kind is PinKind.MAP],
+                "programs": [_pin(p) for p in obj.pins if p.kind is PinKind.PROGRAM],
                 "skipped": [
-                    {"kind": s.kind, "name": s.name, "reason": s.reason} for s in obj.skipped
+                    {"kind": s.kind.value, "name": s.name, "reason": s.reason} for s in obj.skipped
                 ],
             }
         )
@@ -62,7 +66,7 @@ def status_report(state: LoaderState, *, rebuilt: bool) -> dict[str, Any]:
     }
 
 
-def _pin(pin: PinState) -> dict[str, Any]:
+def _pin(pin: Pin) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": pin.name,
         "pin": pin.path,
@@ -81,18 +85,19 @@ def _pin(pin: PinState) -> dict[str, Any]:
             present=True, uid=st.st_uid, gid=st.st_gid, mode=f"{stat.S_IMODE(st.st_mode):04o}"
         )
         entry["id"] = _kernel_id(pin)
-    if pin.kind == "program":
-        entry.update(verified_insns=pin.verified_insns, load_usec=pin.load_usec)
+    if pin.kind is PinKind.PROGRAM:
+        load_usec = None if pin.load_seconds is None else round(pin.load_seconds * 1e6)
+        entry.update(section=pin.section, verified_insns=pin.verified_insns, load_usec=load_usec)
     return entry
 
 
-def _kernel_id(pin: PinState) -> int | None:
+def _kernel_id(pin: Pin) -> int | None:
     try:
         fd = kpins.open_pinned(pin.path, readonly=True)
     except KernelError:
         return None
     try:
-        if pin.kind == "map":
+        if pin.kind is PinKind.MAP:
             return kmaps.map_info(fd).id
         return kprogs.program_info(fd).id
     except KernelError:
@@ -132,8 +137,8 @@ def format_status(report: dict[str, Any]) -> str:
                 if kind == "programs" and pin["verified_insns"] is not None:
                     load_ms = (pin["load_usec"] or 0) / 1000
                     extra = f"  {pin['verified_insns']} insns, {load_ms:.2f} ms"
-                if kind == "programs" and "$" in pin["name"]:  # which `$` variant is pinned
-                    extra += f"  (variant '{show_name(pin['name'])}')"
+                if kind == "programs" and "$" in pin["section"]:  # which `$` variant is pinned
+                    extra += f"  (variant '{show_name(pin['section'])}')"
                 ident = "?" if pin["id"] is None else pin["id"]
                 lines.append(
                     f"  {kind[:-1]:7} {pin['pin']}  id {ident}  "
@@ -154,13 +159,10 @@ def current_status(options: LoadOptions) -> dict[str, Any]:
         raise LoaderError(
             f"pin root {pin_root} is not a bpf filesystem (mount it: mount -t bpf bpf {pin_root})"
         )
-    env_key = environment_key(current_environment(options.build_type))
-    try:
-        state = read_state(options.state_dir, pin_root)
-    except StateError:
-        state = None
-    if state is not None and state.environment == env_key:
+    env = current_environment(options.build_type)
+    state, _ = recorded_state(options.state_dir, pin_root, env)
+    if state is not None:
         return status_report(state, rebuilt=False)
-    plan = plan_run(options, current_environment(options.build_type), os.path.lexists)
+    plans = [planned.plan for planned in plan_run(options, env, os.path.lexists).objects]
     source_dir = os.path.abspath(options.source_dir)
-    return status_report(rebuild(plan.objects, pin_root, source_dir, env_key), rebuilt=True)
+    return status_report(rebuild(plans, pin_root, source_dir, environment_key(env)), rebuilt=True)

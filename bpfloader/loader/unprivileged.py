@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from enum import Enum
 
-from bpfloader.journal import Event, FieldValue, MessageId, Priority, Reporter
+from bpfloader.journal import Priority, Reporter
 from bpfloader.kernel import unprivileged as kunpriv
+from bpfloader.loader import events
 
 SYSCTL = "kernel.unprivileged_bpf_disabled"
 
@@ -38,11 +39,11 @@ def open_pins_to_unprivileged(reporter: Reporter) -> Decision:
     before = kunpriv.read_setting()
     refused = bool(before) and kunpriv.refuses_unprivileged_obj_get()  # at 0 no need to ask
     decision = decide(before, refused)
-    fields: dict[str, FieldValue] = {"BPF_SYSCTL": SYSCTL, "BPF_SYSCTL_VALUE": str(before)}
+    value = str(before)
     if decision is Decision.LOWER:
         kunpriv.write_setting(kunpriv.ENABLED)
         after = kunpriv.read_setting()
-        fields["BPF_SYSCTL_VALUE"] = str(after)
+        value = str(after)
         message = (
             f"{SYSCTL} lowered from {before} to {after}: this kernel refuses every bpf() call, "
             "BPF_OBJ_GET included, to processes without CAP_BPF while it is set; now the pins' "
@@ -61,5 +62,5 @@ def open_pins_to_unprivileged(reporter: Reporter) -> Decision:
             "as their modes allow"
         )
         priority = Priority.INFO
-    reporter.emit(Event(MessageId.UNPRIVILEGED_BPF, priority, message, fields))
+    reporter.emit(events.unprivileged_bpf(priority, message, SYSCTL, value))
     return decision

@@ -2,7 +2,7 @@
 the client need to know of each map type (MAP_FACTS)."""
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class MapType(IntEnum):
@@ -125,10 +125,21 @@ class AttachType(IntEnum):
     LSM_CGROUP = 43
 
 
-# Instruction encoding and ELF relocation types of BPF objects.
+class PinKind(StrEnum):
+    """What a pin (or a bpf fd) holds."""
+
+    MAP = "map"
+    PROGRAM = "program"
+    LINK = "link"
+
+
+# Instruction encoding (obj/insn.py reads and patches instructions) and ELF relocation types
+# of BPF objects.
 INSN_SIZE = 8
 OPCODE_LD_IMM64 = 0x18
 OPCODE_CALL = 0x85
+BPF_PSEUDO_MAP_FD = 1  # an ld_imm64's src_reg: imm is a map's fd
+BPF_PSEUDO_MAP_VALUE = 2  # ... imm a map's fd, the second half's imm an offset in its value
 BPF_PSEUDO_CALL = 1  # a call's src_reg: bpf-to-bpf
 BPF_PSEUDO_FUNC = 4  # an ld_imm64's src_reg: the address of a function (callbacks)
 R_BPF_64_64 = 1  # ld_imm64 of a symbol's address: a map reference

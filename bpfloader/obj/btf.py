@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from bpfloader.errors import ObjectFormatError
+
 BTF_MAGIC = 0xEB9F
 HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
 TYPE = struct.Struct("<III")  # name_off, info, size_or_type
@@ -23,7 +25,7 @@ MAX_RESOLVE_DEPTH = 64
 MAX_NAME_LEN = 4096  # a type, member or variable name, in bytes (the kernel allows 512)
 
 
-class BtfError(ValueError):
+class BtfError(ObjectFormatError):
     """The BTF is malformed: the reader names the section."""
 
 

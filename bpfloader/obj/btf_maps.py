@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from bpfloader.errors import ObjectFormatError
 from bpfloader.obj.bpftypes import MapType
 from bpfloader.obj.btf import Btf, BtfError, Kind
-from bpfloader.obj.elf import Relocation, Symbol
+from bpfloader.obj.elf import STT_FUNC, STT_OBJECT, Relocation, Symbol
 from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.spec import MapSlot, MapSpec
 
@@ -64,7 +64,7 @@ def read_btf_maps(
     datasec = btf.datasec(MAPS_SECTION) if btf is not None else None
     if btf is None or datasec is None:
         raise _err("BTF-defined maps need the object's BTF (compile with clang -g)")
-    objects = {s.name: s for s in symbols if s.type == "STT_OBJECT"}
+    objects = {s.name: s for s in symbols if s.type == STT_OBJECT}
     offsets = {name: s.value for name, s in objects.items()}
     maps = []
     for var in datasec.sec_vars:
@@ -76,7 +76,7 @@ def read_btf_maps(
         try:
             definition = _read_def(btf, name, var_type.size_or_type)
         except BtfError as e:
-            raise _err(f"map '{name}': {e}") from None
+            raise _err(f"map '{name}': {e}") from e
         # The symbol's size, not the type's: initial `values` extend the flexible array.
         slots = _slots(definition, start, objects[name].size, relocations, offsets)
         maps.append(_spec(definition, slots))
@@ -147,8 +147,8 @@ def _map_type(definition: _Def) -> MapType:
         raise _err(f"map '{definition.name}' has no type")
     try:
         found = MapType(number)
-    except ValueError:
-        raise _err(f"map '{definition.name}' has unknown map type {number}") from None
+    except ValueError as e:
+        raise _err(f"map '{definition.name}' has unknown map type {number}") from e
     if found is MapType.UNSPEC:
         raise _err(f"map '{definition.name}' has map type 0 (UNSPEC)")
     return found
@@ -225,7 +225,7 @@ def _slots(
         if rest or reloc.type != R_BPF_64_ABS64:
             raise _err(f"map '{definition.name}': a relocation at byte {where} is not a pointer")
         symbol = reloc.symbol
-        is_program = symbol.type == "STT_FUNC"
+        is_program = symbol.type == STT_FUNC
         if not is_program and symbol.name not in offsets:
             raise _err(
                 f"map '{definition.name}': element {index} names '{symbol.name}', "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import struct
 
+from bpfloader.errors import ObjectFormatError
 from bpfloader.obj.bpftypes import MapType
 from bpfloader.obj.kver import KVER_INF
 from bpfloader.obj.ownership import Ownership
@@ -34,7 +35,7 @@ MAP_UID_OFFSET = 116
 NAME_FIELD_LEN = 32
 
 
-class DefError(ValueError):
+class DefError(ObjectFormatError):
     """A def's bytes say something impossible; the reader adds file and section."""
 
 
@@ -59,8 +60,8 @@ class _Fields:
         chunk = self.raw[offset : offset + NAME_FIELD_LEN].split(b"\0", 1)[0]
         try:
             return chunk.decode("ascii")
-        except UnicodeDecodeError:
-            raise DefError(f"{what} is not ASCII: {chunk!r}") from None
+        except UnicodeDecodeError as e:
+            raise DefError(f"{what} is not ASCII: {chunk!r}") from e
 
 
 def check_def_size(size: int, minimum: int, what: str) -> None:

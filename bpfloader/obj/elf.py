@@ -6,12 +6,18 @@ root at boot take long, use much memory or fail with anything but a named reason
 is asked for is read: a section's bytes when its data is used, a relocation table when its
 section is linked; `.debug_*` sections and their relocations are never touched. Names are read
 one character per byte (latin-1), as the Android reader does, so no byte of a name is lost.
+
+Section types, symbol types and binds are the enums below where this module names the value,
+and the plain number where it does not (a processor's or an OS's own): nothing the file says
+is lost, and such a number compares unequal to every member. A symbol's section index is the
+number the file holds, with the special ones (SHN_UNDEF, ...) as constants.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from enum import IntEnum
 from functools import cached_property
 
 from bpfloader.errors import ObjectFormatError
@@ -21,61 +27,119 @@ SHF_COMPRESSED = 0x800
 EM_BPF = 247
 ELF64_HEADER_SIZE = 64
 SECTION_HEADER_SIZE = 64
-SHT_SYMTAB, SHT_STRTAB, SHT_RELA, SHT_NOBITS, SHT_REL = 2, 3, 4, 8, 9
+
+
+class SectionType(IntEnum):
+    """sh_type, as the ELF specification (and GNU, Sun) name the types: `SHT_` + the name."""
+
+    NULL = 0
+    PROGBITS = 1
+    SYMTAB = 2
+    STRTAB = 3
+    RELA = 4
+    HASH = 5
+    DYNAMIC = 6
+    NOTE = 7
+    NOBITS = 8
+    REL = 9
+    SHLIB = 10
+    DYNSYM = 11
+    INIT_ARRAY = 14
+    FINI_ARRAY = 15
+    PREINIT_ARRAY = 16
+    GROUP = 17
+    SYMTAB_SHNDX = 18
+    RELR = 19
+    SUNW_LDYNSYM = 0x6FFFFFF3
+    GNU_HASH = 0x6FFFFFF6
+    SUNW_syminfo = 0x6FFFFFFC
+    GNU_verdef = 0x6FFFFFFD
+    GNU_verneed = 0x6FFFFFFE
+    GNU_versym = 0x6FFFFFFF
+
+
+# The members the loader compares with, also as module constants spelled as the specification
+# spells them. They are the same objects (SHT_NOBITS is SectionType.NOBITS), read as plain
+# globals: on Python 3.11, naming a member goes through EnumType.__getattr__ and costs several
+# times more, once per section or symbol compared, at boot. (So for STT_* and STB_* below.)
+SHT_PROGBITS = SectionType.PROGBITS
+SHT_SYMTAB = SectionType.SYMTAB
+SHT_STRTAB = SectionType.STRTAB
+SHT_RELA = SectionType.RELA
+SHT_NOBITS = SectionType.NOBITS
+SHT_REL = SectionType.REL
+
+
+class SymbolType(IntEnum):
+    """The low nibble of st_info: what a symbol names."""
+
+    NOTYPE = 0
+    OBJECT = 1
+    FUNC = 2
+    SECTION = 3
+    FILE = 4
+    COMMON = 5
+    TLS = 6
+    GNU_IFUNC = 10
+
+
+STT_OBJECT = SymbolType.OBJECT
+STT_FUNC = SymbolType.FUNC
+STT_SECTION = SymbolType.SECTION
+
+
+class SymbolBind(IntEnum):
+    """The high nibble of st_info: whether other objects see a symbol."""
+
+    LOCAL = 0
+    GLOBAL = 1
+    WEAK = 2
+    GNU_UNIQUE = 10
+
+
+STB_GLOBAL = SymbolBind.GLOBAL
+STB_WEAK = SymbolBind.WEAK
+
+
+# The members by number, to read a field as its member where there is one (its number if not).
+_SECTION_TYPES: dict[int, SectionType] = {t.value: t for t in SectionType}
+_SYMBOL_TYPES: dict[int, SymbolType] = {t.value: t for t in SymbolType}
+_SYMBOL_BINDS: dict[int, SymbolBind] = {b.value: b for b in SymbolBind}
+
+# Section types of executables and shared objects: a relocatable BPF object has none.
+LINKED_SECTION_TYPES = frozenset(
+    {
+        SectionType.HASH,
+        SectionType.DYNAMIC,
+        SectionType.DYNSYM,
+        SectionType.SYMTAB_SHNDX,
+        SectionType.RELR,
+        SectionType.SUNW_LDYNSYM,
+        SectionType.GNU_HASH,
+        SectionType.SUNW_syminfo,
+        SectionType.GNU_verdef,
+        SectionType.GNU_verneed,
+        SectionType.GNU_versym,
+    }
+)
+
+# The special section indexes a symbol's st_shndx may hold instead of a section's index.
+SHN_UNDEF = 0  # not defined in this object
+SHN_ABS = 0xFFF1  # an absolute value, in no section
+SHN_COMMON = 0xFFF2  # a common block not yet allocated
+SPECIAL_SECTION_INDEXES = {SHN_UNDEF: "SHN_UNDEF", SHN_ABS: "SHN_ABS", SHN_COMMON: "SHN_COMMON"}
+
 _SECTION_HEADER = struct.Struct("<IIQQQQIIQQ")
 _SYMBOL = struct.Struct("<IBBHQQ")  # Elf64_Sym
 _REL = struct.Struct("<QQ")  # Elf64_Rel
 RELA_SIZE = 24  # Elf64_Rela: refused, never read
 # The entry size of each table the loader reads (or refuses), as sh_entsize must say.
-ENTRY_SIZES = {SHT_SYMTAB: _SYMBOL.size, SHT_REL: _REL.size, SHT_RELA: RELA_SIZE}
+ENTRY_SIZES: dict[int, int] = {
+    SHT_SYMTAB: _SYMBOL.size,
+    SHT_REL: _REL.size,
+    SHT_RELA: RELA_SIZE,
+}
 
-# The section types named as the ELF specification does; any other is shown in hex.
-SECTION_TYPES = {
-    0: "SHT_NULL",
-    1: "SHT_PROGBITS",
-    2: "SHT_SYMTAB",
-    3: "SHT_STRTAB",
-    4: "SHT_RELA",
-    5: "SHT_HASH",
-    6: "SHT_DYNAMIC",
-    7: "SHT_NOTE",
-    8: "SHT_NOBITS",
-    9: "SHT_REL",
-    10: "SHT_SHLIB",
-    11: "SHT_DYNSYM",
-    14: "SHT_INIT_ARRAY",
-    15: "SHT_FINI_ARRAY",
-    16: "SHT_PREINIT_ARRAY",
-    17: "SHT_GROUP",
-    18: "SHT_SYMTAB_SHNDX",
-    19: "SHT_RELR",
-}
-# Section types of executables and shared objects: a relocatable BPF object has none.
-LINKED_SECTION_TYPES = {
-    5: "SHT_HASH",
-    6: "SHT_DYNAMIC",
-    11: "SHT_DYNSYM",
-    18: "SHT_SYMTAB_SHNDX",
-    19: "SHT_RELR",
-    0x6FFFFFF3: "SHT_SUNW_LDYNSYM",
-    0x6FFFFFF6: "SHT_GNU_HASH",
-    0x6FFFFFFC: "SHT_SUNW_syminfo",
-    0x6FFFFFFD: "SHT_GNU_verdef",
-    0x6FFFFFFE: "SHT_GNU_verneed",
-    0x6FFFFFFF: "SHT_GNU_versym",
-}
-SYMBOL_TYPES = {
-    0: "STT_NOTYPE",
-    1: "STT_OBJECT",
-    2: "STT_FUNC",
-    3: "STT_SECTION",
-    4: "STT_FILE",
-    5: "STT_COMMON",
-    6: "STT_TLS",
-    10: "STT_GNU_IFUNC",
-}
-SYMBOL_BINDS = {0: "STB_LOCAL", 1: "STB_GLOBAL", 2: "STB_WEAK", 10: "STB_GNU_UNIQUE"}
-SPECIAL_SECTION_INDEXES = {0: "SHN_UNDEF", 0xFFF1: "SHN_ABS", 0xFFF2: "SHN_COMMON"}
 # Machines a file that is not a BPF object is most likely built for, named in the refusal.
 MACHINES = {3: "EM_386", 8: "EM_MIPS", 20: "EM_PPC", 21: "EM_PPC64", 22: "EM_S390",
             40: "EM_ARM", 62: "EM_X86_64", 183: "EM_AARCH64", 243: "EM_RISCV"}  # fmt: skip
@@ -86,6 +150,15 @@ MAX_SYMBOLS = 1 << 18
 MAX_RELOCATIONS = 1 << 20  # in all relocation sections together
 MAX_NAME_LEN = 4096  # a section or symbol name, in bytes
 MAX_NOBITS_SIZE = 1 << 28  # a .bss-like section: its zeros are made in memory
+
+
+def section_type_name(kind: int) -> str:
+    """A section type as the ELF specification writes it (`SHT_NOBITS`); one SectionType does
+    not name, in hex."""
+    try:
+        return f"SHT_{SectionType(kind).name}"
+    except ValueError:
+        return f"{kind:#x}"
 
 
 def string_at(table: bytes, offset: int) -> str:
@@ -103,7 +176,7 @@ def string_at(table: bytes, offset: int) -> str:
 class Section:
     index: int
     name: str
-    type: str  # "SHT_PROGBITS", "SHT_NOBITS", ... (an unnamed type in hex)
+    type: SectionType | int  # an int for a type SectionType does not name
     flags: int
     size: int
     offset: int
@@ -115,13 +188,13 @@ class Section:
     def data(self) -> bytes:
         """The section's bytes, cut from the file when first asked for; empty for SHT_NOBITS
         (.bss): its size says how many zero bytes."""
-        if self.type == "SHT_NOBITS":
+        if self.type == SHT_NOBITS:
             return b""
         return self.file[self.offset : self.offset + self.size]
 
     @property
     def executable(self) -> bool:
-        return self.type == "SHT_PROGBITS" and bool(self.flags & SHF_EXECINSTR)
+        return self.type == SHT_PROGBITS and bool(self.flags & SHF_EXECINSTR)
 
 
 @dataclass(frozen=True)
@@ -129,13 +202,17 @@ class Symbol:
     name: str
     value: int
     size: int
-    type: str  # "STT_FUNC", "STT_OBJECT", "STT_SECTION", "STT_NOTYPE", ...
-    bind: str  # "STB_GLOBAL", "STB_LOCAL", "STB_WEAK"
-    shndx: int | str  # the index of its section, or "SHN_UNDEF", "SHN_ABS", "SHN_COMMON"
+    type: SymbolType | int  # an int for a type SymbolType does not name
+    bind: SymbolBind | int  # ... and for a bind SymbolBind does not name
+    shndx: int  # st_shndx: the index of its section, or SHN_UNDEF, SHN_ABS, SHN_COMMON
 
     @property
     def section(self) -> int | None:
-        return self.shndx if isinstance(self.shndx, int) else None
+        """The index of the symbol's section; None for SHN_UNDEF, SHN_ABS and SHN_COMMON, which
+        name none. Any other number is taken as a section's index, the reserved ones too
+        (SHN_LORESERVE..SHN_HIRESERVE, e.g. SHN_XINDEX, whose table BPF objects cannot have):
+        the section it names then does not exist, and ElfObject.section_at says so."""
+        return None if self.shndx in SPECIAL_SECTION_INDEXES else self.shndx
 
 
 @dataclass(frozen=True)
@@ -163,7 +240,7 @@ class ElfObject:
             section = Section(
                 index,
                 name,
-                SECTION_TYPES.get(kind) or f"{kind:#x}",
+                _SECTION_TYPES.get(kind, kind),
                 flags,
                 size,
                 offset,
@@ -224,6 +301,9 @@ class ElfObject:
         return self.sections[index] if 0 < index < len(self.sections) else None
 
     def symbols_in(self, index: int) -> list[Symbol]:
+        """The symbols defined in section `index` (a special index is no section: none)."""
+        if index in SPECIAL_SECTION_INDEXES:
+            return []
         return [s for s in self.symbols if s.shndx == index]
 
     def relocation_tables(self, index: int) -> list[Section]:
@@ -255,9 +335,9 @@ class ElfObject:
                     string_at(strtab, name_off) if name_off else "",
                     value,
                     size,
-                    SYMBOL_TYPES.get(info & 0xF) or f"STT_{info & 0xF}",
-                    SYMBOL_BINDS.get(info >> 4) or f"STB_{info >> 4}",
-                    SPECIAL_SECTION_INDEXES.get(shndx, shndx),
+                    _SYMBOL_TYPES.get(info & 0xF, info & 0xF),
+                    _SYMBOL_BINDS.get(info >> 4, info >> 4),
+                    shndx,
                 )
             )
         return symbols
@@ -326,7 +406,7 @@ def _check_section(section: Section, kind: int, file_size: int) -> None:
         )
     if kind in LINKED_SECTION_TYPES:
         raise ObjectFormatError(
-            f"{LINKED_SECTION_TYPES[kind]} sections belong to executables and shared "
+            f"{section_type_name(kind)} sections belong to executables and shared "
             "objects, not to BPF objects",
             section=section.name,
         )

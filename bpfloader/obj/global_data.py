@@ -9,17 +9,13 @@ initialised, so the verifier may treat their contents as constants.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
-from bpfloader.obj.bpftypes import BPF_F_MMAPABLE, MapType
+from bpfloader.obj.bpftypes import BPF_F_MMAPABLE, BPF_F_RDONLY_PROG, MapType
 from bpfloader.obj.btf import Btf
+from bpfloader.obj.elf import SHT_NOBITS, SHT_PROGBITS, Section
 from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.spec import MapSpec
 
-if TYPE_CHECKING:
-    from bpfloader.obj.elf import Section
-
-BPF_F_RDONLY_PROG = 1 << 7
 KERNEL_NAME_MAX = 15  # BPF_OBJ_NAME_LEN less its NUL
 SUFFIX_MIN = 7  # len(".rodata"): what the kernel name always keeps room for
 
@@ -28,8 +24,8 @@ def is_data_section(section: Section) -> bool:
     if section.size == 0 or section.executable:
         return False
     if section.name == ".bss":
-        return section.type == "SHT_NOBITS"
-    return section.type == "SHT_PROGBITS" and (
+        return section.type == SHT_NOBITS
+    return section.type == SHT_PROGBITS and (
         section.name in (".data", ".rodata") or section.name.startswith((".data.", ".rodata."))
     )
 

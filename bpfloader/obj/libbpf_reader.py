@@ -13,7 +13,17 @@ from __future__ import annotations
 from bpfloader.errors import ObjectFormatError
 from bpfloader.obj.bpftypes import INSN_SIZE
 from bpfloader.obj.btf_maps import MAPS_SECTION, read_btf_maps
-from bpfloader.obj.elf import ElfObject, Relocation
+from bpfloader.obj.elf import (
+    SHN_UNDEF,
+    SPECIAL_SECTION_INDEXES,
+    STB_GLOBAL,
+    STB_WEAK,
+    STT_FUNC,
+    STT_OBJECT,
+    STT_SECTION,
+    ElfObject,
+    Relocation,
+)
 from bpfloader.obj.global_data import data_map, is_data_section
 from bpfloader.obj.libbpf_sections import known_names, program_kind
 from bpfloader.obj.linker import CodeTarget, Function, LinkedProgram, Linker
@@ -52,7 +62,7 @@ class _Reader:
             self.btf_maps = read_btf_maps(self.btf, symbols, elf.relocations(maps_section.index))
             names = {m.name for m in self.btf_maps}
             self.maps_by_offset = {
-                s.value: s.name for s in symbols if s.type == "STT_OBJECT" and s.name in names
+                s.value: s.name for s in symbols if s.type == STT_OBJECT and s.name in names
             }
 
     def read(self, license: str) -> ObjectSpec:
@@ -61,7 +71,7 @@ class _Reader:
         functions = self._functions()
         linker = Linker(self.elf, functions, self._classify, self.ext)
         programs = tuple(self._program(fn, linker) for fn in functions if fn.is_program)
-        functions_loaded = {p.function for p in programs}
+        functions_loaded = {p.name for p in programs}
         for spec in self.btf_maps:
             for slot in spec.slots:
                 if slot.is_program and slot.target not in functions_loaded:
@@ -91,7 +101,7 @@ class _Reader:
                     f"code size {len(section.data)} is not a multiple of {INSN_SIZE}",
                     section=section.name,
                 )
-            found = [s for s in self.elf.symbols_in(section.index) if s.type == "STT_FUNC"]
+            found = [s for s in self.elf.symbols_in(section.index) if s.type == STT_FUNC]
             if not found:
                 raise ObjectFormatError("code without a function symbol", section=section.name)
             for symbol in found:
@@ -106,7 +116,7 @@ class _Reader:
                         "of whole instructions inside the section",
                         section=section.name,
                     )
-                is_program = section.name != ".text" and symbol.bind in ("STB_GLOBAL", "STB_WEAK")
+                is_program = section.name != ".text" and symbol.bind in (STB_GLOBAL, STB_WEAK)
                 functions.append(
                     Function(
                         symbol.name,
@@ -136,7 +146,7 @@ class _Reader:
         stem = section if kind.own_name else f"{section}/{fn.name}"
         return ProgramSpec(
             section=section,
-            function=fn.name,
+            name=fn.name,
             type=definition.type,
             expected_attach_type=definition.attach,
             instructions=linked.instructions,
@@ -154,12 +164,14 @@ class _Reader:
         symbol = reloc.symbol
         name = symbol.name or "(unnamed)"
         if symbol.section is None:
-            if symbol.shndx == "SHN_UNDEF":
+            if symbol.shndx == SHN_UNDEF:
                 raise ObjectFormatError(
                     f"{place} refers to '{name}', which the object does not define (extern "
                     "variables, kernel symbols and kfuncs are not supported by this loader)"
                 )
-            raise ObjectFormatError(f"{place} refers to '{name}' in {symbol.shndx}")
+            raise ObjectFormatError(
+                f"{place} refers to '{name}' in {SPECIAL_SECTION_INDEXES[symbol.shndx]}"
+            )
         target = self.elf.section_at(symbol.section)
         if target is None:
             raise ObjectFormatError(
@@ -167,7 +179,7 @@ class _Reader:
             )
         if target.executable:
             return CodeTarget(target.index, symbol.value)
-        offset = symbol.value + (addend if symbol.type == "STT_SECTION" else 0)
+        offset = symbol.value + (addend if symbol.type == STT_SECTION else 0)
         if target.index == self.maps_index:
             map_name = self.maps_by_offset.get(offset)
             if map_name is None:

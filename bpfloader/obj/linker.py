@@ -12,22 +12,14 @@ every placed function move with it.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bpfloader.errors import ObjectFormatError
-from bpfloader.obj.bpftypes import (
-    BPF_PSEUDO_CALL,
-    BPF_PSEUDO_FUNC,
-    INSN_SIZE,
-    OPCODE_CALL,
-    OPCODE_LD_IMM64,
-    R_BPF_64_32,
-    R_BPF_64_64,
-)
+from bpfloader.obj.bpftypes import BPF_PSEUDO_FUNC, INSN_SIZE, R_BPF_64_32, R_BPF_64_64
 from bpfloader.obj.btf import BtfExt, FuncInfo, LineInfo
 from bpfloader.obj.elf import ElfObject, Relocation, Section
+from bpfloader.obj.insn import Insn, insn_at, patch, pseudo_calls
 from bpfloader.obj.spec import MapReference
 
 
@@ -103,22 +95,27 @@ class Linker:
         )
 
     def _relocate(self, fn: Function, work: _Work) -> None:
+        """Relocate `fn`, placed at work.placed[fn], and place every function it calls.
+
+        Only the instructions a relocation names and the calls are looked at, in order; they
+        are read from the function's own bytes, which work.code holds unchanged until each
+        instruction is itself rewritten."""
         at = work.placed[fn]
         section = fn.section
         relocations = self._relocations_in(fn)
-        for i in range(fn.end - fn.start):
-            pos = (at + i) * INSN_SIZE
-            opcode, regs = work.code[pos], work.code[pos + 1]
-            imm: int = struct.unpack_from("<i", work.code, pos + 4)[0]
+        code = fn.code
+        for i in sorted(relocations.keys() | set(pseudo_calls(code))):
+            insn = insn_at(code, i)
             reloc = relocations.get(i)
             target: int
             if reloc is not None:
                 place = f"instruction {fn.start + i} of '{fn.name}'"
                 try:
-                    _check_relocation(reloc, opcode, place)
-                    where = self.classify(reloc, imm, place)
+                    _check_relocation(reloc, insn, place)
+                    where = self.classify(reloc, insn.imm, place)
                 except ObjectFormatError as e:
-                    raise e.where(section=section.name) from None
+                    e.where(section=section.name)
+                    raise
                 if isinstance(where, MapReference):
                     if reloc.type == R_BPF_64_32:
                         raise ObjectFormatError(
@@ -130,14 +127,12 @@ class Linker:
                 callee_section = self.elf.section_at(where.section)
                 assert callee_section is not None  # the classifier checked it
                 if reloc.type == R_BPF_64_32:
-                    target = where.offset // INSN_SIZE + imm + 1
+                    target = where.offset // INSN_SIZE + insn.imm + 1
                 else:
-                    target = (where.offset + imm) // INSN_SIZE
+                    target = (where.offset + insn.imm) // INSN_SIZE
                 callee = self._function_at(callee_section, target, fn, i)
-            elif opcode == OPCODE_CALL and regs >> 4 == BPF_PSEUDO_CALL:
-                callee = self._function_at(section, fn.start + i + imm + 1, fn, i)
-            else:
-                continue
+            else:  # a call the compiler resolved: to a static function of this section
+                callee = self._function_at(section, fn.start + i + insn.imm + 1, fn, i)
             if callee.is_program:
                 raise ObjectFormatError(
                     f"instruction {fn.start + i} of '{fn.name}' calls '{callee.name}', the entry "
@@ -149,9 +144,12 @@ class Linker:
                 work.placed[callee] = len(work.code) // INSN_SIZE
                 work.code += callee.code
                 self._relocate(callee, work)
-            struct.pack_into("<i", work.code, pos + 4, work.placed[callee] - (at + i) - 1)
-            if opcode == OPCODE_LD_IMM64:
-                work.code[pos + 1] = (regs & 0x0F) | (BPF_PSEUDO_FUNC << 4)
+            patch(
+                work.code,
+                at + i,
+                src=BPF_PSEUDO_FUNC if insn.is_ld_imm64 else None,
+                imm=work.placed[callee] - (at + i) - 1,
+            )
 
     def _relocations_in(self, fn: Function) -> dict[int, Relocation]:
         found = {}
@@ -198,14 +196,14 @@ class Linker:
         ]
 
 
-def _check_relocation(reloc: Relocation, opcode: int, place: str) -> None:
+def _check_relocation(reloc: Relocation, insn: Insn, place: str) -> None:
     """Code takes two kinds of relocation: a ld_imm64 of an address, a call of a function."""
-    if reloc.type == R_BPF_64_64 and opcode == OPCODE_LD_IMM64:
+    if reloc.type == R_BPF_64_64 and insn.is_ld_imm64:
         return
-    if reloc.type == R_BPF_64_32 and opcode == OPCODE_CALL:
+    if reloc.type == R_BPF_64_32 and insn.is_call:
         return
     raise ObjectFormatError(
         f"{place}: relocation type {reloc.type} to '{reloc.symbol.name}' on an instruction "
-        f"with opcode {opcode:#04x} (only ld_imm64 of an address and calls of functions are "
+        f"with opcode {insn.code:#04x} (only ld_imm64 of an address and calls of functions are "
         "relocated)"
     )

@@ -21,7 +21,7 @@ from bpfloader.obj.btf import (
     parse_btf,
     parse_btf_ext,
 )
-from bpfloader.obj.elf import ElfObject
+from bpfloader.obj.elf import STT_OBJECT, ElfObject
 
 EXTERN_SECTIONS = (".kconfig", ".ksyms")
 KV_PAIR_PREFIX = "____btf_map_"  # BPF_ANNOTATE_KV_PAIR's struct: the types of an Android map
@@ -49,7 +49,7 @@ class ObjectBtf:
         try:
             sizes = self.btf.size_of(key), self.btf.size_of(value)
         except BtfError as e:
-            raise ObjectFormatError(f"{what}: {e}", section=".BTF") from None
+            raise ObjectFormatError(f"{what}: {e}", section=".BTF") from e
         if sizes != (key_size, value_size):
             raise ObjectFormatError(
                 f"{what} has a {sizes[0]}-byte key and a {sizes[1]}-byte value; its def says "
@@ -96,7 +96,7 @@ def read_object_btf(elf: ElfObject) -> ObjectBtf | None:
     try:
         btf = parse_btf(section.data)
     except BtfError as e:
-        raise ObjectFormatError(str(e), section=".BTF") from None
+        raise ObjectFormatError(str(e), section=".BTF") from e
     for name in EXTERN_SECTIONS:
         if btf.datasec(name) is not None:
             raise ObjectFormatError(
@@ -112,7 +112,7 @@ def _ext(elf: ElfObject, btf: Btf) -> BtfExt | None:
     try:
         ext = parse_btf_ext(section.data, btf)
     except BtfError as e:
-        raise ObjectFormatError(str(e), section=".BTF.ext") from None
+        raise ObjectFormatError(str(e), section=".BTF.ext") from e
     for name, count in ext.core_relos.items():
         raise ObjectFormatError(
             f"section '{name}' has {count} CO-RE relocation(s): CO-RE (BPF_CORE_READ, "
@@ -127,9 +127,9 @@ def _fixed_up(elf: ElfObject, btf: Btf) -> bytes:
     offsets: dict[str, dict[str, int]] = {}
     for symbol in elf.symbols:
         section = elf.section_at(symbol.section) if symbol.section is not None else None
-        if section is not None and symbol.type == "STT_OBJECT":
+        if section is not None and symbol.type == STT_OBJECT:
             offsets.setdefault(section.name, {})[symbol.name] = symbol.value
     try:
         return btf.fixed_up(sizes, offsets)
     except BtfError as e:
-        raise ObjectFormatError(str(e), section=".BTF") from None
+        raise ObjectFormatError(str(e), section=".BTF") from e

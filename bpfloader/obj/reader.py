@@ -8,13 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bpfloader.errors import LoaderError, ObjectFormatError
-from bpfloader.obj.bpftypes import (
-    INSN_SIZE,
-    OPCODE_CALL,
-    OPCODE_LD_IMM64,
-    R_BPF_64_32,
-    R_BPF_64_64,
-)
+from bpfloader.obj.bpftypes import INSN_SIZE, R_BPF_64_32, R_BPF_64_64
 from bpfloader.obj.defs import (
     DEFAULT_MAP_DEF_SIZE,
     DEFAULT_PROG_DEF_SIZE,
@@ -25,7 +19,21 @@ from bpfloader.obj.defs import (
     decode_map_def,
     decode_prog_def,
 )
-from bpfloader.obj.elf import ElfObject, Symbol, section_names
+from bpfloader.obj.elf import (
+    SHN_UNDEF,
+    SHT_NOBITS,
+    SHT_REL,
+    SHT_RELA,
+    SPECIAL_SECTION_INDEXES,
+    STT_FUNC,
+    STT_OBJECT,
+    STT_SECTION,
+    ElfObject,
+    Symbol,
+    section_names,
+    section_type_name,
+)
+from bpfloader.obj.insn import insn_at
 from bpfloader.obj.libbpf_reader import read_libbpf_object
 from bpfloader.obj.object_btf import read_object_btf
 from bpfloader.obj.ownership import Ownership
@@ -47,15 +55,14 @@ def read_object(data: bytes, path: str) -> ObjectSpec:
     ElfObject that both readers use."""
     try:
         return read_elf(ElfObject(data), path)
-    except LoaderError as e:
-        raise e.where(file=path) from None
-    except DefError as e:
-        raise ObjectFormatError(str(e), file=path) from None
+    except LoaderError as e:  # ObjectFormatError, DefError and BtfError among them
+        e.where(file=path)
+        raise
     except Exception as e:
         # A last resort: ElfObject checks every bound it reads, and each check names its
-        # problem. Reaching here is a missing check; tests/test_reader_fuzz.py and `make fuzz`
+        # problem. Reaching here is a missing check; tests/obj/test_reader_fuzz.py and `make fuzz`
         # report every input that does.
-        raise ObjectFormatError(f"malformed ELF ({type(e).__name__}: {e})", file=path) from None
+        raise ObjectFormatError(f"malformed ELF ({type(e).__name__}: {e})", file=path) from e
 
 
 def read_elf(elf: ElfObject, path: str) -> ObjectSpec:
@@ -105,8 +112,8 @@ def decode_license(data: bytes | None) -> str:
         raise _err("license must be a non-empty NUL-terminated string", "license")
     try:
         return text.decode("ascii")
-    except UnicodeDecodeError:
-        raise _err(f"license is not ASCII: {text!r}", "license") from None
+    except UnicodeDecodeError as e:
+        raise _err(f"license is not ASCII: {text!r}", "license") from e
 
 
 def _err(reason: str, section: str | None = None) -> ObjectFormatError:
@@ -139,7 +146,7 @@ class _Reader:
 
     def _data(self, name: str) -> bytes | None:
         section = self.elf.section(name)
-        if section is None or section.type == "SHT_NOBITS":
+        if section is None or section.type == SHT_NOBITS:
             return None
         return section.data
 
@@ -164,9 +171,7 @@ class _Reader:
 
     def _symbols_in(self, section_index: int) -> list[Symbol]:
         """The objects and functions defined in a section."""
-        return [
-            s for s in self.elf.symbols_in(section_index) if s.type in ("STT_OBJECT", "STT_FUNC")
-        ]
+        return [s for s in self.elf.symbols_in(section_index) if s.type in (STT_OBJECT, STT_FUNC)]
 
     # -- maps -----------------------------------------------------------------------------
 
@@ -181,7 +186,7 @@ class _Reader:
         try:
             check_def_size(size, min_size, what)
         except DefError as e:
-            raise _err(str(e), size_section) from None
+            raise _err(str(e), size_section) from e
         return section.index, section.data, size
 
     def _maps(self) -> list[_PlacedMap]:
@@ -209,7 +214,7 @@ class _Reader:
             try:
                 fields = decode_map_def(data[offset : offset + size])
             except DefError as e:
-                raise _err(f"map '{name}': {e}", "maps") from None
+                raise _err(f"map '{name}': {e}", "maps") from e
             if self.object_btf is not None:
                 key_size, value_size = fields["key_size"], fields["value_size"]
                 assert isinstance(key_size, int) and isinstance(value_size, int)
@@ -258,7 +263,7 @@ class _Reader:
                 try:
                     fields = decode_prog_def(defs[function])
                 except DefError as e:
-                    raise _err(str(e), name) from None
+                    raise _err(str(e), name) from e
             refs = self._map_refs(section.index, name, code, maps_index, maps_by_offset)
             if self.object_btf is not None:
                 fields["func_info"], fields["line_info"] = self.object_btf.records(
@@ -267,7 +272,7 @@ class _Reader:
             programs.append(
                 ProgramSpec(
                     section=name,
-                    function=function,
+                    name=function,
                     type=kind[0],
                     expected_attach_type=kind[1],
                     instructions=code,
@@ -279,7 +284,7 @@ class _Reader:
 
     def _function_at_start(self, index: int, section: str) -> str:
         for symbol in self._symbols_in(index):
-            if symbol.type == "STT_FUNC" and symbol.value == 0:
+            if symbol.type == STT_FUNC and symbol.value == 0:
                 return symbol.name
         raise _err("no function symbol at the start of the section", section)
 
@@ -297,52 +302,56 @@ class _Reader:
         refs = []
         for reloc in self.elf.relocations(index):
             offset, kind, symbol = reloc.offset, reloc.type, reloc.symbol
-            insn = offset // INSN_SIZE
+            index = offset // INSN_SIZE
             if offset % INSN_SIZE or offset + INSN_SIZE > len(code):
                 raise _err(f"relocation at offset {offset} is not on an instruction", section)
             target = symbol.name or "(unnamed)"
-            shndx = symbol.shndx
-            if isinstance(shndx, int) and self.elf.section_at(shndx) is None:
+            shndx, in_section = symbol.shndx, symbol.section
+            if in_section is not None and self.elf.section_at(in_section) is None:
                 raise _err(
-                    f"instruction {insn} refers to '{target}' in section {shndx}, "
+                    f"instruction {index} refers to '{target}' in section {shndx}, "
                     "which does not exist",
                     section,
                 )
-            if symbol.type == "STT_SECTION" and isinstance(shndx, int):
-                target = self.elf.sections[shndx].name  # e.g. a call into .text
-            opcode = code[offset]
-            if kind == R_BPF_64_32 and opcode == OPCODE_CALL:
+            if symbol.type == STT_SECTION and in_section is not None:
+                target = self.elf.sections[in_section].name  # e.g. a call into .text
+            insn = insn_at(code, index)
+            if kind == R_BPF_64_32 and insn.is_call:
                 raise _err(
-                    f"instruction {insn} calls '{target}': bpf-to-bpf calls are not supported "
+                    f"instruction {index} calls '{target}': bpf-to-bpf calls are not supported "
                     "in Android-format objects (mark helpers static inline)",
                     section,
                 )
             if kind != R_BPF_64_64:
-                raise _err(f"instruction {insn}: unsupported relocation type {kind}", section)
-            if opcode != OPCODE_LD_IMM64:
+                raise _err(f"instruction {index}: unsupported relocation type {kind}", section)
+            if not insn.is_ld_imm64:
                 raise _err(
-                    f"relocation to '{target}' at instruction {insn} is not on a ld_imm64 "
-                    f"instruction (opcode {opcode:#04x})",
+                    f"relocation to '{target}' at instruction {index} is not on a ld_imm64 "
+                    f"instruction (opcode {insn.code:#04x})",
                     section,
                 )
-            if shndx == "SHN_UNDEF":
-                raise _err(f"instruction {insn} refers to unknown symbol '{target}'", section)
+            if shndx == SHN_UNDEF:
+                raise _err(f"instruction {index} refers to unknown symbol '{target}'", section)
             if shndx != maps_index:
-                where = shndx if isinstance(shndx, str) else self.elf.sections[shndx].name
+                where = (
+                    SPECIAL_SECTION_INDEXES[shndx]
+                    if in_section is None
+                    else self.elf.sections[in_section].name
+                )
                 raise _err(
-                    f"instruction {insn} refers to '{target}' in section '{where}'; "
+                    f"instruction {index} refers to '{target}' in section '{where}'; "
                     'only maps in the "maps" section can be referenced',
                     section,
                 )
             map_offset = symbol.value
-            if symbol.type == "STT_SECTION":
-                map_offset += struct.unpack_from("<i", code, offset + 4)[0]
+            if symbol.type == STT_SECTION:
+                map_offset += insn.imm
             spec = maps_by_offset.get(map_offset)
             if spec is None:
                 raise _err(
-                    f"instruction {insn} refers to no map def (offset {map_offset})", section
+                    f"instruction {index} refers to no map def (offset {map_offset})", section
                 )
-            refs.append(MapReference(insn=insn, map_name=spec.name))
+            refs.append(MapReference(insn=index, map_name=spec.name))
         return tuple(refs)
 
     def _check_no_relocations(self, section: str) -> None:
@@ -354,9 +363,9 @@ class _Reader:
         found = self.elf.section(".rel" + section)
         if found is None:
             return
-        if found.type in ("SHT_REL", "SHT_RELA"):
+        if found.type in (SHT_REL, SHT_RELA):
             raise _err(f"relocations for section {found.info}, not for '{section}'", found.name)
-        raise _err(f"section type {found.type} is not SHT_REL", found.name)
+        raise _err(f"section type {section_type_name(found.type)} is not SHT_REL", found.name)
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,12 @@ the offset in the map's value)."""
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping
 
 from bpfloader.errors import PlanError
+from bpfloader.obj.bpftypes import BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE
+from bpfloader.obj.insn import patch
 from bpfloader.obj.spec import ProgramSpec
-
-BPF_PSEUDO_MAP_FD = 1
-BPF_PSEUDO_MAP_VALUE = 2
 
 
 def relocate(program: ProgramSpec, map_fds: Mapping[str, int]) -> bytes:
@@ -23,11 +21,8 @@ def relocate(program: ProgramSpec, map_fds: Mapping[str, int]) -> bytes:
                 f"uses map '{ref.map_name}', which is not loaded here (skipped by its gates?)",
                 section=program.section,
             )
-        offset = ref.insn * 8
         pseudo = BPF_PSEUDO_MAP_FD if ref.offset is None else BPF_PSEUDO_MAP_VALUE
-        regs = code[offset + 1]
-        code[offset + 1] = (regs & 0x0F) | (pseudo << 4)  # src_reg is the high nibble
-        struct.pack_into("<i", code, offset + 4, fd)
+        patch(code, ref.insn, src=pseudo, imm=fd)
         if ref.offset is not None:  # the second half of the ld_imm64: the offset in the value
-            struct.pack_into("<i", code, offset + 12, ref.offset)
+            patch(code, ref.insn + 1, imm=ref.offset)
     return bytes(code)

@@ -81,7 +81,7 @@ class MapReference:
 @dataclass(frozen=True)
 class ProgramSpec:
     section: str
-    function: str
+    name: str  # the function: the program's name everywhere (state, journal, status, kernel)
     type: ProgType
     expected_attach_type: int
     instructions: bytes
