@@ -77,38 +77,6 @@ def compile_bpf(build_dir: Path) -> Compile:
     return compile_one
 
 
-# How Android builds its objects: -g, then BTF kept and the rest of the debug data stripped
-# (its build rules run llvm-strip so on every bpf object).
-ANDROID_STRIP = (
-    "--strip-unneeded",
-    "--remove-section=.rel.BTF",
-    "--remove-section=.rel.BTF.ext",
-    "--remove-section=.BTF.ext",
-)
-
-
-@pytest.fixture(scope="session")
-def compile_android(compile_bpf: Compile, build_dir: Path) -> Compile:
-    """compile_android(source, name=None, *flags) -> an object built as Android builds its
-    own: compiled with -g like compile_bpf, then stripped as Android's build strips it."""
-    cache: dict[tuple[str, str | None, tuple[str, ...]], Path] = {}
-
-    def build_one(source: str, name: str | None = None, *flags: str) -> Path:
-        key = (source, name, flags)
-        if key not in cache:
-            built = compile_bpf(source, name, *flags)
-            out_dir = build_dir / f"android_{len(cache)}"
-            out_dir.mkdir()
-            stripped = out_dir / built.name
-            subprocess.run(
-                ["llvm-strip", *ANDROID_STRIP, str(built), "-o", str(stripped)], check=True
-            )
-            cache[key] = stripped
-        return cache[key]
-
-    return build_one
-
-
 @pytest.fixture
 def source_dir(tmp_path: Path) -> Path:
     """An empty directory to put objects in, standing in for /etc/bpf."""

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from boot.image import Kernel
+from tests.boot.image import Kernel
 
 FINDING = re.compile(r"^(PASS|FAIL|INFO|DONE) ([\w-]+): ?(.*)$")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc|\r")

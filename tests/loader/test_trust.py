@@ -1,0 +1,273 @@
+"""The trust policy on the source directory (StrictModes): an object someone other than root could
+have written is refused on one line naming it and why, while the other objects load; with
+--insecure-allow-untrusted it loads, and the log says so loudly (once per run, once per object).
+
+The pure tests call bpfloader.loader.trust directly; the kernel-marked ones run `bpfloader load`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bpfloader.loader.trust import TrustPolicy, directory_problem, file_problem, refused
+from tests.loader.test_bad_input import GOOD_PINS, assert_failed_alone, bpffs_entries, load, place
+
+WHY = "only root may be able to change what the loader runs"
+BAD_PINS = frozenset({"map_untrusted_switch_count", "prog_untrusted_tracepoint_sched_sched_switch"})
+OPEN_DIR = "writable by group 0 and everyone and not sticky (mode 0777)"
+INSECURE_RUN = "bpfloader: warning: INSECURE: --insecure-allow-untrusted: the trust policy on "
+
+
+def fake_stat(mode: int, uid: int = 0, gid: int = 0) -> os.stat_result:
+    return os.stat_result((mode, 0, 0, 1, uid, gid, 0, 0, 0, 0))
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[Path]:
+    """A directory in /tmp outside the source directory (root-owned, 0700: trusted in itself)."""
+    path = Path(tempfile.mkdtemp(prefix="bpfloader-trust-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+@pytest.fixture
+def good_objects(compile_bpf, source_dir: Path) -> Path:
+    shutil.copy(compile_bpf("myschedtp.c"), source_dir)
+    shutil.copy(compile_bpf("execsnoop.c"), source_dir)
+    shutil.copy(compile_bpf("good_last.c", "zz_last.o"), source_dir)
+    return source_dir
+
+
+def untrusted(compile_bpf, directory: Path) -> Path:
+    """A good object named untrusted.o: only its ownership, mode or path can make it fail."""
+    return place(compile_bpf, "good_last.c", directory, "untrusted.o")
+
+
+# -- pure: trust.py -----------------------------------------------------------------------------
+
+
+def test_file_problems():
+    assert file_problem(fake_stat(stat.S_IFREG | 0o644)) is None
+    assert file_problem(fake_stat(stat.S_IFREG | 0o600)) is None
+    assert file_problem(fake_stat(stat.S_IFREG | 0o664, gid=1000)) == (
+        "writable by group 1000 (mode 0664)"
+    )
+    assert file_problem(fake_stat(stat.S_IFREG | 0o646)) == "writable by everyone (mode 0646)"
+    assert file_problem(fake_stat(stat.S_IFREG | 0o666, gid=5)) == (
+        "writable by group 5 and everyone (mode 0666)"
+    )
+    assert file_problem(fake_stat(stat.S_IFREG | 0o644, uid=1000)) == (
+        "owned by uid 1000, not root (mode 0644)"
+    )
+
+
+def test_directory_problems():
+    assert directory_problem(fake_stat(stat.S_IFDIR | 0o755)) is None
+    assert directory_problem(fake_stat(stat.S_IFDIR | 0o1777)) is None  # /tmp
+    assert directory_problem(fake_stat(stat.S_IFDIR | 0o777)) == (
+        "writable by group 0 and everyone and not sticky (mode 0777)"
+    )
+    assert directory_problem(fake_stat(stat.S_IFDIR | 0o775, gid=4)) == (
+        "writable by group 4 and not sticky (mode 0775)"
+    )
+    assert directory_problem(fake_stat(stat.S_IFDIR | 0o1777, uid=1000)) == (
+        "owned by uid 1000, not root (mode 1777)"
+    )
+
+
+def test_refusal_line():
+    assert str(refused("writable by group 1000 (mode 0664)").where(file="/etc/bpf/x.o")) == (
+        f"/etc/bpf/x.o: refused: writable by group 1000 (mode 0664); {WHY}"
+    )
+
+
+def test_policy_on_paths(tmp_path: Path, elsewhere: Path):
+    src = tmp_path / "src"
+    (src / "loc").mkdir(parents=True)
+    ok = src / "ok.o"
+    ok.write_bytes(b"x")
+    os.chmod(ok, 0o644)
+    policy = TrustPolicy(str(src))
+    assert policy.problem(str(ok)) is None  # pytest's tmp_path, under the sticky /tmp
+
+    group = src / "group.o"
+    group.write_bytes(b"x")
+    os.chmod(group, 0o664)
+    os.chown(group, 0, 1000)
+    assert policy.problem(str(group)) == "writable by group 1000 (mode 0664)"
+
+    owned = src / "owned.o"
+    owned.write_bytes(b"x")
+    os.chown(owned, 1000, 1000)
+    assert policy.problem(str(owned)) == "owned by uid 1000, not root (mode 0644)"
+
+    inner = src / "loc" / "inner.o"
+    inner.write_bytes(b"x")
+    os.chmod(src / "loc", 0o777)
+    assert TrustPolicy(str(src)).problem(str(inner)) == (
+        f"directory {src}/loc is writable by group 0 and everyone and not sticky (mode 0777)"
+    )
+    os.chmod(src / "loc", 0o755)
+
+    target = elsewhere / "outside.o"
+    target.write_bytes(b"x")
+    link = src / "link.o"
+    link.symlink_to(target)
+    assert policy.problem(str(link)) == f"a symlink to {target}, outside {src}"
+    (src / "via").symlink_to(elsewhere)
+    assert policy.problem(str(src / "via" / "outside.o")) == (
+        f"reached through a symlink to {target}, outside {src}"
+    )
+
+    inside = src / "inside.o"
+    inside.symlink_to(group)  # a symlink inside the directory is fine; its target is checked
+    expected = f"its target {group} is writable by group 1000 (mode 0664)"
+    assert policy.problem(str(inside)) == expected
+    (src / "fine.o").symlink_to(ok)
+    assert policy.problem(str(src / "fine.o")) is None
+
+    policy_file = src / "ok.policy.toml"
+    policy_file.write_text("")
+    os.chmod(policy_file, 0o666)
+    from bpfloader.loader.policy import policy_path
+
+    os.rename(policy_file, policy_path(str(ok)))
+    assert policy.problem(str(ok)) == (
+        f"its policy file {policy_path(str(ok))} is writable by group 0 and everyone (mode 0666)"
+    )
+
+
+def test_ancestor_directory(tmp_path: Path):
+    top = tmp_path / "top"
+    src = top / "etc-bpf"
+    src.mkdir(parents=True)
+    obj = src / "x.o"
+    obj.write_bytes(b"x")
+    os.chmod(top, 0o770)
+    os.chown(top, 0, 1000)
+    assert TrustPolicy(str(src)).problem(str(obj)) == (
+        f"directory {top} is writable by group 1000 and not sticky (mode 0770)"
+    )
+    os.chown(top, 1000, 0)
+    os.chmod(top, 0o755)
+    assert TrustPolicy(str(src)).problem(str(obj)) == (
+        f"directory {top} is owned by uid 1000, not root (mode 0755)"
+    )
+
+
+# -- kernel: bpfloader load ---------------------------------------------------------------------
+
+
+def refusal(bad: Path, reason: str) -> str:
+    return f"bpfloader: err: {bad}: refused: {reason}; {WHY}"
+
+
+@pytest.mark.kernel
+def test_group_writable_object(compile_bpf, good_objects, bpffs, bpfloader_cli):
+    bad = untrusted(compile_bpf, good_objects)
+    os.chown(bad, 0, 1000)
+    os.chmod(bad, 0o664)
+    run = load(bpfloader_cli, good_objects, bpffs)
+    reason = "writable by group 1000 (mode 0664)"
+    assert_failed_alone(run, bad, refusal(bad, reason), bpffs=bpffs)
+
+
+@pytest.mark.kernel
+def test_world_writable_directory(compile_bpf, good_objects, bpffs, bpfloader_cli):
+    loc = good_objects / "loc"
+    loc.mkdir()
+    bad = untrusted(compile_bpf, loc)
+    os.chmod(loc, 0o777)
+    run = load(bpfloader_cli, good_objects, bpffs)
+    reason = f"directory {loc} is writable by group 0 and everyone and not sticky (mode 0777)"
+    assert_failed_alone(run, bad, refusal(bad, reason), bpffs=bpffs)
+
+
+@pytest.mark.kernel
+def test_object_of_another_uid(compile_bpf, good_objects, bpffs, bpfloader_cli):
+    bad = untrusted(compile_bpf, good_objects)
+    os.chown(bad, 1000, 0)
+    run = load(bpfloader_cli, good_objects, bpffs)
+    reason = "owned by uid 1000, not root (mode 0644)"
+    assert_failed_alone(run, bad, refusal(bad, reason), bpffs=bpffs)
+
+
+@pytest.mark.kernel
+def test_symlink_out_of_the_directory(compile_bpf, good_objects, elsewhere, bpffs, bpfloader_cli):
+    target = untrusted(compile_bpf, elsewhere)
+    bad = good_objects / "untrusted.o"
+    bad.symlink_to(target)
+    run = load(bpfloader_cli, good_objects, bpffs)
+    reason = f"a symlink to {target}, outside {good_objects}"
+    assert_failed_alone(run, bad, refusal(bad, reason), bpffs=bpffs)
+
+
+@pytest.mark.kernel
+def test_refused_in_the_dry_run(compile_bpf, good_objects, bpffs, bpfloader_cli):
+    bad = untrusted(compile_bpf, good_objects)
+    os.chmod(bad, 0o646)
+    dry = bpfloader_cli("load", "--dry-run", "--dir", good_objects, "--pin-root", bpffs)
+    assert dry.returncode == 0, dry.stderr
+    line = f"{bad}: FAIL: {bad}: refused: writable by everyone (mode 0646); {WHY}"
+    assert line in dry.stdout.splitlines(), dry.stdout
+
+
+@pytest.mark.kernel
+def test_insecure_flag_loads_and_warns(compile_bpf, good_objects, elsewhere, bpffs, bpfloader_cli):
+    group = untrusted(compile_bpf, good_objects)
+    os.chown(group, 0, 1000)
+    os.chmod(group, 0o664)
+    target = place(compile_bpf, "good_last.c", elsewhere, "linked.o")
+    link = good_objects / "linked.o"
+    link.symlink_to(target)
+    loc = good_objects / "loc"
+    loc.mkdir()
+    os.chmod(loc, 0o777)
+    other = place(compile_bpf, "good_last.c", loc, "other.o")
+    os.chown(other, 1000, 0)
+    run = bpfloader_cli(
+        "load", "--insecure-allow-untrusted", "--dir", good_objects, "--pin-root", bpffs
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == "objects: 6 loaded, 0 skipped, 0 failed", run.stdout
+    lines = run.stderr.splitlines()
+    assert [line for line in lines if line.startswith(INSECURE_RUN)] == [
+        f"{INSECURE_RUN}{good_objects} is off; objects that someone other than root could have "
+        "written will be loaded (for development only, never on a real system)"
+    ]
+    insecure = [line for line in lines if "INSECURE: let through" in line]
+    prefix = "bpfloader: warning: {}: INSECURE: let through despite the trust policy "
+    prefix += "(--insecure-allow-untrusted): {}"
+    assert insecure == [
+        prefix.format(link, f"a symlink to {target}, outside {good_objects}"),
+        prefix.format(group, "writable by group 1000 (mode 0664)"),
+        prefix.format(other, f"directory {loc} is {OPEN_DIR}"),
+    ]
+    assert not [line for line in lines if line.startswith("bpfloader: err")], run.stderr
+    assert bpffs_entries(bpffs) >= GOOD_PINS | BAD_PINS
+    assert "loc/prog_other_tracepoint_sched_sched_switch" in bpffs_entries(bpffs)
+
+
+@pytest.mark.kernel
+def test_reload_refuses_and_the_flag_lets_through(compile_bpf, good_objects, bpffs, bpfloader_cli):
+    bad = untrusted(compile_bpf, good_objects)
+    os.chown(bad, 1000, 0)
+    where = ("--dir", good_objects, "--pin-root", bpffs)
+    run = bpfloader_cli("reload", *where)
+    assert run.returncode == 3, run.stderr  # reload: an object failed
+    assert refusal(bad, "owned by uid 1000, not root (mode 0644)") in run.stderr.splitlines()
+    assert bpffs_entries(bpffs) == GOOD_PINS
+    run = bpfloader_cli("reload", "--insecure-allow-untrusted", *where)
+    assert run.returncode == 0, run.stderr
+    assert sum(line.startswith(INSECURE_RUN) for line in run.stderr.splitlines()) == 1
+    assert f"bpfloader: warning: {bad}: INSECURE: let through" in run.stderr
+    assert bpffs_entries(bpffs) == GOOD_PINS | BAD_PINS
