@@ -3,7 +3,8 @@
 Usage: python fuzz/build_seeds.py OUT_DIR
 Android-format sources go through `bpfloader build`; libbpf-style ones (tests/bpf/libbpf_*.c)
 through plain clang with -g, as tests/libbpf_support.py does. A source that does not compile
-(some are meant not to) is skipped.
+(some are meant not to) is skipped. The reader bombs (tests/obj/bombs.py) are added in small
+copies of their shapes (under -max_len), so that mutations start from them too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.obj.bombs import BOMBS  # noqa: E402
+
+# Each bomb's scale for a seed of about 30-90 KiB (the fuzzer's -max_len is 128 KiB).
+BOMB_SEED_SCALES = {"android_symbols": 0.01, "btf_types": 0.002, "btf_members": 0.001}
+BOMB_SEED_SCALE = 0.001
 LIBBPF_CFLAGS = ["-O2", "-g", "-target", "bpf", "-idirafter", "/usr/include/x86_64-linux-gnu"]
 
 
@@ -41,6 +48,10 @@ def build_seeds(out: Path) -> list[Path]:
                 for obj in sorted(sub.glob("*.o")):  # flat: libFuzzer reads one directory
                     built.append(obj.rename(out / f"{sub.name}__{obj.name}"))
             shutil.rmtree(sub, ignore_errors=True)
+    for name, build in BOMBS.items():
+        obj = out / f"bomb_{name}.o"
+        obj.write_bytes(build(BOMB_SEED_SCALES.get(name, BOMB_SEED_SCALE)))
+        built.append(obj)
     return built
 
 

@@ -3,7 +3,8 @@
 Shared by fuzz/fuzz_reader.py (atheris, long runs) and tests/obj/test_reader_fuzz.py (a short,
 deterministic run in CI). The contract of `read_object`: every input either parses or raises
 ObjectFormatError whose str() is one line starting with the file name; nothing else is raised,
-nothing hangs, memory stays bounded. An ObjectFormatError made by read_object's catch-all
+nothing hangs (`time_limit`), memory stays bounded (`memory_budget`: what one input may add to
+the process's peak resident memory). An ObjectFormatError made by read_object's catch-all
 ("malformed ELF (TypeName: ...)") is not a violation but is reported as a finding: it means
 some check is missing where the bad value was first read.
 """
@@ -32,6 +33,29 @@ class InputTimeout(BaseException):
 
 class ContractViolation(AssertionError):
     pass
+
+
+class OverBudget(ContractViolation):
+    """An input made the reader take more memory than its budget."""
+
+
+def _peak_rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+@contextmanager
+def memory_budget(mib: float) -> Iterator[None]:
+    """Raise OverBudget if the block raises the process's peak resident memory by more than
+    `mib` MiB over what it was resident when the block began (Linux: the peak is reset by
+    writing 5 to /proc/self/clear_refs). The hard cap is RLIMIT_AS, set by the caller."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    start = _peak_rss_kib()
+    yield
+    grew = (_peak_rss_kib() - start) / 1024
+    if grew > mib:
+        raise OverBudget(f"input took {grew:.1f} MiB of memory, over its budget of {mib} MiB")
 
 
 @contextmanager

@@ -3,10 +3,12 @@
     make fuzz [FUZZ_RUNS=1000000]
     .venv/bin/python fuzz/fuzz_reader.py CORPUS_DIR SEED_DIR -runs=N [libFuzzer flags]
 
-Each input runs under a per-input alarm (FUZZ_TIMEOUT seconds, default 5; libFuzzer's own
--timeout backs it up) and the process under RLIMIT_AS (FUZZ_MEMORY_MB, default 2048). A
+Each input has a time and a memory budget: a per-input alarm (FUZZ_TIMEOUT seconds, default 2;
+libFuzzer's own -timeout backs it up) and what it may add to the process's peak resident memory
+(FUZZ_INPUT_MEMORY_MB, default 64; inputs are at most 128 KiB, -max_len), the process as a whole
+under RLIMIT_AS (FUZZ_MEMORY_MB, default 2048). An input over either budget, and any other
 contract violation (an exception other than ObjectFormatError, an error that is not one line
-naming the file, a hang) crashes the run and libFuzzer saves the input. Inputs that only
+naming the file), crashes the run and libFuzzer saves the input. Inputs that only
 read_object's catch-all turned into ObjectFormatError are findings, not crashes: each distinct
 place is logged once to stderr, with the input saved under FUZZ_FINDINGS (default
 fuzz/findings/), and the counts per place are rewritten to FUZZ_FINDINGS/counts.json.
@@ -27,10 +29,11 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["bpfloader"]):
-    from fuzz.contract import InputTimeout, check, mutate, time_limit
+    from fuzz.contract import InputTimeout, check, memory_budget, mutate, time_limit
 
 FINDINGS = Path(os.environ.get("FUZZ_FINDINGS", Path(__file__).parent / "findings"))
-TIMEOUT = float(os.environ.get("FUZZ_TIMEOUT", "5"))
+TIMEOUT = float(os.environ.get("FUZZ_TIMEOUT", "2"))
+INPUT_MEMORY_MB = float(os.environ.get("FUZZ_INPUT_MEMORY_MB", "64"))
 MEMORY_MB = int(os.environ.get("FUZZ_MEMORY_MB", "2048"))
 
 counts: Counter[str] = Counter()
@@ -48,7 +51,7 @@ def test_one(data: bytes) -> None:
     global executions, last_dump
     executions += 1
     try:
-        with time_limit(TIMEOUT):
+        with memory_budget(INPUT_MEMORY_MB), time_limit(TIMEOUT):
             finding = check(data)
     except InputTimeout as e:
         raise AssertionError(f"hang: {e}") from None  # libFuzzer saves the input as a crash

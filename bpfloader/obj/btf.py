@@ -5,16 +5,26 @@ the members, array shapes, variables and data-section entries that map definitio
 data and type sizes are read from. The raw bytes are kept: the kernel gets them back with
 the fix-ups it requires (data-section sizes and variable offsets, which the compiler leaves
 to the loader) patched in place.
+
+Memory stays a small multiple of the section, whatever it declares: parse_btf checks every
+record in one pass (kinds, lengths, names, the types referred to) and keeps of each type only
+where its record starts (4 bytes; the kernel's own BTF and a crafted one of a million types
+alike); a `BtfType` is decoded when asked for, its members and variables when read. Counts
+cannot outgrow the bytes: a record's items must fit in the type section before any is read.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from array import array
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from itertools import pairwise
+from typing import TypeVar
 
 from bpfloader.errors import ObjectFormatError
+from bpfloader.obj.elf import LazySequence, first_bad_name, long_name_spans
 
 BTF_MAGIC = 0xEB9F
 HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
@@ -66,16 +76,18 @@ _EXTRA: dict[Kind, tuple[int, int]] = {
     Kind.ENUM64: (0, 12),
 }
 _MODIFIERS = {Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.TYPE_TAG}
+# Kinds whose size_or_type is a type id, which must exist.
+_REFERRING = frozenset({*_MODIFIERS, Kind.PTR, Kind.FUNC, Kind.VAR, Kind.DECL_TAG})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
     name: str
     type: int
     bit_offset: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecVar:
     """One variable of a DATASEC: its VAR type id, offset and size in the section."""
 
@@ -85,34 +97,119 @@ class SecVar:
     record: int  # where its offset field lives in the raw type section (for fix-ups)
 
 
-@dataclass(frozen=True)
+_Item = TypeVar("_Item", Member, SecVar)
+
+
+class Items(LazySequence[_Item]):
+    """A struct's members or a DATASEC's variables, each decoded when read (a struct may have
+    65535 members, and most readers want a few)."""
+
+    def __init__(self, body: int, count: int, make: Callable[[int], _Item]):
+        self._body = body  # where the first item's record starts in the type section
+        self._count = count
+        self._make: Callable[[int], _Item] = make  # a record's position -> its item
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _item(self, index: int) -> _Item:
+        return self._make(self._body + ITEM.size * index)
+
+
+@dataclass(frozen=True, slots=True)
 class BtfType:
     id: int
     kind: Kind
     name: str
     size_or_type: int
     record: int  # offset of the record in the type section
-    members: tuple[Member, ...] = ()
+    members: Sequence[Member] = ()
     array: tuple[int, int] | None = None  # (element type, element count)
-    sec_vars: tuple[SecVar, ...] = ()
+    sec_vars: Sequence[SecVar] = ()
     linkage: int = 0  # VAR and FUNC
 
 
-@dataclass
+class BtfTypes(LazySequence[BtfType]):
+    """Every type of a BTF by id (0 is void), decoded when asked for."""
+
+    def __init__(self, btf: Btf):
+        self._btf = btf
+
+    def __len__(self) -> int:
+        return len(self._btf.offsets)
+
+    def _item(self, index: int) -> BtfType:
+        return self._btf.decode(index)
+
+
+VOID = BtfType(0, Kind.UNKN, "void", 0, -1)
+
+
 class Btf:
-    raw: bytes
-    types: list[BtfType]
-    strings: bytes
-    header_len: int
-    type_off: int
+    """A parsed BTF: its raw bytes, where each type's record starts, and the ids of each kind
+    (what `named` and the fix-ups look through)."""
+
+    def __init__(self, raw: bytes, header_len: int, type_off: int, type_len: int, strings: bytes):
+        self.raw = raw
+        self.header_len = header_len
+        self.type_off = type_off
+        self.strings = strings
+        # The type section, without a copy: every record offset below is relative to it.
+        self.type_section = memoryview(raw)[
+            header_len + type_off : header_len + type_off + type_len
+        ]
+        self.offsets: array[int] = array("I", [0])  # by type id; 0 (void) has no record
+        self.ids_by_kind: dict[Kind, array[int]] = {}
+        self._named: dict[Kind, dict[str, int]] = {}
+
+    @property
+    def types(self) -> BtfTypes:
+        return BtfTypes(self)
 
     def name_at(self, offset: int) -> str:
         return _string(self.strings, offset, "BTF string")
 
     def type(self, type_id: int) -> BtfType:
-        if not 0 < type_id < len(self.types):
-            raise BtfError(f"type id {type_id} does not exist ({len(self.types) - 1} types)")
-        return self.types[type_id]
+        if not 0 < type_id < len(self.offsets):
+            raise BtfError(f"type id {type_id} does not exist ({len(self.offsets) - 1} types)")
+        return self.decode(type_id)
+
+    def of_kind(self, kind: Kind) -> Iterator[BtfType]:
+        """The types of one kind, by id."""
+        return (self.decode(i) for i in self.ids_by_kind.get(kind, ()))
+
+    def decode(self, type_id: int) -> BtfType:
+        """Type `type_id` (0 is void) as parse_btf checked it."""
+        if type_id == 0:
+            return VOID
+        raw, pos = self.type_section, self.offsets[type_id]
+        name_off, info, size_or_type = TYPE.unpack_from(raw, pos)
+        kind, vlen = _KINDS[(info >> 24) & 0x1F], info & 0xFFFF
+        name = self.name_at(name_off) if name_off else ""
+        body = pos + TYPE.size
+        if kind is Kind.STRUCT or kind is Kind.UNION:
+            members = Items(body, vlen, self._member)
+            return BtfType(type_id, kind, name, size_or_type, pos, members=members)
+        if kind is Kind.ARRAY:
+            elem, _, count = ITEM.unpack_from(raw, body)
+            return BtfType(type_id, kind, name, size_or_type, pos, array=(elem, count))
+        if kind is Kind.DATASEC:
+            sec_vars = Items(body, vlen, self._sec_var)
+            return BtfType(type_id, kind, name, size_or_type, pos, sec_vars=sec_vars)
+        if kind is Kind.VAR:
+            linkage: int = struct.unpack_from("<I", raw, body)[0]
+            return BtfType(type_id, kind, name, size_or_type, pos, linkage=linkage)
+        if kind is Kind.FUNC:
+            return BtfType(type_id, kind, name, size_or_type, pos, linkage=vlen)
+        return BtfType(type_id, kind, name, size_or_type, pos)
+
+    def _member(self, pos: int) -> Member:
+        name_off, type_id, bit_offset = ITEM.unpack_from(self.type_section, pos)
+        return Member(self.name_at(name_off) if name_off else "", type_id, bit_offset)
+
+    def _sec_var(self, pos: int) -> SecVar:
+        type_id, offset, size = ITEM.unpack_from(self.type_section, pos)
+        return SecVar(type_id, offset, size, pos)
 
     def resolve(self, type_id: int) -> BtfType:
         """Skip typedefs and qualifiers; refuses a chain that loops."""
@@ -154,15 +251,13 @@ class Btf:
         """The raw BTF with each DATASEC's size and its variables' offsets filled in from the
         ELF (the compiler leaves 0s there; the kernel checks them), the variables sorted by
         offset as the kernel requires. `symbol_offsets` is {section: {symbol: offset}}."""
-        raw = bytearray(self.raw)
         base = self.header_len + self.type_off
-        for sec in self.types:
-            if sec.kind is not Kind.DATASEC:
-                continue
+        patches: list[tuple[int, bytes]] = []
+        for sec in self.of_kind(Kind.DATASEC):
             size = section_sizes.get(sec.name)
             if size is None:
                 raise BtfError(f"DATASEC {sec.name} has no ELF section")
-            struct.pack_into("<I", raw, base + sec.record + 8, size)
+            patches.append((base + sec.record + 8, struct.pack("<I", size)))
             offsets = symbol_offsets.get(sec.name, {})
             entries = []
             for var in sec.sec_vars:
@@ -171,16 +266,36 @@ class Btf:
                 if offset + var.size > size:
                     raise BtfError(f"variable {name} lies outside DATASEC {sec.name}")
                 entries.append((offset, var.type, var.size))
-            for i, (offset, type_id, var_size) in enumerate(sorted(entries)):
-                record = base + sec.sec_vars[0].record + 12 * i
-                struct.pack_into("<III", raw, record, type_id, offset, var_size)
-        return bytes(raw)
+            if entries:
+                packed = b"".join(ITEM.pack(t, o, n) for o, t, n in sorted(entries))
+                patches.append((base + sec.sec_vars[0].record, packed))
+        if not patches:
+            return self.raw
+        # Spliced in one join: the BTF is copied once, not twice (bytearray, then bytes).
+        raw, at = memoryview(self.raw), 0
+        pieces: list[bytes | memoryview] = []
+        for pos, patch in sorted(patches):
+            pieces += (raw[at:pos], patch)
+            at = pos + len(patch)
+        pieces.append(raw[at:])
+        return b"".join(pieces)
 
     def named(self, kind: Kind, name: str) -> BtfType | None:
-        return next((t for t in self.types if t.kind is kind and t.name == name), None)
+        """The first type of `kind` named `name`: the names of a kind are indexed the first
+        time one is asked for."""
+        index = self._named.get(kind)
+        if index is None:
+            index = self._named[kind] = {}
+            for type_id in self.ids_by_kind.get(kind, ()):
+                name_off = TYPE.unpack_from(self.type_section, self.offsets[type_id])[0]
+                index.setdefault(self.name_at(name_off) if name_off else "", type_id)
+        found = index.get(name)
+        return self.decode(found) if found is not None else None
 
 
 def parse_btf(data: bytes) -> Btf:
+    """Check every record of `data` in one pass and index where each starts (see the module's
+    docstring); the first problem is a BtfError."""
     if len(data) < HEADER.size:
         raise BtfError(f"{len(data)} bytes is shorter than the BTF header")
     magic, version, _, hdr_len, type_off, type_len, str_off, str_len = HEADER.unpack_from(data)
@@ -193,21 +308,67 @@ def parse_btf(data: bytes) -> Btf:
     for what, off, length in (("types", type_off, type_len), ("strings", str_off, str_len)):
         if hdr_len + off + length > len(data):
             raise BtfError(f"{what} run past the end of the section (truncated BTF)")
-    types_raw = data[hdr_len + type_off : hdr_len + type_off + type_len]
     strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
-    btf = Btf(bytes(data), [BtfType(0, Kind.UNKN, "void", 0, -1)], strings, hdr_len, type_off)
-    pos = 0
-    while pos < len(types_raw):
-        if len(btf.types) > MAX_TYPES:
-            raise BtfError(f"more than {MAX_TYPES} types")
-        t, pos = _read_type(btf, types_raw, pos, len(btf.types))
-        btf.types.append(t)
-    count = len(btf.types)
-    for t in btf.types[1:]:
-        for ref in _references(t):
-            if ref >= count:
-                raise BtfError(f"type {t.id} refers to type {ref}, which does not exist")
+    btf = Btf(bytes(data), hdr_len, type_off, type_len, strings)
+    _index_types(btf)
     return btf
+
+
+def _index_types(btf: Btf) -> None:
+    """Fill btf.offsets and btf.ids_by_kind, checking each record: its kind, that it fits,
+    its name and its members' names, and (once every type is counted) the types it refers to."""
+    raw = btf.type_section
+    words = raw[: len(raw) - len(raw) % 4].cast("I")  # the section as u32s, for the items
+    spans = long_name_spans(btf.strings, MAX_NAME_LEN)
+    names: array[int] = array("I")  # every name offset, checked at the end
+    max_ref: array[int] = array("I", [0])  # by type id: the largest type id it refers to
+    offsets, by_kind = btf.offsets, btf.ids_by_kind
+    pos, end_of_types = 0, len(raw)
+    while pos < end_of_types:
+        type_id = len(offsets)
+        if type_id > MAX_TYPES:
+            raise BtfError(f"more than {MAX_TYPES} types")
+        if pos + TYPE.size > end_of_types:
+            raise BtfError(f"type {type_id} is cut short (truncated BTF)")
+        name_off, info, size_or_type = TYPE.unpack_from(raw, pos)
+        kind, vlen = _kind(info), info & 0xFFFF
+        end = _record_end(pos, kind, vlen)
+        if end > end_of_types:
+            raise BtfError(f"type {type_id} ({kind.name}) is cut short (truncated BTF)")
+        body = pos + TYPE.size
+        names.append(name_off)
+        ref = 0
+        if kind is Kind.STRUCT or kind is Kind.UNION or kind is Kind.DATASEC:
+            if vlen:
+                if body % 4:  # the u32 view needs the items 4-aligned (a compiler's always are)
+                    items = memoryview(bytes(raw[body:end])).cast("I")
+                else:
+                    items = words[body // 4 : end // 4]
+                if kind is Kind.DATASEC:
+                    ref = max(items[0::3])
+                else:
+                    ref = max(items[1::3])
+                    names.extend(items[0::3])
+        elif kind is Kind.ARRAY:
+            ref = ITEM.unpack_from(raw, body)[0]
+        elif kind in _REFERRING:
+            ref = size_or_type
+        offsets.append(pos)
+        max_ref.append(ref)
+        group = by_kind.get(kind)
+        if group is None:
+            group = by_kind[kind] = array("I")
+        group.append(type_id)
+        pos = end
+    bad = first_bad_name(names, btf.strings, spans, MAX_NAME_LEN)
+    if bad is not None:
+        btf.name_at(bad)  # raises, naming the problem
+    count = len(offsets)
+    if max(max_ref) >= count:
+        type_id = next(i for i, ref in enumerate(max_ref) if ref >= count)
+        t = btf.decode(type_id)
+        ref = next(r for r in _references(t) if r >= count)
+        raise BtfError(f"type {type_id} refers to type {ref}, which does not exist")
 
 
 def type_ids_by_name(data: bytes, kinds: tuple[Kind, ...]) -> dict[tuple[Kind, str], int]:
@@ -255,45 +416,11 @@ def _kind(info: int) -> Kind:
     return _KINDS[number]
 
 
-def _read_type(btf: Btf, raw: bytes, pos: int, type_id: int) -> tuple[BtfType, int]:
-    """The type whose record starts at `pos`, and where the next record starts."""
-    if pos + TYPE.size > len(raw):
-        raise BtfError(f"type {type_id} is cut short (truncated BTF)")
-    name_off, info, size_or_type = TYPE.unpack_from(raw, pos)
-    kind, vlen = _kind(info), info & 0xFFFF
-    end = _record_end(pos, kind, vlen)
-    if end > len(raw):
-        raise BtfError(f"type {type_id} ({kind.name}) is cut short (truncated BTF)")
-    name = btf.name_at(name_off) if name_off else ""
-    body = pos + TYPE.size
-    if kind is Kind.STRUCT or kind is Kind.UNION:
-        members = tuple(
-            Member(btf.name_at(n) if n else "", t, off)
-            for n, t, off in ITEM.iter_unpack(raw[body:end])
-        )
-        return BtfType(type_id, kind, name, size_or_type, pos, members=members), end
-    if kind is Kind.ARRAY:
-        elem, _, count = ITEM.unpack_from(raw, body)
-        return BtfType(type_id, kind, name, size_or_type, pos, array=(elem, count)), end
-    if kind is Kind.DATASEC:
-        sec_vars = tuple(
-            SecVar(t, offset, size, body + 12 * i)
-            for i, (t, offset, size) in enumerate(ITEM.iter_unpack(raw[body:end]))
-        )
-        return BtfType(type_id, kind, name, size_or_type, pos, sec_vars=sec_vars), end
-    if kind is Kind.VAR:
-        linkage: int = struct.unpack_from("<I", raw, body)[0]
-        return BtfType(type_id, kind, name, size_or_type, pos, linkage=linkage), end
-    if kind is Kind.FUNC:
-        return BtfType(type_id, kind, name, size_or_type, pos, linkage=vlen), end
-    return BtfType(type_id, kind, name, size_or_type, pos), end
-
-
 def _references(t: BtfType) -> list[int]:
     refs = [m.type for m in t.members] + [v.type for v in t.sec_vars]
     if t.array is not None:
         refs.append(t.array[0])
-    if t.kind in (*_MODIFIERS, Kind.PTR, Kind.FUNC, Kind.VAR, Kind.DECL_TAG):
+    if t.kind in _REFERRING:
         refs.append(t.size_or_type)
     return refs
 
@@ -313,13 +440,13 @@ EXT_HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, func/
 EXT_CORE = struct.Struct("<II")  # core_relo off+len, in headers of 40 bytes and more
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FuncInfo:
     insn: int  # instruction index in its section
     type_id: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LineInfo:
     insn: int
     file_name_off: int
@@ -344,17 +471,29 @@ def parse_btf_ext(data: bytes, btf: Btf) -> BtfExt:
         raise BtfError(f"bad BTF.ext magic {magic:#06x} or version {version}")
     ext = BtfExt()
     for name_off, records in _ext_entries(data, hdr_len + func_off, func_len, 2):
-        ext.func_info[btf.name_at(name_off)] = [FuncInfo(r[0] // 8, r[1]) for r in records]
+        name = btf.name_at(name_off)
+        _check_order(records, "function", name)
+        ext.func_info[name] = [FuncInfo(r[0] // 8, r[1]) for r in records]
     for name_off, records in _ext_entries(data, hdr_len + line_off, line_len, 4):
-        ext.line_info[btf.name_at(name_off)] = [
-            LineInfo(r[0] // 8, r[1], r[2], r[3]) for r in records
-        ]
+        name = btf.name_at(name_off)
+        _check_order(records, "line", name)
+        ext.line_info[name] = [LineInfo(r[0] // 8, r[1], r[2], r[3]) for r in records]
     if hdr_len >= EXT_HEADER.size + EXT_CORE.size and len(data) >= EXT_HEADER.size + EXT_CORE.size:
         core_off, core_len = EXT_CORE.unpack_from(data, EXT_HEADER.size)
         for name_off, records in _ext_entries(data, hdr_len + core_off, core_len, 4):
             if records:
                 ext.core_relos[btf.name_at(name_off)] = len(records)
     return ext
+
+
+def _check_order(records: list[tuple[int, ...]], what: str, section: str) -> None:
+    """A section's records are one per instruction at most, in the order of the instructions,
+    as the kernel takes them (and as the linker finds a function's own by bisection)."""
+    insns = [r[0] // 8 for r in records]
+    if any(a >= b for a, b in pairwise(insns)):
+        raise BtfError(
+            f"the {what} records of section '{section}' are not in the order of its instructions"
+        )
 
 
 def _ext_entries(

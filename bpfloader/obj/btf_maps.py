@@ -9,6 +9,8 @@ array). Initial `values` are relocations in `.rel.maps` pointing into that array
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bpfloader.errors import ObjectFormatError
@@ -58,7 +60,7 @@ class _Def:
 
 
 def read_btf_maps(
-    btf: Btf | None, symbols: list[Symbol], relocations: list[Relocation]
+    btf: Btf | None, symbols: list[Symbol], relocations: Iterable[Relocation]
 ) -> list[MapSpec]:
     """The maps declared in `.maps`, in the order of their definitions."""
     datasec = btf.datasec(MAPS_SECTION) if btf is not None else None
@@ -66,6 +68,8 @@ def read_btf_maps(
         raise _err("BTF-defined maps need the object's BTF (compile with clang -g)")
     objects = {s.name: s for s in symbols if s.type == STT_OBJECT}
     offsets = {name: s.value for name, s in objects.items()}
+    # By offset (file order among equals), so that each map finds its own by bisection.
+    by_offset = sorted(relocations, key=_offset)
     maps = []
     for var in datasec.sec_vars:
         var_type = btf.type(var.type)
@@ -78,7 +82,7 @@ def read_btf_maps(
         except BtfError as e:
             raise _err(f"map '{name}': {e}") from e
         # The symbol's size, not the type's: initial `values` extend the flexible array.
-        slots = _slots(definition, start, objects[name].size, relocations, offsets)
+        slots = _slots(definition, start, objects[name].size, by_offset, offsets)
         maps.append(_spec(definition, slots))
     return maps
 
@@ -88,8 +92,12 @@ def _read_def(btf: Btf, name: str, type_id: int) -> _Def:
     if struct_type.kind is not Kind.STRUCT:
         raise BtfError(f"its definition is a {struct_type.kind.name}, not a struct")
     found = _Def(name, {})
+    seen: set[str] = set()
     for member in struct_type.members:
         field = member.name
+        if field in seen:  # a compiler never repeats one; a crafted struct would, 65535 times
+            raise BtfError(f"field '{field}' is given twice in its definition")
+        seen.add(field)
         if field in _UINT_FIELDS:
             found.uints[field] = _uint(btf, member.type, field)
         elif field in ("key", "value"):
@@ -213,11 +221,11 @@ def _slots(
     relocations: list[Relocation],
     offsets: dict[str, int],
 ) -> tuple[MapSlot, ...]:
-    """The initial `values` of a map: relocations that land in its `values` array."""
+    """The initial `values` of a map: relocations that land in its `values` array
+    (`relocations`: ordered by offset)."""
     found = []
-    for reloc in relocations:
-        if not start <= reloc.offset < start + size:
-            continue
+    lo = bisect.bisect_left(relocations, start, key=_offset)
+    for reloc in relocations[lo : bisect.bisect_left(relocations, start + size, lo, key=_offset)]:
         where = reloc.offset - start
         if definition.values_offset is None or where < definition.values_offset:
             raise _err(f"map '{definition.name}': a relocation at byte {where} is not in 'values'")
@@ -236,3 +244,7 @@ def _slots(
             raise _err(f"map '{definition.name}': element {index} must name one of its {kind}")
         found.append(MapSlot(index, symbol.name, is_program))
     return tuple(sorted(found, key=lambda s: s.index))
+
+
+def _offset(reloc: Relocation) -> int:
+    return reloc.offset

@@ -11,14 +11,26 @@ Section types, symbol types and binds are the enums below where this module name
 and the plain number where it does not (a processor's or an OS's own): nothing the file says
 is lost, and such a number compares unequal to every member. A symbol's section index is the
 number the file holds, with the special ones (SHN_UNDEF, ...) as constants.
+
+Every table is indexed once, so that the work is linear in the file (an object of thousands of
+sections and a quarter million symbols must not cost sections x symbols): symbols by section
+(`symbols_in`), relocations by section and offset (`relocations_by_offset`). The symbol table is
+checked whole when the object is read, but a `Symbol` is made only when one is asked for: a
+table the readers barely look at costs 4 bytes a symbol, not a few hundred.
 """
 
 from __future__ import annotations
 
+import bisect
+import re
 import struct
+from abc import abstractmethod
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cached_property
+from typing import TypeVar, overload
 
 from bpfloader.errors import ObjectFormatError
 
@@ -161,6 +173,31 @@ def section_type_name(kind: int) -> str:
         return f"{kind:#x}"
 
 
+def long_name_spans(table: bytes, limit: int) -> list[tuple[int, int]]:
+    """The runs of more than `limit` bytes without a NUL in a string table, as (start, end):
+    a name may start anywhere but in the last `limit` bytes of one of them (first_bad_name).
+    Found in one pass; a table the compiler wrote has none."""
+    return [m.span() for m in re.finditer(rb"[^\0]{%d,}" % (limit + 1), table)]
+
+
+def first_bad_name(
+    offsets: Sequence[int], table: bytes, spans: list[tuple[int, int]], limit: int
+) -> int | None:
+    """The first of `offsets` (0 is no name) that is outside `table` or starts a name longer
+    than `limit` (`spans`: long_name_spans(table)), found without making any of the strings;
+    None if all are good. Reading the string there raises the reader's own error."""
+    if not offsets or (max(offsets) < max(len(table), 1) and not spans):
+        return None
+    starts = [start for start, _ in spans]
+    for offset in offsets:
+        if not offset:
+            continue
+        run = bisect.bisect_right(starts, offset) - 1
+        if offset >= len(table) or (run >= 0 and spans[run][1] - offset > limit):
+            return offset
+    return None
+
+
 def string_at(table: bytes, offset: int) -> str:
     if not 0 <= offset < len(table):
         raise ObjectFormatError(
@@ -197,7 +234,7 @@ class Section:
         return self.type == SHT_PROGBITS and bool(self.flags & SHF_EXECINSTR)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Symbol:
     name: str
     value: int
@@ -215,11 +252,121 @@ class Symbol:
         return None if self.shndx in SPECIAL_SECTION_INDEXES else self.shndx
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Relocation:
     offset: int  # byte offset in the section relocated
     type: int
     symbol: Symbol
+
+
+_T = TypeVar("_T")
+
+
+class LazySequence(Sequence[_T]):
+    """A table whose entries are made when read: subclasses say how many (`__len__`) and how
+    one is made (`_item`, given an index the sequence has checked)."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def _item(self, index: int) -> _T: ...
+
+    @overload
+    def __getitem__(self, index: int) -> _T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[_T]: ...
+
+    def __getitem__(self, index: int | slice) -> _T | list[_T]:
+        if isinstance(index, slice):
+            return [self._item(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._item(index)
+
+    def __iter__(self) -> Iterator[_T]:
+        return (self._item(i) for i in range(len(self)))
+
+
+class SymbolTable(LazySequence[Symbol]):
+    """The symbol table, checked whole (every name offset) when read, each `Symbol` made when
+    asked for. A symbol asked for by index (as relocations name them) is kept for the next
+    time; iterating makes each afresh and keeps none."""
+
+    def __init__(self, table: bytes, strings: bytes):
+        self._table = table
+        self._strings = strings
+        self._made: dict[int, Symbol] = {}
+        spans = long_name_spans(strings, MAX_NAME_LEN)
+        bad = first_bad_name(memoryview(table).cast("I")[0::6], strings, spans, MAX_NAME_LEN)
+        if bad is not None:
+            string_at(strings, bad)  # raises, naming the problem
+        self._shndx = memoryview(table).cast("H")[3::12]
+
+    def __len__(self) -> int:
+        return len(self._table) // _SYMBOL.size
+
+    def _item(self, index: int) -> Symbol:
+        found = self._made.get(index)
+        if found is None:
+            found = self._made[index] = self.decode(index)
+        return found
+
+    def __iter__(self) -> Iterator[Symbol]:
+        return (self.decode(i) for i in range(len(self)))
+
+    def of_type(self, kind: SymbolType) -> Iterator[Symbol]:
+        """The symbols of one type, in table order: the others are not made at all."""
+        infos = memoryview(self._table)[4 :: _SYMBOL.size]
+        return (self.decode(i) for i, info in enumerate(infos) if info & 0xF == kind)
+
+    def by_section(self) -> dict[int, array[int]]:
+        """{st_shndx: indexes of its symbols, in table order}, in one pass."""
+        found: dict[int, array[int]] = {}
+        for i, shndx in enumerate(self._shndx):
+            group = found.get(shndx)
+            if group is None:
+                group = found[shndx] = array("I")
+            group.append(i)
+        return found
+
+    def decode(self, index: int) -> Symbol:
+        """Symbol `index`, made afresh (and not kept)."""
+        name_off, info, _, shndx, value, size = _SYMBOL.unpack_from(
+            self._table, index * _SYMBOL.size
+        )
+        return Symbol(
+            string_at(self._strings, name_off) if name_off else "",
+            value,
+            size,
+            _SYMBOL_TYPES.get(info & 0xF, info & 0xF),
+            _SYMBOL_BINDS.get(info >> 4, info >> 4),
+            shndx,
+        )
+
+
+class Relocations:
+    """The relocations aimed at one section, ordered by offset once (file order where two
+    share an offset), so that a function finds its own by bisection."""
+
+    def __init__(self, offsets: array[int], infos: array[int], symbols: SymbolTable):
+        self.offsets = offsets
+        self._infos = infos
+        self._symbols = symbols
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def between(self, start: int, end: int) -> Iterator[Relocation]:
+        """The relocations at byte offsets start..end (end excluded), by offset."""
+        lo = bisect.bisect_left(self.offsets, start)
+        hi = bisect.bisect_left(self.offsets, end, lo)
+        for i in range(lo, hi):
+            r_info = self._infos[i]
+            yield Relocation(self.offsets[i], r_info & 0xFFFFFFFF, self._symbols[r_info >> 32])
 
 
 class ElfObject:
@@ -288,6 +435,8 @@ class ElfObject:
                 )
             self._relocation_tables.setdefault(info, []).append(section)
         self.symbols = self._read_symbols(symtab)
+        self._symbols_by_section: dict[int, array[int]] | None = None
+        self._sorted_relocations: dict[int, Relocations] = {}
         if self._relocation_tables and not self.symbols:
             first = min(s.index for tables in self._relocation_tables.values() for s in tables)
             raise ObjectFormatError(
@@ -304,43 +453,64 @@ class ElfObject:
         """The symbols defined in section `index` (a special index is no section: none)."""
         if index in SPECIAL_SECTION_INDEXES:
             return []
-        return [s for s in self.symbols if s.shndx == index]
+        if self._symbols_by_section is None:
+            self._symbols_by_section = self.symbols.by_section()
+        return [self.symbols.decode(i) for i in self._symbols_by_section.get(index, ())]
 
     def relocation_tables(self, index: int) -> list[Section]:
         """The relocation sections aimed at section `index`, in file order."""
         return self._relocation_tables.get(index, [])
 
-    def relocations(self, index: int) -> list[Relocation]:
-        """The relocations that apply to section `index`, in file order (read on request)."""
-        found = []
+    def relocations(self, index: int) -> Iterator[Relocation]:
+        """The relocations that apply to section `index`, in file order (read on request, and
+        made one at a time as they are iterated; every symbol they name is checked first)."""
+        self._check_relocations(index)
+        return (
+            Relocation(offset, r_info & 0xFFFFFFFF, self.symbols[r_info >> 32])
+            for table in self.relocation_tables(index)
+            for offset, r_info in _REL.iter_unpack(table.data)
+        )
+
+    def relocations_by_offset(self, index: int) -> Relocations:
+        """The relocations that apply to section `index`, ordered by offset: read and sorted
+        once, however many functions of the section ask."""
+        found = self._sorted_relocations.get(index)
+        if found is not None:
+            return found
+        self._check_relocations(index)
+        offsets: array[int] = array("Q")
+        infos: array[int] = array("Q")
         for table in self.relocation_tables(index):
-            for offset, r_info in _REL.iter_unpack(table.data):
-                sym = r_info >> 32
-                if sym >= len(self.symbols):
-                    raise ObjectFormatError(
-                        f"relocation at offset {offset} names symbol {sym}, which does not exist",
-                        section=table.name,
-                    )
-                found.append(Relocation(offset, r_info & 0xFFFFFFFF, self.symbols[sym]))
+            fields = memoryview(table.data).cast("Q")
+            offsets.extend(fields[0::2])
+            infos.extend(fields[1::2])
+        if any(offsets[i] > offsets[i + 1] for i in range(len(offsets) - 1)):
+            order = sorted(range(len(offsets)), key=offsets.__getitem__)  # stable
+            offsets = array("Q", [offsets[i] for i in order])
+            infos = array("Q", [infos[i] for i in order])
+        found = self._sorted_relocations[index] = Relocations(offsets, infos, self.symbols)
         return found
 
-    def _read_symbols(self, symtab: Section | None) -> list[Symbol]:
+    def _check_relocations(self, index: int) -> None:
+        """Every relocation aimed at section `index` names a symbol that exists (the first
+        that does not, in file order, is the error)."""
+        count = len(self.symbols)
+        for table in self.relocation_tables(index):
+            symbols = memoryview(table.data).cast("I")[3::4]
+            if not symbols or max(symbols) < count:
+                continue
+            for offset, r_info in _REL.iter_unpack(table.data):
+                if r_info >> 32 >= count:
+                    raise ObjectFormatError(
+                        f"relocation at offset {offset} names symbol {r_info >> 32}, "
+                        "which does not exist",
+                        section=table.name,
+                    )
+
+    def _read_symbols(self, symtab: Section | None) -> SymbolTable:
         if symtab is None:
-            return []
-        strtab = self.sections[symtab.link].data
-        symbols = []
-        for name_off, info, _, shndx, value, size in _SYMBOL.iter_unpack(symtab.data):
-            symbols.append(
-                Symbol(
-                    string_at(strtab, name_off) if name_off else "",
-                    value,
-                    size,
-                    _SYMBOL_TYPES.get(info & 0xF, info & 0xF),
-                    _SYMBOL_BINDS.get(info >> 4, info >> 4),
-                    shndx,
-                )
-            )
-        return symbols
+            return SymbolTable(b"", b"")
+        return SymbolTable(symtab.data, self.sections[symtab.link].data)
 
 
 def _section_headers(data: bytes) -> tuple[list[tuple[int, ...]], int]:

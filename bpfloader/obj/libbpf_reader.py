@@ -10,6 +10,8 @@ the object may say otherwise, see loader/policy.py).
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from bpfloader.errors import ObjectFormatError
 from bpfloader.obj.bpftypes import INSN_SIZE
 from bpfloader.obj.btf_maps import MAPS_SECTION, read_btf_maps
@@ -23,6 +25,7 @@ from bpfloader.obj.elf import (
     STT_SECTION,
     ElfObject,
     Relocation,
+    Symbol,
 )
 from bpfloader.obj.global_data import data_map, is_data_section
 from bpfloader.obj.libbpf_sections import known_names, program_kind
@@ -104,6 +107,7 @@ class _Reader:
             found = [s for s in self.elf.symbols_in(section.index) if s.type == STT_FUNC]
             if not found:
                 raise ObjectFormatError("code without a function symbol", section=section.name)
+            _check_no_overlap(found, section.name)
             for symbol in found:
                 start, size = symbol.value, symbol.size
                 if (
@@ -187,11 +191,28 @@ class _Reader:
             return MapReference(0, map_name)
         data = self.data_maps.get(target.index)
         if data is not None:
-            return MapReference(0, data.name, symbol.value + addend)
+            at = symbol.value + addend
+            if not 0 <= at < data.value_size:  # the kernel takes no address outside the value
+                raise ObjectFormatError(
+                    f"{place} refers to byte {at} of '{target.name}', outside its "
+                    f"{data.value_size} bytes"
+                )
+            return MapReference(0, data.name, at)
         raise ObjectFormatError(
             f"{place} refers to '{name}' in section '{target.name}', which holds neither maps "
             "nor global data"
         )
+
+
+def _check_no_overlap(functions: list[Symbol], section: str) -> None:
+    """Functions of one section are disjoint runs of instructions (aliases of one run aside):
+    else linking the programs would copy the code they share once per program."""
+    spans = sorted({(s.value, s.value + s.size): s for s in functions}.items())
+    for ((_, end), first), ((start, _), second) in pairwise(spans):
+        if start < end:
+            raise ObjectFormatError(
+                f"functions '{first.name}' and '{second.name}' overlap", section=section
+            )
 
 
 def _check_unique_names(maps: tuple[MapSpec, ...]) -> None:

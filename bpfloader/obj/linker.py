@@ -8,22 +8,37 @@ function called is appended once, at the end, the first time it is met (depth fi
 libbpf does, so that the instructions - and the kernel's tag of them - are the same), and the
 calls are rewritten to point at where it landed. The `.BTF.ext` function and line records of
 every placed function move with it.
+
+Work is linear in the object: a section's relocations are read and ordered once and each
+function takes its own by bisection (200 programs in one section with a million relocations
+must not cost 200 million), as do its function and line records. Call chains are followed
+with a stack of our own, not Python's. A program is refused once linked past the kernel's
+limit of instructions, and an object whose programs add up to more than MAX_LINKED_INSNS: a
+small subprogram called by thousands of programs is copied into each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import bisect
+import heapq
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
+from typing import TypeVar
 
 from bpfloader.errors import ObjectFormatError
 from bpfloader.obj.bpftypes import BPF_PSEUDO_FUNC, INSN_SIZE, R_BPF_64_32, R_BPF_64_64
 from bpfloader.obj.btf import BtfExt, FuncInfo, LineInfo
-from bpfloader.obj.elf import ElfObject, Relocation, Section
+from bpfloader.obj.elf import ElfObject, Relocation, Relocations, Section
 from bpfloader.obj.insn import Insn, insn_at, patch, pseudo_calls
 from bpfloader.obj.spec import MapReference
 
+MAX_PROGRAM_INSNS = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: the kernel loads none longer
+MAX_LINKED_INSNS = 1 << 22  # every program of an object, linked (32 MiB of instructions)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)  # one object per function: hashed by identity, not by value
 class Function:
     name: str
     section: Section
@@ -81,11 +96,28 @@ class Linker:
         self._at: dict[tuple[int, int], Function] = {
             (f.section.index, f.start): f for f in functions
         }
+        self._relocations: dict[int, Relocations] = {}
+        self._linked = 0  # instructions of the programs linked so far
 
     def link(self, main: Function) -> LinkedProgram:
         work = _Work(bytearray(main.code))
         work.placed[main] = 0
-        self._relocate(main, work)
+        # Depth first, as a recursion would (and libbpf does): a function's callee is placed
+        # and relocated, with its own callees, before the rest of the function.
+        stack = [self._relocate(main, work)]
+        while stack:
+            callee = next(stack[-1], None)
+            if callee is None:
+                stack.pop()
+            else:
+                stack.append(self._relocate(callee, work))
+        self._linked += len(work.code) // INSN_SIZE
+        if self._linked > MAX_LINKED_INSNS:
+            raise ObjectFormatError(
+                f"its programs come to more than {MAX_LINKED_INSNS} instructions once linked "
+                f"(with '{main.name}')",
+                section=main.section.name,
+            )
         order = sorted(work.placed.items(), key=lambda item: item[1])
         return LinkedProgram(
             bytes(work.code),
@@ -94,19 +126,18 @@ class Linker:
             tuple(self._line_info(order)),
         )
 
-    def _relocate(self, fn: Function, work: _Work) -> None:
-        """Relocate `fn`, placed at work.placed[fn], and place every function it calls.
+    def _relocate(self, fn: Function, work: _Work) -> Iterator[Function]:
+        """Relocate `fn`, placed at work.placed[fn], and place every function it calls,
+        yielding each newly placed one to be relocated before `fn` goes on.
 
         Only the instructions a relocation names and the calls are looked at, in order; they
         are read from the function's own bytes, which work.code holds unchanged until each
         instruction is itself rewritten."""
         at = work.placed[fn]
         section = fn.section
-        relocations = self._relocations_in(fn)
         code = fn.code
-        for i in sorted(relocations.keys() | set(pseudo_calls(code))):
+        for i, reloc in self._instructions(fn, code):
             insn = insn_at(code, i)
-            reloc = relocations.get(i)
             target: int
             if reloc is not None:
                 place = f"instruction {fn.start + i} of '{fn.name}'"
@@ -140,30 +171,57 @@ class Linker:
                     "or are static",
                     section=section.name,
                 )
-            if callee not in work.placed:
+            placed = callee not in work.placed
+            if placed:
                 work.placed[callee] = len(work.code) // INSN_SIZE
                 work.code += callee.code
-                self._relocate(callee, work)
+                if len(work.code) // INSN_SIZE > MAX_PROGRAM_INSNS:
+                    raise ObjectFormatError(
+                        f"program '{next(iter(work.placed)).name}' is longer than the kernel's "
+                        f"limit of {MAX_PROGRAM_INSNS} instructions once linked",
+                        section=section.name,
+                    )
             patch(
                 work.code,
                 at + i,
                 src=BPF_PSEUDO_FUNC if insn.is_ld_imm64 else None,
                 imm=work.placed[callee] - (at + i) - 1,
             )
+            if placed:
+                yield callee
 
-    def _relocations_in(self, fn: Function) -> dict[int, Relocation]:
-        found = {}
-        size = len(fn.section.data)
-        for reloc in self.elf.relocations(fn.section.index):
-            if reloc.offset % INSN_SIZE or reloc.offset + INSN_SIZE > size:
+    def _instructions(self, fn: Function, code: bytes) -> Iterator[tuple[int, Relocation | None]]:
+        """The instructions of `fn` to look at, in order, as (index in `fn`, its relocation):
+        those a relocation names (the last in file order, where two name one) and the calls.
+        Both come in order, merged as they come: nothing is held per instruction."""
+        relocations = self._relocations_of(fn.section).between(
+            fn.start * INSN_SIZE, fn.end * INSN_SIZE
+        )
+        merged = heapq.merge(
+            ((r.offset // INSN_SIZE - fn.start, r) for r in relocations),
+            ((i, None) for i in pseudo_calls(code)),
+            key=itemgetter(0),
+        )
+        for i, group in groupby(merged, key=itemgetter(0)):
+            found = None
+            for _, reloc in group:
+                found = reloc or found
+            yield i, found
+
+    def _relocations_of(self, section: Section) -> Relocations:
+        """The section's relocations, read, ordered and checked once."""
+        relocations = self._relocations.get(section.index)
+        if relocations is None:
+            relocations = self.elf.relocations_by_offset(section.index)
+            size = len(section.data)
+            offsets = relocations.offsets
+            if offsets and (offsets[-1] + INSN_SIZE > size or any(o % INSN_SIZE for o in offsets)):
+                bad = next(o for o in offsets if o % INSN_SIZE or o + INSN_SIZE > size)
                 raise ObjectFormatError(
-                    f"relocation at offset {reloc.offset} is not on an instruction",
-                    section=fn.section.name,
+                    f"relocation at offset {bad} is not on an instruction", section=section.name
                 )
-            index = reloc.offset // INSN_SIZE
-            if fn.start <= index < fn.end:
-                found[index - fn.start] = reloc
-        return found
+            self._relocations[section.index] = relocations
+        return relocations
 
     def _function_at(self, section: Section, index: int, caller: Function, i: int) -> Function:
         callee = self._at.get((section.index, index))
@@ -181,8 +239,7 @@ class Linker:
         return [
             FuncInfo(at + rec.insn - fn.start, rec.type_id)
             for fn, at in order
-            for rec in self.ext.func_info.get(fn.section.name, [])
-            if fn.start <= rec.insn < fn.end
+            for rec in _within(self.ext.func_info.get(fn.section.name, ()), fn)
         ]
 
     def _line_info(self, order: list[tuple[Function, int]]) -> list[LineInfo]:
@@ -191,9 +248,22 @@ class Linker:
         return [
             LineInfo(at + rec.insn - fn.start, rec.file_name_off, rec.line_off, rec.line_col)
             for fn, at in order
-            for rec in self.ext.line_info.get(fn.section.name, [])
-            if fn.start <= rec.insn < fn.end
+            for rec in _within(self.ext.line_info.get(fn.section.name, ()), fn)
         ]
+
+
+_Record = TypeVar("_Record", FuncInfo, LineInfo)
+
+
+def _within(records: Sequence[_Record], fn: Function) -> Sequence[_Record]:
+    """The records of `fn`'s instructions, by bisection: a section's records are in the order
+    of their instructions (parse_btf_ext refuses them otherwise)."""
+    lo = bisect.bisect_left(records, fn.start, key=_insn)
+    return records[lo : bisect.bisect_left(records, fn.end, lo, key=_insn)]
+
+
+def _insn(record: FuncInfo | LineInfo) -> int:
+    return record.insn
 
 
 def _check_relocation(reloc: Relocation, insn: Insn, place: str) -> None:

@@ -81,8 +81,8 @@ class ObjectBtf:
 def _kv_pairs(btf: Btf) -> dict[str, BtfType]:
     """The map annotation structs by map name: one pass over the types, not one per map."""
     found: dict[str, BtfType] = {}
-    for t in btf.types:
-        if t.kind is Kind.STRUCT and t.name.startswith(KV_PAIR_PREFIX):
+    for t in btf.of_kind(Kind.STRUCT):
+        if t.name.startswith(KV_PAIR_PREFIX):
             found.setdefault(t.name.removeprefix(KV_PAIR_PREFIX), t)
     return found
 
@@ -125,9 +125,9 @@ def _ext(elf: ElfObject, btf: Btf) -> BtfExt | None:
 def _fixed_up(elf: ElfObject, btf: Btf) -> bytes:
     sizes = {s.name: s.size for s in elf.sections if s.index}
     offsets: dict[str, dict[str, int]] = {}
-    for symbol in elf.symbols:
+    for symbol in elf.symbols.of_type(STT_OBJECT):
         section = elf.section_at(symbol.section) if symbol.section is not None else None
-        if section is not None and symbol.type == STT_OBJECT:
+        if section is not None:
             offsets.setdefault(section.name, {})[symbol.name] = symbol.value
     try:
         return btf.fixed_up(sizes, offsets)

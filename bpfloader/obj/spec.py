@@ -68,7 +68,7 @@ class MapSpec:
     map_extra: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MapReference:
     """Instruction `insn` (a ld_imm64) must be given the fd of map `map_name`, or, where
     `offset` is set, the address of byte `offset` of the map's value (global data)."""
