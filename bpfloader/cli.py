@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bpfloader.errors import LoaderError
+from bpfloader.errors import LoaderError, one_line
 from bpfloader.journal import Priority, open_reporter
 from bpfloader.version import __version__
 
@@ -167,11 +167,31 @@ def _access() -> _ArgumentParser:
         "the directory), with a warning each, instead of refusing them",
     )
     access.add_argument(
+        "--insecure-shared-pin-root",
+        action="store_true",
+        help="leave a pin root that others can write (a hand-mounted bpffs is 1777) as it is, "
+        "with a warning, instead of taking it over (root's, writable by no one else); other "
+        "users can then add entries beside the loader's pins",
+    )
+    access.add_argument(
+        "--max-object-size",
+        type=_size,
+        metavar="SIZE",
+        help="refuse, unread, an object file larger than SIZE (as --max-map-memory; default 64M)",
+    )
+    access.add_argument(
         "--max-map-memory",
         type=_size,
         metavar="SIZE",
         help="refuse a map whose elements alone would take more than SIZE (512M, 2G, a "
         "percentage of physical memory such as 10%%, or 0 for no ceiling; default 25%%)",
+    )
+    access.add_argument(
+        "--max-run-map-memory",
+        type=_size,
+        metavar="SIZE",
+        help="fail an object whose maps would take those of the whole run above SIZE (as "
+        "--max-map-memory; default 50%%)",
     )
     return access
 
@@ -259,6 +279,10 @@ def _define_check(commands: Commands, name: str, help_text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser(argv).parse_args(argv)
+    if args.command in ("load", "reload", "check"):  # an fd per map and program while it loads
+        from bpfloader.kernel.system import raise_open_files_limit
+
+        raise_open_files_limit()
     try:
         if args.command in ("load", "reload", "unload"):
             return _run(args)
@@ -274,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bpfloader: {e}", file=sys.stderr)
         return EXIT_SETUP
     except OSError as e:  # the pin root, state dir or source dir refused us: not a traceback
-        print(f"bpfloader: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        print(f"bpfloader: {one_line(str(e.filename or ''))}: {e.strerror}", file=sys.stderr)
         return EXIT_SETUP
     raise AssertionError(f"unhandled command {args.command}")
 
@@ -287,7 +311,7 @@ def _build(args: argparse.Namespace) -> int:
             print(" ".join(builder.cflags(btf=args.btf)))
         else:
             for output in builder.build(args.sources, args.out_dir, args.cflags, btf=args.btf):
-                print(output)
+                print(one_line(output))
     except builder.BuildError as e:
         sys.stderr.write(e.output)
         print(f"bpfloader: {e}", file=sys.stderr)
@@ -318,7 +342,10 @@ def _options(args: argparse.Namespace) -> LoadOptions:
         state_dir=args.state_dir,
         lock_timeout=getattr(args, "lock_timeout", 0.0),
         allow_untrusted=getattr(args, "insecure_allow_untrusted", False),
+        shared_pin_root=getattr(args, "insecure_shared_pin_root", False),
+        max_object_size=getattr(args, "max_object_size", None),
         max_map_memory=getattr(args, "max_map_memory", None),
+        max_run_map_memory=getattr(args, "max_run_map_memory", None),
         jobs=getattr(args, "jobs", 0),
     )
 
@@ -339,9 +366,13 @@ def _run(args: argparse.Namespace) -> int:
         for obj in plan.objects:
             if obj.read.untrusted is not None:
                 print(
-                    f"bpfloader: warning: {obj.path}: INSECURE: {obj.read.untrusted}",
+                    f"bpfloader: warning: {one_line(obj.path)}: INSECURE: "
+                    f"{one_line(obj.read.untrusted)}",
                     file=sys.stderr,
                 )
+            if obj.read.policy_ignored is not None:
+                ignored = one_line(obj.read.policy_ignored)
+                print(f"bpfloader: warning: {one_line(obj.path)}: {ignored}", file=sys.stderr)
         print(format_plan(plan))
         failed = any(o.plan.error and o.plan.critical for o in plan.objects)
         return EXIT_CRITICAL if failed else EXIT_OK
@@ -428,7 +459,10 @@ def _client_command(args: argparse.Namespace) -> int:
     if args.command == "detach":
         for path in args.links:
             for link in detach_pinned(path):
-                print(f"{path}: detached {link.type_name} link {link.id} of program {link.prog_id}")
+                print(
+                    f"{one_line(path)}: detached {link.type_name} link {link.id} "
+                    f"of program {link.prog_id}"
+                )
         return EXIT_OK
     if args.command == "map":
         entries = dump(args.map, args.key_type, args.value_type)
@@ -436,7 +470,7 @@ def _client_command(args: argparse.Namespace) -> int:
             print(json.dumps(entries))
         else:
             for entry in entries:
-                print(f"{text(entry['key'])}: {text(entry['value'])}")
+                print(one_line(f"{text(entry['key'])}: {text(entry['value'])}"))
         return EXIT_OK
     import signal
 
@@ -446,9 +480,12 @@ def _client_command(args: argparse.Namespace) -> int:
         links = ", ".join(str(i) for i in attached.link_ids()) or "none"
         if args.pin:
             attached.pin(args.pin)
-            print(f"{attached.target}: pinned at {args.pin} (link {links})")
+            print(f"{one_line(attached.target)}: pinned at {one_line(args.pin)} (link {links})")
         else:
-            print(f"{attached.target}: attached (link {links}) until interrupted", flush=True)
+            print(
+                f"{one_line(attached.target)}: attached (link {links}) until interrupted",
+                flush=True,
+            )
             signal.sigwait(interrupts)
     return EXIT_OK
 

@@ -126,6 +126,11 @@ def verifier_error(error: BaseException) -> VerifierError | None:
     return None
 
 
+class UntrustedError(LoaderError):
+    """Something the loader would read or write could have been changed by someone but root: a
+    file or a directory another user owns or can write, or a link another user made."""
+
+
 class PinError(LoaderError):
     """A path is not a pin, or pins another kind of object than the one asked for."""
 

@@ -108,12 +108,10 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
 
-def renameat2(old: str, new: str, flags: int) -> None:
-    at_fdcwd = -100
+def renameat2(old_dir: int, old: str, new_dir: int, new: str, flags: int) -> None:
+    """renameat2(2) between two directory fds (names within them, never through a link)."""
     if (
-        _libc.renameat2(
-            at_fdcwd, os.fsencode(old), at_fdcwd, os.fsencode(new), ctypes.c_uint(flags)
-        )
+        _libc.renameat2(old_dir, os.fsencode(old), new_dir, os.fsencode(new), ctypes.c_uint(flags))
         < 0
     ):
         raise KernelError("rename", ctypes.get_errno(), f"{old} -> {new}")

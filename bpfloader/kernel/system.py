@@ -1,7 +1,8 @@
-"""Facts about the running system that gates depend on."""
+"""Facts about the running system that gates depend on, and this process's resource limits."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -73,3 +74,24 @@ def set_memlock_limit(soft: int, hard: int) -> None:
         raise KernelError("setrlimit(RLIMIT_MEMLOCK)", errno.EPERM) from e
     except OSError as e:
         raise KernelError("setrlimit(RLIMIT_MEMLOCK)", e.errno or errno.EINVAL) from e
+
+
+def open_files_limit() -> tuple[int, int]:
+    """RLIMIT_NOFILE of this process: (soft, hard)."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def raise_open_files_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE of this process to the hard one.
+
+    A loaded object holds an fd for each of its maps and programs until its pins are in place,
+    so an object of a thousand maps meets the usual soft limit of 1024 while the hard one
+    (524288 under systemd) would do. No capability is needed to go up to the hard limit; where
+    setrlimit is refused even so (a seccomp filter: bpfloader.service sets LimitNOFILE= for
+    that), the limit stays as it is, and an object that needs more fails naming it
+    (loader/limits.py, open_files_error)."""
+    soft, hard = open_files_limit()
+    if soft < hard:
+        # Refused: the limit in force stays, and is what an object's error names.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -9,19 +9,16 @@ either has all its pins or none, and no process ever sees a pin with the wrong o
 
 from __future__ import annotations
 
-import errno
-import itertools
-import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from bpfloader.errors import KernelError, LoaderError, PinError
+from bpfloader.errors import KernelError, LoaderError
 from bpfloader.journal import Priority, Reporter
-from bpfloader.kernel import pins as kpins
 from bpfloader.kernel.fd import Fd
 from bpfloader.kernel.syscall import kernel_seconds
-from bpfloader.loader import events, pin_root
+from bpfloader.loader import events
 from bpfloader.loader.kernel_objects import (
     BOOT,
     KernelObjects,
@@ -30,6 +27,8 @@ from bpfloader.loader.kernel_objects import (
     LoadedObject,
     LoadMode,
 )
+from bpfloader.loader.limits import open_files_error
+from bpfloader.loader.pin_root import PinRoot
 from bpfloader.loader.plan import ObjectPlan, planned_skips
 from bpfloader.loader.results import Action, ObjectResult, Pin, Status, Timings
 from bpfloader.loader.source import PlannedObject
@@ -45,20 +44,21 @@ class Applier:
 
     def __init__(
         self,
-        pin_root_path: str,
-        staging: str,
+        root: PinRoot,
         kern_version: int,
         dir_mode: int,
         reporter: Reporter,
         mode: LoadMode = BOOT,
+        publishing: Callable[[ObjectResult], None] | None = None,
     ):
-        self.pin_root = pin_root_path
+        self.root = root
         self.kern_version = kern_version
         self.dir_mode = dir_mode
         self.reporter = reporter
         self.mode = mode
-        self.staging = staging  # made by pin_root.open_pin_root()
-        self._staged_count = itertools.count(1)  # next() on it is atomic: threads share it
+        # Told of an object's pins before the first of them is renamed into place (the run's
+        # publication record: a run killed meanwhile is known to the next one).
+        self.before_publishing = publishing
         # Objects loading side by side publish one at a time: a directory one makes must not
         # be removed by another's roll back before its pins are renamed into it.
         self.publishing = threading.Lock()
@@ -84,12 +84,13 @@ class Applier:
         work = _ObjectWork(self, plan, reporter)
         try:
             work.run(result)
-        except LoaderError as e:
+        except (LoaderError, OSError) as e:  # an OSError: the pin root's files refused us
+            work.close()  # its fds first: taking pins back opens directories (no EMFILE then)
             work.roll_back()
-            return _failed(result, e.where(file=plan.path), reporter)
-        except OSError as e:  # the pin root's files refused us
-            work.roll_back()
-            return _failed(result, _file_error(e).where(file=plan.path), reporter)
+            error = open_files_error(e, plan) or (
+                e if isinstance(e, LoaderError) else _file_error(e)
+            ).where(file=plan.path)
+            return _failed(result, error, reporter)
         finally:
             work.close()
             timings.kernel = kernel_seconds() - kernel_before
@@ -97,9 +98,6 @@ class Applier:
         for event in events.object_loaded(result):
             reporter.emit(event)
         return result
-
-    def staged_path(self) -> str:
-        return os.path.join(self.staging, f"pin_{os.getpid()}_{next(self._staged_count)}")
 
 
 def _failed(result: ObjectResult, error: LoaderError, reporter: Reporter) -> ObjectResult:
@@ -116,7 +114,7 @@ def _file_error(e: OSError) -> LoaderError:
 
 @dataclass(frozen=True)
 class _Staged:
-    staged: str  # the pin in the staging dir; after an exchange, the object it replaced
+    staged: str  # its name in the staging dir; after an exchange, the object it replaced
     final: str
     replaces: bool  # swap with the pin in place instead of adding a new one
 
@@ -143,7 +141,7 @@ class _ObjectWork:
         result.skipped = self.loaded.skipped
         result.pins = [self._map(m) for m in self.loaded.maps]
         result.pins += [self._program(p) for p in self.loaded.programs]
-        self._publish()
+        self._publish(result)
         self._commit()
 
     def _btf_refused(self, message: str) -> None:
@@ -157,7 +155,7 @@ class _ObjectWork:
     def _map(self, live: LiveMap) -> Pin:
         spec, path = live.plan.spec, live.plan.pin_path
         if not live.created:
-            owner = pin_root.owner_of(path)
+            owner = self.applier.root.owner_of(path)
             if self.applier.mode.replace and owner != spec.owner:
                 # A second pin of the same map, with the new owner and mode, swapped in:
                 # changing the pin in place would show a mix of old and new in between.
@@ -171,7 +169,7 @@ class _ObjectWork:
     def _program(self, live: LiveProgram) -> Pin:
         spec, path, info = live.plan.spec, live.plan.pin_path, live.info
         if not live.loaded:
-            owner = pin_root.owner_of(path)
+            owner = self.applier.root.owner_of(path)
             return Pin(
                 path,
                 PinKind.PROGRAM,
@@ -204,51 +202,28 @@ class _ObjectWork:
         Only asked where the plan found a pin (or an earlier object will have made it): a pin
         the plan did not see is not looked for, and one that appears while the object loads
         makes its publication fail (RENAME_NOREPLACE), so it is never overwritten."""
-        pin_root.refuse_symlinks(self.applier.pin_root, path)  # BPF_OBJ_GET would follow them
-        if pin_root.is_directory(path):  # BPF_OBJ_GET would only say EACCES
-            raise PinError(f"{path} is a directory, not a pinned {kind}")
-        try:
-            fd = Fd(kpins.open_pinned(path))
-        except KernelError as e:
-            if e.errno == errno.ENOENT:
-                return None
-            raise e.explained(f"cannot open existing pin {path}: {e.reason}") from e
-        found = kpins.pinned_kind(fd.number)
-        if found is not kind:
-            fd.close()
-            raise PinError(f"pin {path} holds a BPF {found or 'object'}, not a {kind}")
-        return fd
+        return self.applier.root.open_pin(path, kind)
 
     def _stage(self, fd: Fd, final: str, owner: Ownership, *, replaces: bool = False) -> None:
         started = time.perf_counter()
-        staged = self.applier.staged_path()
-        kpins.pin(fd.number, staged)
+        staged = self.applier.root.stage(fd, owner)
         self.staged.append(_Staged(staged, final, replaces))
-        kpins.set_owner(staged, owner.uid, owner.gid, owner.mode)
         self.pin_seconds += time.perf_counter() - started
 
-    def _publish(self) -> None:
+    def _publish(self, result: ObjectResult) -> None:
         started = time.perf_counter()
         with self.applier.publishing:
+            if self.staged and self.applier.before_publishing is not None:
+                self.applier.before_publishing(result)
             self._publish_staged()
         self.pin_seconds += time.perf_counter() - started
 
     def _publish_staged(self) -> None:
+        root = self.applier.root
         for item in self.staged:
-            self.made_dirs += pin_root.make_dirs(
-                self.applier.pin_root, os.path.dirname(item.final), self.applier.dir_mode
+            self.made_dirs += root.publish(
+                item.staged, item.final, replaces=item.replaces, dir_mode=self.applier.dir_mode
             )
-            try:
-                if item.replaces:
-                    kpins.exchange(item.staged, item.final)
-                else:
-                    kpins.publish(item.staged, item.final)
-            except KernelError as e:
-                if e.errno == errno.EEXIST:
-                    raise e.explained(f"{item.final} appeared while the object was loading") from e
-                if e.errno == errno.ENOENT and item.replaces:
-                    raise e.explained(f"{item.final} vanished while the object was loading") from e
-                raise
             self.published.append(item)
         self.staged = []
 
@@ -256,7 +231,7 @@ class _ObjectWork:
         """Everything is in place: drop the pins that were swapped out."""
         for item in self.published:
             if item.replaces:
-                pin_root.remove_pin(item.staged)
+                self.applier.root.unstage(item.staged)
 
     def roll_back(self) -> None:
         """Take back what was published (swap replaced pins back) and drop what was staged."""
@@ -264,13 +239,16 @@ class _ObjectWork:
             self._roll_back()
 
     def _roll_back(self) -> None:
+        root = self.applier.root
         for item in reversed(self.published):
             if item.replaces:
-                kpins.exchange(item.staged, item.final)
-            pin_root.remove_pin(item.staged if item.replaces else item.final)
+                root.take_back(item.staged, item.final)
+                root.unstage(item.staged)
+            else:
+                root.remove_pin(item.final)
         for item in self.staged:
-            pin_root.remove_pin(item.staged)
-        pin_root.remove_dirs(reversed(self.made_dirs))
+            root.unstage(item.staged)
+        root.remove_dirs(reversed(self.made_dirs))
         self.staged, self.published, self.made_dirs = [], [], []
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from bpfloader.errors import KernelError, LoaderError, one_line, verifier_error
 from bpfloader.loader.gates import Environment
 from bpfloader.loader.kernel_objects import KernelObjects
+from bpfloader.loader.limits import open_files_error
 from bpfloader.loader.plan import ObjectPlan, Planner, SourceObject, variant_note
 from bpfloader.loader.policy import apply_policy, read_policy
 from bpfloader.loader.results import Action
@@ -66,7 +67,7 @@ def check_object(path: str, env: Environment, pin_root: str, *, kernel: bool) ->
         if kernel:
             _load(plan, env, result)
     except LoaderError as e:
-        result.error = e.where(file=path)
+        result.error = open_files_error(e, plan) or e.where(file=path)
         refusal = verifier_error(e)
         if refusal is not None:
             result.verifier_log = refusal.log.decode("utf-8", errors="backslashreplace")
@@ -117,6 +118,6 @@ def _load(plan: ObjectPlan, env: Environment, result: CheckResult) -> None:
 
 def format_result(result: CheckResult) -> str:
     head = f"ok   {one_line(result.path)}" if result.ok else f"FAIL {result.error}"
-    body = [f"  {line}" for line in result.lines]
-    body += [f"  | {line}" for line in result.verifier_log.splitlines()]
+    body = [f"  {one_line(line)}" for line in result.lines]
+    body += [f"  | {one_line(line)}" for line in result.verifier_log.splitlines()]
     return "\n".join([head, *body])

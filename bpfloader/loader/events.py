@@ -73,6 +73,17 @@ def untrusted_object_allowed(path: str, problem: str) -> Event:
     )
 
 
+def policy_not_applied(path: str, why: str) -> Event:
+    """`why`: `policy PATH: not applied: <what the trust policy refuses in it>`."""
+    return _event(
+        MessageId.POLICY_NOT_APPLIED,
+        Priority.WARNING,
+        f"{path}: {why}; only root's own policy files are applied: its pins get the owners and "
+        "modes the object declares",
+        BPF_OBJECT=path,
+    )
+
+
 def state_rebuilt(problem: str, pins: int, objects: int) -> Event:
     return _event(
         MessageId.STATE_REBUILT,
@@ -82,11 +93,42 @@ def state_rebuilt(problem: str, pins: int, objects: int) -> Event:
     )
 
 
+def publication_interrupted(path: str, pins: int) -> Event:
+    return _event(
+        MessageId.STATE_REBUILT,
+        Priority.WARNING,
+        f"{path}: a run was killed while it published this object's pins ({pins} of them):"
+        " it is loaded again, and the pins it no longer makes are removed",
+        BPF_OBJECT=path,
+    )
+
+
 def pin_root_opened(pin_root: str, before: int, after: int) -> Event:
     return _event(
         MessageId.PIN_ROOT_OPENED,
         Priority.NOTICE,
         f"made pin root {pin_root} traversable ({before:04o} -> {after:04o})",
+        BPF_PIN=pin_root,
+    )
+
+
+def pin_root_taken_over(pin_root: str, before: int, after: int, owner: int) -> Event:
+    return _event(
+        MessageId.PIN_ROOT_OPENED,
+        Priority.NOTICE,
+        f"took pin root {pin_root} over ({before:04o} -> {after:04o}"
+        + (f", owner uid {owner} -> root" if owner != 0 else "")
+        + "): no one but root may add, rename or remove entries in it",
+        BPF_PIN=pin_root,
+    )
+
+
+def pin_root_shared(pin_root: str, mode: int, owner: int) -> Event:
+    return _event(
+        MessageId.PIN_ROOT_OPENED,
+        Priority.WARNING,
+        f"pin root {pin_root} is left writable by others (mode {mode:04o}, owner uid {owner};"
+        " --insecure-shared-pin-root): other users can add entries beside the loader's pins",
         BPF_PIN=pin_root,
     )
 

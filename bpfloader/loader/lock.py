@@ -10,17 +10,17 @@ import time
 from collections.abc import Iterator
 
 from bpfloader.errors import LoaderError
+from bpfloader.loader.state_dir import StateDir
 
 LOCK_FILE = "lock"
 POLL_SECONDS = 0.05
 
 
 @contextlib.contextmanager
-def run_lock(state_dir: str, timeout: float) -> Iterator[None]:
+def run_lock(state_dir: StateDir, timeout: float) -> Iterator[None]:
     """Hold the lock for the block; wait up to `timeout` seconds for another run to finish."""
-    os.makedirs(state_dir, mode=0o755, exist_ok=True)
-    path = os.path.join(state_dir, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    path = state_dir.file(LOCK_FILE)
+    fd = state_dir.open_file(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -10,6 +10,8 @@ from bpfloader.errors import PlanError
 # bpffs refuses '.'; we pin only names that every shell, unit file and tool handles plainly.
 _PIN_COMPONENT = re.compile(r"[A-Za-z0-9_\-]+")
 MAX_COMPONENT = 255
+# The loader's private staging directory at the top of the pin root: no object may pin there.
+STAGING_DIR = "bpfloader_staging"
 
 
 def object_name(path: str) -> str:
@@ -42,13 +44,25 @@ def check_component(name: str, what: str) -> str:
     raise PlanError(f"{what} {name!r} {reason}")
 
 
+def check_not_reserved(subdir: str, what: str) -> None:
+    """Refuse a directory under the pin root that would be the staging directory (or in it):
+    pins published there would be taken for leftovers of a run and removed by the next one."""
+    parts = [p for p in subdir.split("/") if p]
+    if parts[:1] == [STAGING_DIR]:
+        raise PlanError(
+            f"{what} {subdir!r} is reserved: {STAGING_DIR} is the loader's staging directory"
+        )
+
+
 def check_subdir(subdir: str, what: str) -> str:
-    """A relative directory under the pin root: components checked one by one, no '..'."""
+    """A relative directory under the pin root: components checked one by one, no '..', not
+    the staging directory."""
     parts = [p for p in subdir.split("/") if p]
     for part in parts:
         if part == "..":
             raise PlanError(f"{what} {subdir!r} would escape the pin root ('..')")
         check_component(part, what)
+    check_not_reserved(subdir, what)
     return "/".join(parts)
 
 

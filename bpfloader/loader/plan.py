@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from bpfloader.errors import LoaderError, PlanError, show_name
 from bpfloader.loader.gates import Environment, loader_skip_reason, skip_reason
-from bpfloader.loader.limits import MapMemoryCeiling
+from bpfloader.loader.limits import MapMemoryCeiling, RunMapMemory
 from bpfloader.loader.naming import (
     check_subdir,
     map_pin_name,
@@ -107,11 +107,13 @@ class Planner:
         *,
         replace: bool = False,
         map_ceiling: MapMemoryCeiling | None = None,
+        run_memory: RunMapMemory | None = None,
     ):
         self.env = env
         self.pin_root = pin_root
         self.pin_exists = pin_exists
         self.map_ceiling = map_ceiling
+        self.run_memory = run_memory  # the maps of every object planned so far, and their ceiling
         self.replace = replace  # reload: programs already pinned are loaded anew and swapped in
         self.claimed: dict[str, str] = {}  # pin path -> object path that will make it
 
@@ -126,7 +128,12 @@ class Planner:
         try:
             maps = tuple(self._map(source, spec, m) for m in spec.maps)
             programs = self._programs(source, spec, maps)
+            problem = self.run_memory.problem(maps) if self.run_memory is not None else None
+            if problem:
+                raise PlanError(problem, section=spec.maps_section)
             self._claim(source, maps, programs, spec.maps_section)
+            if self.run_memory is not None:
+                self.run_memory.count(maps)
         except LoaderError as e:
             return self.failed(source, e, critical)
         return ObjectPlan(source=source, spec=spec, maps=maps, programs=programs, critical=critical)

@@ -21,23 +21,34 @@ The most specific table wins, field by field. A policy file applies to an object
 format; for an Android-format object it overrides what the defs declare. Anything the file
 names that the object does not have, and any unknown key, is an error: a typo must not leave
 a pin more open, or more closed, than intended.
+
+A policy file the trust policy refuses (trust.py: not root's, writable by others, a link
+someone else owns, ...) is not applied, and the object loads as it declares, with a warning;
+the object is not refused for it. In a sticky source directory any user may add `NAME.policy`
+beside root's `NAME.o` when root gave it none, but may not replace or remove a policy file of
+root's: so a policy file that is not trusted was never root's intention for the object, and
+refusing the object would let any user fail any of root's objects. With
+`--insecure-allow-untrusted` it is applied, and said to be untrusted.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import grp
+import os
 import pwd
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from bpfloader.errors import LoaderError
+from bpfloader.loader.trust import Confinement, SourceDirectory, open_checked, read_all
 from bpfloader.obj.ownership import Ownership
 
 if TYPE_CHECKING:
     from bpfloader.obj.spec import MapSpec, ObjectSpec
 
 POLICY_SUFFIX = ".policy"
+MAX_POLICY_BYTES = 1 << 20  # a policy file is a few lines: a bigger one is not read whole
 FIELDS = ("user", "group", "mode")
 Rule = dict[str, int]  # "uid", "gid", "mode" -> value
 
@@ -61,8 +72,42 @@ def policy_path(object_path: str) -> str:
     return base + POLICY_SUFFIX
 
 
+@dataclasses.dataclass(frozen=True)
+class PolicyRead:
+    """An object's policy file, as read from its directory's fd."""
+
+    policy: Policy | None  # what applies (None: nothing, as declared)
+    untrusted: str | None = None  # why the trust policy would not apply it (applied: insecure)
+    ignored: str | None = None  # why it exists and is not applied (`policy PATH: ...`)
+
+
+def read_policy_in(
+    directory: SourceDirectory, object_path: str, within: Confinement, *, insecure: bool = False
+) -> PolicyRead:
+    """The policy file of the object `object_path`, looked up once in `directory` (the one
+    holding the object) and read from the fd it was opened at, if the trust policy allows."""
+    path = policy_path(object_path)
+    try:
+        opened = open_checked(directory, os.path.basename(path), within, insecure=insecure)
+        if opened is None:
+            return PolicyRead(None)
+        try:
+            if opened.fd is None:
+                return PolicyRead(None, ignored=f"policy {path}: not applied: {opened.problem}")
+            text = read_all(opened.fd, MAX_POLICY_BYTES)
+        finally:
+            opened.close()
+    except OSError as e:
+        raise PolicyError(f"policy {path}: cannot read: {e.strerror}") from e
+    if len(text) > MAX_POLICY_BYTES:
+        raise PolicyError(f"policy {path}: larger than {MAX_POLICY_BYTES} bytes")
+    untrusted = None if opened.problem is None else f"its policy file {path}: {opened.problem}"
+    return PolicyRead(parse_policy(text, path), untrusted)
+
+
 def read_policy(object_path: str) -> Policy | None:
-    """The policy file of an object, or None where there is none."""
+    """The policy file of an object, or None where there is none, by its path (`check`, on
+    files of a build: not the source directory, where read_policy_in reads it)."""
     path = policy_path(object_path)
     try:
         with open(path, "rb") as f:

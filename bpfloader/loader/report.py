@@ -1,4 +1,7 @@
-"""Plain-text views of a plan (--dry-run) and of a run (the summary, --stats)."""
+"""Plain-text views of a plan (--dry-run) and of a run (the summary, --stats).
+
+Every name and reason goes through errors.one_line, as the console log's lines do: a file name
+may hold a newline or an escape sequence, which would forge a line or reach the terminal."""
 
 from __future__ import annotations
 
@@ -20,19 +23,20 @@ def format_plan(run: RunPlan) -> str:
             lines.append(f"{path}{critical}: FAIL: {obj.error}")
             continue
         if obj.skip_reason is not None:
-            lines.append(f"{path}{critical}: skip: {obj.skip_reason}")
+            lines.append(f"{path}{critical}: skip: {one_line(obj.skip_reason)}")
             continue
         lines.append(f"{path}{critical}:")
         items: tuple[MapPlan | ProgramPlan, ...] = (*obj.maps, *obj.programs)
         for item in items:
             kind = "map" if item in obj.maps else "prog"
+            pin = one_line(item.pin_path)
             if item.action is Action.SKIP:
-                reason = variant_note(item) + item.reason
-                lines.append(f"  {'skip':6} {kind:4} {item.pin_path}: {reason}")
+                reason = one_line(variant_note(item) + item.reason)
+                lines.append(f"  {'skip':6} {kind:4} {pin}: {reason}")
             else:
                 owner = item.owner
                 lines.append(
-                    f"  {item.action.value:6} {kind:4} {item.pin_path}  "
+                    f"  {item.action.value:6} {kind:4} {pin}  "
                     f"{owner.uid}:{owner.gid} {owner.mode:04o}{variant_note(item)}"
                 )
     return "\n".join(lines)
@@ -46,7 +50,7 @@ def format_summary(run: RunResult) -> str:
     ]
     pins = [pin for obj in run.objects for pin in obj.pins]
     if pins:
-        width = max(len(p.path) for p in pins)
+        width = max(len(one_line(p.path)) for p in pins)
         lines.append(
             f"{'pin':{width}}  {'action':7}  {'owner':11}  {'mode':4}  {'id':>5}  "
             f"{'insns':>7}  {'load ms':>8}  {'jit B':>6}"
@@ -57,7 +61,8 @@ def format_summary(run: RunResult) -> str:
             load_ms = "" if pin.load_seconds is None else f"{pin.load_seconds * 1000:.2f}"
             jit = "" if pin.jited_size is None else str(pin.jited_size)
             lines.append(
-                f"{pin.path:{width}}  {pin.action.value:7}  {owner:11}  {pin.owner.mode:04o}  "
+                f"{one_line(pin.path):{width}}  {pin.action.value:7}  {owner:11}  "
+                f"{pin.owner.mode:04o}  "
                 f"{pin.kernel_id:>5}  {insns:>7}  {load_ms:>8}  {jit:>6}"
             )
     loaded = [
@@ -76,9 +81,9 @@ def format_summary(run: RunResult) -> str:
 
 
 def _status_line(obj: ObjectResult) -> str:
-    if obj.status is Status.FAILED:
-        return f"failed{' (critical)' if obj.plan.critical else ''}: {obj.reason}"
-    return f"skipped: {one_line(obj.path)}: {obj.reason}"
+    if obj.status is Status.FAILED:  # the reason is the error's line, which names the object
+        return f"failed{' (critical)' if obj.plan.critical else ''}: {one_line(obj.reason)}"
+    return f"skipped: {one_line(obj.path)}: {one_line(obj.reason)}"
 
 
 def stats(run: RunResult) -> dict[str, object]:

@@ -21,6 +21,7 @@ class Status(StrEnum):
     LOADED = "loaded"
     SKIPPED = "skipped"
     FAILED = "failed"
+    PARTIAL = "partial"  # a run was killed while it published the pins (state and status only)
 
 
 class Action(StrEnum):

@@ -6,35 +6,48 @@ records the state (state.py) and, for a reload, removes the pins of objects no l
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bpfloader.errors import LoaderError
 from bpfloader.journal import Reporter
 from bpfloader.kernel import system
 from bpfloader.loader import events
 from bpfloader.loader.gates import Environment
-from bpfloader.loader.limits import map_ceiling, raise_memlock_if_needed
+from bpfloader.loader.limits import map_ceiling, raise_memlock_if_needed, run_map_memory
 from bpfloader.loader.lock import run_lock
 from bpfloader.loader.parallel import apply_all, default_jobs
-from bpfloader.loader.pin_root import close_staging, open_pin_root, remove_pins
+from bpfloader.loader.pin_root import PinRoot
 from bpfloader.loader.plan import Planner
 from bpfloader.loader.results import ObjectResult, Status
 from bpfloader.loader.scan import scan
-from bpfloader.loader.source import PlannedObject, RunPlan, plan_sources
+from bpfloader.loader.source import (
+    DEFAULT_MAX_OBJECT_BYTES,
+    PlannedObject,
+    RunPlan,
+    plan_sources,
+)
 from bpfloader.loader.state import (
+    Interrupted,
     LoaderState,
     ObjectState,
+    clear_publishing,
     environment_key,
     next_state,
+    read_interrupted,
     rebuild,
+    record_publishing,
     recorded_state,
     remove_leftovers,
+    with_interrupted,
+    without_missing_pins,
     write_loaded_marker,
     write_state,
 )
-from bpfloader.loader.trust import TrustPolicy
+from bpfloader.loader.state_dir import StateDir
 from bpfloader.locations import DEFAULT_STATE_DIR
 from bpfloader.version import LOADER_VERSION
 
@@ -57,7 +70,10 @@ class LoadOptions:
     state_dir: str = DEFAULT_STATE_DIR
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     allow_untrusted: bool = False  # --insecure-allow-untrusted: the trust policy only warns
+    shared_pin_root: bool = False  # --insecure-shared-pin-root: others may keep writing there
+    max_object_size: int | None = None  # --max-object-size, bytes (see max_object_bytes)
     max_map_memory: int | None = None  # bytes per map; None: DEFAULT_MAP_MEMORY; 0: no ceiling
+    max_run_map_memory: int | None = None  # the run's maps; None: DEFAULT_RUN_MAP_MEMORY; 0: none
     jobs: int = 0  # objects loaded at once; 0: one per CPU, at most DEFAULT_MAX_JOBS
 
 
@@ -102,6 +118,7 @@ def planner(
         pin_exists,
         replace=replace,
         map_ceiling=map_ceiling(options.max_map_memory),
+        run_memory=run_map_memory(options.max_run_map_memory),
     )
 
 
@@ -110,10 +127,17 @@ def plan_run(options: LoadOptions, env: Environment, pin_exists: Callable[[str],
     planned = plan_sources(
         scan(options.source_dir),
         planner(options, env, pin_exists),
-        TrustPolicy(options.source_dir),
         allow_untrusted=options.allow_untrusted,
+        max_object_bytes=max_object_bytes(options),
     )
     return RunPlan(list(planned))
+
+
+def max_object_bytes(options: LoadOptions) -> int:
+    """--max-object-size: None is the default ceiling, 0 none at all."""
+    if options.max_object_size is None:
+        return DEFAULT_MAX_OBJECT_BYTES
+    return options.max_object_size or sys.maxsize
 
 
 def rebuilt_state(
@@ -123,12 +147,12 @@ def rebuilt_state(
     problem: str,
     found: set[str] | None,
     reporter: Reporter,
+    root: PinRoot,
 ) -> LoaderState:
     """A state rebuilt from the pins and the objects, when none can be used; said so."""
-    pin_root = os.path.abspath(options.pin_root)
     source_dir = os.path.abspath(options.source_dir)
     objects = [p.plan for p in plans]
-    rebuilt = rebuild(objects, pin_root, source_dir, environment_key(env), found)
+    rebuilt = rebuild(objects, root.path, source_dir, environment_key(env), root.is_pin, found)
     if problem or rebuilt.objects:
         reporter.emit(events.state_rebuilt(problem, len(rebuilt.pin_paths()), len(rebuilt.objects)))
     return rebuilt
@@ -167,6 +191,7 @@ class _Run:
         self.problem = ""  # why the recorded state could not be used
         self.kept: set[str] = set()  # a reload's unchanged objects, left alone
         self.applier: Applier | None = None
+        self.interrupted = Interrupted()  # what a killed run was publishing
 
     def run(self) -> RunResult:
         started = time.perf_counter()
@@ -181,16 +206,22 @@ class _Run:
         raise_memlock_if_needed(self.env.kernel, reporter)
         if options.allow_untrusted:
             reporter.emit(events.trust_policy_off(options.source_dir))
+        if options.dir_mode & 0o022 and not options.shared_pin_root:
+            raise LoaderError(
+                f"--dir-mode {options.dir_mode:04o} would let others write in pin directories"
+                " (allowed only with --insecure-shared-pin-root)"
+            )
         result = RunResult()
-        with run_lock(options.state_dir, options.lock_timeout):
-            remove_leftovers(options.state_dir)
-            staging = open_pin_root(self.pin_root, reporter)
-            try:
-                self._objects(staging, result)
-            finally:
-                close_staging(staging)
+        with (
+            StateDir.open(options.state_dir) as state_dir,
+            run_lock(state_dir, options.lock_timeout),
+        ):
+            remove_leftovers(state_dir)
+            self.interrupted = read_interrupted(state_dir, self.pin_root)
+            with PinRoot.open(self.pin_root, reporter, shared=options.shared_pin_root) as root:
+                self._objects(state_dir, root, result)
             if not result.critical_failures:
-                write_loaded_marker(options.state_dir, _marker(result, self.pin_root))
+                write_loaded_marker(state_dir, _marker(result, self.pin_root))
         result.wall_seconds = time.perf_counter() - started
         reporter.emit(
             events.run_finished(
@@ -203,63 +234,77 @@ class _Run:
         )
         return result
 
-    def _objects(self, staging: str, result: RunResult) -> None:
+    def _objects(self, state_dir: StateDir, root: PinRoot, result: RunResult) -> None:
         options = self.options
-        recorded, self.problem = recorded_state(options.state_dir, self.pin_root, self.env)
-        self.previous = recorded
+        self.root = root
+        recorded, self.problem = recorded_state(state_dir, self.pin_root, self.env)
+        if recorded is not None:
+            self.previous = self._checked(recorded)
         sources = scan(options.source_dir)
         planned: Iterable[PlannedObject] = plan_sources(
             sources,
             planner(options, self.env, self._pin_exists, replace=self.reloading),
-            TrustPolicy(options.source_dir),
             allow_untrusted=options.allow_untrusted,
-            recorded=recorded if self.reloading else None,
+            recorded=self.previous if self.reloading else None,
+            max_object_bytes=max_object_bytes(options),
         )
         if self.reloading:
             planned = list(planned)  # what changed decides what there is to do
             self.kept = {obj.path for obj in planned if obj.plan.unchanged}
         if len(self.kept) < len(sources):  # only the others have kernel work
-            self.applier = self._applier(staging)
+            self.applier = self._applier(root, state_dir)
         jobs = min(options.jobs or default_jobs(), max(1, len(sources) - len(self.kept)))
         result.objects = apply_all(planned, self._apply, self.reporter, jobs, self._all_planned)
         result.jobs = jobs
         assert self.previous is not None
         state = next_state(self.previous, result.objects, reloading=self.reloading)
         if self.reloading:
-            result.removed = remove_pins(self.previous, state, self.reporter)
+            expected = self.interrupted.expected_ids()
+            result.removed = root.remove_pins(self.previous, state, self.reporter, expected)
         if state != recorded:  # a reload that changed nothing has nothing to record
-            write_state(options.state_dir, state)
+            write_state(state_dir, state)
+        clear_publishing(state_dir)
+
+    def _checked(self, state: LoaderState) -> LoaderState:
+        """The recorded state, where an object a killed run was publishing, or one of whose
+        pins is gone, is not known to be as recorded (no hash: loaded again)."""
+        for path, pins in self.interrupted.objects.items():
+            self.reporter.emit(events.publication_interrupted(path, len(pins)))
+        return with_interrupted(without_missing_pins(state, self.root.is_pin), self.interrupted)
 
     def _pin_exists(self, path: str) -> bool:
-        exists = os.path.lexists(path)
+        exists = self.root.entry(path) is not None
         if exists:
             self.found.add(path)
         return exists
 
     def _all_planned(self, plans: list[PlannedObject]) -> None:
         if self.previous is None:
-            self.previous = rebuilt_state(
-                self.options, self.env, plans, self.problem, self.found, self.reporter
+            rebuilt = rebuilt_state(
+                self.options, self.env, plans, self.problem, self.found, self.reporter, self.root
             )
+            self.previous = self._checked(rebuilt)
 
-    def _applier(self, staging: str) -> Applier:
+    def _applier(self, root: PinRoot, state_dir: StateDir) -> Applier:
         """The kernel side is imported only when some object has kernel work: a reload that
         finds nothing changed never needs it."""
         from bpfloader.loader.apply import Applier
         from bpfloader.loader.kernel_objects import LoadMode
 
         return Applier(
-            self.pin_root,
-            staging,
+            root,
             self.env.linux_version_code,
             self.options.dir_mode,
             self.reporter,
             LoadMode(replace=self.reloading, recreate=self.recreate),
+            lambda result: record_publishing(state_dir, result),
         )
 
     def _apply(self, planned: PlannedObject, reporter: Reporter) -> ObjectResult:
         if planned.read.untrusted is not None:
             reporter.emit(events.untrusted_object_allowed(planned.path, planned.read.untrusted))
+        if planned.read.policy_ignored is not None:
+            reporter.emit(events.policy_not_applied(planned.path, planned.read.policy_ignored))
         if planned.path in self.kept:
             assert self.previous is not None
             return _kept(planned, self.previous.objects[planned.path], reporter)

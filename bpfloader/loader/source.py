@@ -2,26 +2,39 @@
 its content hash, and its plan, one object at a time (a load starts on the first object while
 the next ones are still being read).
 
+Each object is opened once, by name in its directory's fd (scan.py, trust.py), checked on that
+fd, and read from it: what is checked is what is read, and what is hashed. Its policy file
+likewise (policy.py).
+
 An object whose content matches what the recorded state says is loaded, with every pin in
 place, is not parsed at all: a reload that finds nothing changed costs a hash per file.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bpfloader.errors import LoaderError
+from bpfloader.loader.naming import check_not_reserved
 from bpfloader.loader.plan import ObjectPlan, Planner, SourceObject
-from bpfloader.loader.policy import Policy, apply_policy, read_policy
+from bpfloader.loader.policy import Policy, apply_policy, read_policy_in
+from bpfloader.loader.scan import SourceTree
 from bpfloader.loader.state import LoaderState, unchanged
-from bpfloader.loader.trust import TrustPolicy, refused
+from bpfloader.loader.trust import open_checked, read_all, refused
 
 if TYPE_CHECKING:
     from bpfloader.obj.spec import ObjectSpec
+
+# The largest object file read (`--max-object-size`): far above any real object (Android's
+# and libbpf's are kilobytes to a few megabytes), and low enough that a file meant to exhaust
+# the reader's memory (about 14 times the file, issue 16) is refused before it is read.
+DEFAULT_MAX_OBJECT_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,7 @@ class SourceRead:
     sha256: str | None = None  # of the file's content and its policy, when they could be read
     untrusted: str | None = None  # why the trust policy would refuse it (let through: insecure)
     parse_seconds: float = 0.0  # reading, parsing and planning it (`load --stats`)
+    policy_ignored: str | None = None  # why its policy file was not applied (a warning)
 
 
 @dataclass(frozen=True)
@@ -54,40 +68,88 @@ class RunPlan:
 
 
 def plan_sources(
-    sources: list[SourceObject],
+    tree: SourceTree,
     planner: Planner,
-    trust: TrustPolicy,
     *,
     allow_untrusted: bool = False,
     recorded: LoaderState | None = None,
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
 ) -> Iterator[PlannedObject]:
-    """The plan of each object in turn, each read and parsed when it is its turn. With
-    `recorded` (a reload), an object found unchanged is planned as such, unparsed."""
-    for source in sources:
-        started = time.perf_counter()
-        data = b""
-        sha256 = None
-        untrusted = trust.problem(source.path)
-        if untrusted is not None and not allow_untrusted:
-            # Nothing of an untrusted file is read: it is not even asked whether it is critical.
-            yield PlannedObject(planner.failed(source, refused(untrusted), False), SourceRead())
-            continue
+    """The plan of each object of `tree` in turn, each read and parsed when it is its turn;
+    the tree's fds are closed after the last one. With `recorded` (a reload), an object found
+    unchanged is planned as such, unparsed. An object over `max_object_bytes` fails unread."""
+    with tree:
+        for source in tree:
+            started = time.perf_counter()
+            reading = _Reading(tree, source, allow_untrusted, max_object_bytes)
+            plan = reading.plan(planner, recorded)
+            read = SourceRead(
+                reading.sha256, reading.untrusted, time.perf_counter() - started, reading.ignored
+            )
+            yield PlannedObject(plan, read)
+
+
+class _Reading:
+    """One object read from its directory's fd: its bytes, its policy, what was found."""
+
+    def __init__(self, tree: SourceTree, source: SourceObject, insecure: bool, ceiling: int):
+        self.tree = tree
+        self.source = source
+        self.insecure = insecure
+        self.ceiling = ceiling
+        self.data = b""
+        self.sha256: str | None = None
+        self.untrusted: str | None = None
+        self.ignored: str | None = None
+
+    def plan(self, planner: Planner, recorded: LoaderState | None) -> ObjectPlan:
+        source = self.source
         try:
-            with open(source.path, "rb") as f:
-                data = f.read()
-            policy = read_policy(source.path)
-            sha256 = _content_hash(data, policy) if data else None
+            check_not_reserved(source.location, "location directory")
+            data = self._read()
+            if data is None:
+                # Nothing of an untrusted file is read: not even whether it is critical.
+                problem, self.untrusted = self.untrusted, None  # refused, not let through
+                assert problem is not None
+                return planner.failed(source, refused(problem), False)
+            directory = self.tree.directory(source.location)
+            found = read_policy_in(directory, source.path, self.tree.within, insecure=self.insecure)
+            self.untrusted = self.untrusted or found.untrusted
+            self.ignored = found.ignored
+            self.sha256 = _content_hash(data, found.policy) if data else None
             old = recorded.objects.get(source.path) if recorded is not None else None
-            if old is not None and unchanged(old, sha256):
-                plan = planner.unchanged(source, [pin.path for pin in old.pins], old.critical)
-            else:
-                plan = planner.plan(source, apply_policy(_parse(data, source.path), policy))
+            if old is not None and unchanged(old, self.sha256):
+                return planner.unchanged(source, [pin.path for pin in old.pins], old.critical)
+            return planner.plan(source, apply_policy(_parse(data, source.path), found.policy))
         except LoaderError as e:
-            plan = planner.failed(source, e, _declares_critical(data))
+            return planner.failed(source, e, _declares_critical(self.data))
         except OSError as e:
-            plan = planner.failed(source, cannot_read(e), _declares_critical(data))
-        read = SourceRead(sha256, untrusted, time.perf_counter() - started)
-        yield PlannedObject(plan, read)
+            return planner.failed(source, cannot_read(e), _declares_critical(self.data))
+
+    def _read(self) -> bytes | None:
+        """The object's bytes, read from the fd it was checked on; None when refused."""
+        name = os.path.basename(self.source.path)
+        directory = self.tree.directory(self.source.location)
+        opened = open_checked(directory, name, self.tree.within, insecure=self.insecure)
+        if opened is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), self.source.path)
+        self.untrusted = opened.problem
+        if opened.fd is None:
+            return None
+        try:
+            size = os.fstat(opened.fd.number).st_size
+            if size <= self.ceiling:
+                self.data = read_all(opened.fd, self.ceiling)
+                size = len(self.data)
+        finally:
+            opened.close()
+        if size > self.ceiling:
+            self.data = b""  # not asked whether it is critical either: it was not read whole
+            raise LoaderError(
+                f"too large: {size} bytes, over the ceiling of {self.ceiling} bytes "
+                "(--max-object-size)"
+            )
+        return self.data
 
 
 def cannot_read(e: OSError) -> LoaderError:

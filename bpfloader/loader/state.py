@@ -12,10 +12,9 @@ next reload re-checks every object. `next_state` is how a run's results become t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,12 +22,14 @@ from bpfloader.errors import LoaderError
 from bpfloader.loader.gates import Environment
 from bpfloader.loader.plan import MapPlan, ObjectPlan, ProgramPlan
 from bpfloader.loader.results import Action, ObjectResult, Pin, Skipped, Status
+from bpfloader.loader.state_dir import StateDir
 from bpfloader.locations import LOADED_MARKER
 from bpfloader.obj.bpftypes import PinKind
 from bpfloader.obj.ownership import Ownership
 
 STATE_FORMAT = 1
 STATE_FILE = "state.json"
+PUBLISHING_FILE = "publishing"  # objects whose pins a run is renaming into place
 TEMP_PREFIX = ".tmp-"  # files being written atomically
 
 
@@ -68,17 +69,14 @@ def environment_key(env: Environment) -> str:
     return f"kernel {kernel}; loader {env.loader_version}; {env.arch}; {env.build_type}"
 
 
-def state_path(state_dir: str) -> str:
-    return os.path.join(state_dir, STATE_FILE)
-
-
-def read_state(state_dir: str, pin_root: str) -> LoaderState | None:
+def read_state(state_dir: StateDir, pin_root: str) -> LoaderState | None:
     """The recorded state for `pin_root`; None if there is none; StateError if unusable."""
-    path = state_path(state_dir)
+    path = state_dir.file(STATE_FILE)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+        raw = state_dir.read(STATE_FILE)
+    except OSError as e:
+        raise StateError(f"{path}: {e.strerror}") from e
+    if raw is None:
         return None
     try:
         data = json.loads(raw)
@@ -91,7 +89,7 @@ def read_state(state_dir: str, pin_root: str) -> LoaderState | None:
 
 
 def recorded_state(
-    state_dir: str, pin_root: str, env: Environment
+    state_dir: StateDir, pin_root: str, env: Environment
 ) -> tuple[LoaderState | None, str]:
     """The recorded state if it can be used, else None and why not ('' when there is none)."""
     try:
@@ -163,20 +161,18 @@ def _from_json(data: Any) -> LoaderState:
     return LoaderState(pin_root, str(data["source_dir"]), objects, str(data["environment"]))
 
 
-def remove_leftovers(state_dir: str) -> None:
+def remove_leftovers(state_dir: StateDir) -> None:
     """Remove the temporary files of runs killed while they wrote the state or the loaded
     marker. Only a run holding the run lock writes here, so whatever temporary file a run that
     holds it finds was left by another: every run removes them first thing, whether or not it
     writes anything itself (an unchanged reload writes nothing)."""
-    for name in os.listdir(state_dir):
+    for name in state_dir.names():
         if name.startswith(TEMP_PREFIX):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(state_dir, name))
+            state_dir.remove(name)
 
 
-def write_state(state_dir: str, state: LoaderState) -> None:
+def write_state(state_dir: StateDir, state: LoaderState) -> None:
     """Record `state` (holding the run lock)."""
-    os.makedirs(state_dir, mode=0o755, exist_ok=True)
     data = {
         "format": STATE_FORMAT,
         "pin_root": state.pin_root,
@@ -186,7 +182,7 @@ def write_state(state_dir: str, state: LoaderState) -> None:
     }
     # Compact: an indented dump goes through json's pure-Python encoder, several times slower
     # (it was a fifth of an unchanged reload).
-    _write_atomically(state_path(state_dir), json.dumps(data, sort_keys=True) + "\n")
+    state_dir.write_atomically(STATE_FILE, json.dumps(data, sort_keys=True) + "\n", TEMP_PREFIX)
 
 
 def _plain(obj: ObjectState) -> dict[str, object]:
@@ -205,46 +201,121 @@ def _plain(obj: ObjectState) -> dict[str, object]:
     }
 
 
-def write_loaded_marker(state_dir: str, summary: dict[str, Any]) -> None:
+def write_loaded_marker(state_dir: StateDir, summary: dict[str, Any]) -> None:
     """The equivalent of Android's bpf.progs_loaded=1, for client.wait_for_loaded()."""
-    os.makedirs(state_dir, mode=0o755, exist_ok=True)
-    _write_atomically(os.path.join(state_dir, LOADED_MARKER), json.dumps(summary) + "\n")
+    state_dir.write_atomically(LOADED_MARKER, json.dumps(summary) + "\n", TEMP_PREFIX)
 
 
-def remove_loaded_marker(state_dir: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(state_dir, LOADED_MARKER))
+def remove_loaded_marker(state_dir: StateDir) -> None:
+    state_dir.remove(LOADED_MARKER)
 
 
-def _write_atomically(path: str, text: str) -> None:
-    directory = os.path.dirname(path)
-    # The run lock is held and the leftovers of killed runs are gone (remove_leftovers), so
-    # this process's pid names a file no one else writes.
-    tmp = os.path.join(directory, f"{TEMP_PREFIX}{os.path.basename(path)}-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+# -- the publication record ---------------------------------------------------------------------
+#
+# A run renames an object's pins into place one by one. Killed in between, it leaves some of
+# them published and its state unwritten: the state still names the earlier version, whose hash
+# may match the file again (a reverted change), and the next reload would leave the object
+# alone with the wrong programs pinned. So before the first rename of an object, the run
+# appends the object and its new pins (path and kernel id) to the publication record, and
+# removes the record once its state is written. A record found by the next run names objects
+# whose pins are not known to match the state: those are loaded again (never "unchanged"), and
+# the pins listed are claimed for them, so that the ones no longer made are removed. In the
+# normal case the record does not exist, and checking costs one failed open.
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """What a killed run was publishing: each object's new pins, with their kernel ids."""
+
+    objects: dict[str, list[Pin]] = field(default_factory=dict)
+
+    def expected_ids(self) -> dict[str, set[int]]:
+        """The ids each pin path may hold now (the kill came before or after its rename)."""
+        ids: dict[str, set[int]] = {}
+        for pins in self.objects.values():
+            for pin in pins:
+                if pin.kernel_id:
+                    ids.setdefault(pin.path, set()).add(pin.kernel_id)
+        return ids
+
+
+def record_publishing(state_dir: StateDir, result: ObjectResult) -> None:
+    """Note that `result`'s pins are about to be renamed into place."""
+    pins = [[pin.path, pin.kind.value, pin.name, pin.kernel_id] for pin in result.pins]
+    line = json.dumps({"object": result.path, "pins": pins}, separators=(",", ":"))
+    state_dir.append(PUBLISHING_FILE, line + "\n")
+
+
+def read_interrupted(state_dir: StateDir, pin_root: str) -> Interrupted:
+    """The publication record a killed run left (empty when none). A line cut short by the kill,
+    or not the loader's, is passed over: its object, if any, was not yet renaming."""
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        raw = state_dir.read(PUBLISHING_FILE)
+    except OSError:
+        raw = None
+    found: dict[str, list[Pin]] = {}
+    for line in (raw or b"").splitlines():
+        try:
+            entry = json.loads(line)
+            path = str(entry["object"])
+            pins = [
+                Pin(str(p), PinKind(kind), str(name), int(i)) for p, kind, name, i in entry["pins"]
+            ]
+        except (ValueError, TypeError, KeyError):
+            continue
+        if all(_in_pin_root(pin.path, pin_root) for pin in pins):
+            found.setdefault(path, []).extend(pins)
+    return Interrupted(found)
+
+
+INTERRUPTED = "a run was killed while it published the pins; the next run completes or removes them"
+
+
+def clear_publishing(state_dir: StateDir) -> None:
+    """The run's state is written: what it published is recorded there."""
+    state_dir.remove(PUBLISHING_FILE)
+
+
+def with_interrupted(state: LoaderState, interrupted: Interrupted) -> LoaderState:
+    """`state` with the objects a killed run was publishing marked as unknown (no hash: loaded
+    again) and holding the pins it was publishing too."""
+    if not interrupted.objects:
+        return state
+    objects = dict(state.objects)
+    for path, pins in interrupted.objects.items():
+        old = objects.get(path) or ObjectState(path, None, Status.PARTIAL)
+        known = {pin.path for pin in old.pins}
+        extra = {pin.path: _as_recorded(pin) for pin in pins if pin.path not in known}
+        objects[path] = replace(
+            old,
+            sha256=None,
+            status=Status.PARTIAL,
+            reason=INTERRUPTED,
+            pins=[*old.pins, *extra.values()],
+        )
+    return replace(state, objects=objects)
+
+
+def _in_pin_root(path: str, pin_root: str) -> bool:
+    return os.path.normpath(path) == path and path.startswith(pin_root + "/")
+
+
+def without_missing_pins(state: LoaderState, is_pin: Callable[[str], bool]) -> LoaderState:
+    """`state` where an object with a recorded pin no longer there has no known hash: a reload
+    does not leave it alone."""
+    objects = {
+        path: obj if all(is_pin(pin.path) for pin in obj.pins) else replace(obj, sha256=None)
+        for path, obj in state.objects.items()
+    }
+    return replace(state, objects=objects)
 
 
 def rebuild(
-    plans: list[ObjectPlan],
+    plans: Iterable[ObjectPlan],
     pin_root: str,
     source_dir: str,
     environment: str,
+    is_pin: Callable[[str], bool],
     existed: set[str] | None = None,
 ) -> LoaderState:
     """A state from what is there: each object's planned pins that exist are taken as its own
@@ -275,22 +346,13 @@ def rebuild(
     return state
 
 
-def is_pin(path: str) -> bool:
-    """Something is at `path` and it is not a directory: a directory that took a pin's place is
-    not that pin (never kept as it, claimed by a rebuild, or removed)."""
-    try:
-        return not stat.S_ISDIR(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return False
-
-
 def unchanged(old: ObjectState, sha256: str | None) -> bool:
-    """Same content, loaded before, and every pin still there: nothing to do."""
+    """Same content and loaded before: nothing to do. (A record whose pins are not all there,
+    or that a killed run was publishing, has no hash: without_missing_pins, with_interrupted.)"""
     return (
         old.sha256 is not None
         and old.sha256 == sha256
         and old.status in (Status.LOADED, Status.SKIPPED)
-        and all(is_pin(pin.path) for pin in old.pins)
     )
 
 

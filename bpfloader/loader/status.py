@@ -3,7 +3,8 @@
 The JSON form (`status --json`) is a stable interface, documented in README.md:
 
     {"format": 1, "pin_root": str, "source_dir": str, "state": "recorded" | "rebuilt",
-     "objects": [{"path": str, "status": "loaded" | "skipped" | "failed", "reason": str,
+     "objects": [{"path": str, "status": "loaded" | "skipped" | "failed" | "partial",
+                  "reason": str,
                   "critical": bool, "sha256": str | null,
                   "maps": [PIN], "programs": [PIN],
                   "skipped": [{"kind": "map" | "program", "name": str, "reason": str}]}],
@@ -16,30 +17,59 @@ The JSON form (`status --json`) is a stable interface, documented in README.md:
            code section, which says which `$` variant is pinned)
 
 `id`, `uid`, `gid` and `mode` are read live from the pin (null when it is gone or, for the
-id, when this process may not open it); the rest comes from the state.
+id, when this process may not open it or the pin changed while status looked at it); the rest
+comes from the state. A pin is present when a pin is at its path: a directory or a symbolic
+link there is not the pin.
+
+`foreign_pins` are the entries under the pin root that the state does not list, and a path
+ending in '/' is a directory status did not look into: more than MAX_DEPTH directories below
+the pin root (deeper than anything the loader makes), or one that could not be opened.
+
+Other users may write in the pin root (a bpffs mounted by hand is 1777), so status walks it
+without trusting a path: iteratively (a chain of directories as deep as a user likes is no
+recursion), through directory fds opened with O_NOFOLLOW relative to their parent, and it opens
+a pin only through kpins.open_pinned_at, which never follows a link. Every name in the text
+form goes through errors.one_line: a file name may hold a newline or an escape sequence.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+from collections.abc import Iterator
 from typing import Any
 
-from bpfloader.errors import KernelError, LoaderError, show_name
+from bpfloader.errors import LoaderError, one_line, show_name
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import programs as kprogs
-from bpfloader.loader.pin_root import STAGING_DIR
+from bpfloader.loader.dirfd import O_DIR
+from bpfloader.loader.gates import Environment
+from bpfloader.loader.naming import STAGING_DIR
+from bpfloader.loader.pin_root import PinRoot
 from bpfloader.loader.results import Pin
 from bpfloader.loader.run import LoadOptions, current_environment, plan_run
-from bpfloader.loader.state import LoaderState, environment_key, rebuild, recorded_state
+from bpfloader.loader.state import (
+    Interrupted,
+    LoaderState,
+    environment_key,
+    read_interrupted,
+    rebuild,
+    recorded_state,
+    with_interrupted,
+)
+from bpfloader.loader.state_dir import StateDir
 from bpfloader.obj.bpftypes import PinKind
 
 STATUS_FORMAT = 1
 KERNEL_ENTRIES = {"maps.debug", "progs.debug"}  # preloaded by the kernel in every bpffs
+# Directories below the pin root that status looks into. The loader itself goes at most 40 deep
+# (a pin_subdir is 80 bytes at most); the walk holds one fd per level.
+MAX_DEPTH = 64
 
 
-def status_report(state: LoaderState, *, rebuilt: bool) -> dict[str, Any]:
+def status_report(state: LoaderState, root: PinRoot, *, rebuilt: bool) -> dict[str, Any]:
     objects = []
     for obj in sorted(state.objects.values(), key=lambda o: o.path):
         objects.append(
@@ -49,8 +79,8 @@ def status_report(state: LoaderState, *, rebuilt: bool) -> dict[str, Any]:
                 "reason": obj.reason,
                 "critical": obj.critical,
                 "sha256": obj.sha256,
-                "maps": [_pin(p) for p in obj.pins if p.kind is PinKind.MAP],
-                "programs": [_pin(p) for p in obj.pins if p.kind is PinKind.PROGRAM],
+                "maps": [_pin(p, root) for p in obj.pins if p.kind is PinKind.MAP],
+                "programs": [_pin(p, root) for p in obj.pins if p.kind is PinKind.PROGRAM],
                 "skipped": [
                     {"kind": s.kind.value, "name": s.name, "reason": s.reason} for s in obj.skipped
                 ],
@@ -62,11 +92,11 @@ def status_report(state: LoaderState, *, rebuilt: bool) -> dict[str, Any]:
         "source_dir": state.source_dir,
         "state": "rebuilt" if rebuilt else "recorded",
         "objects": objects,
-        "foreign_pins": foreign_pins(state),
+        "foreign_pins": foreign_pins(state, root),
     }
 
 
-def _pin(pin: Pin) -> dict[str, Any]:
+def _pin(pin: Pin, root: PinRoot) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": pin.name,
         "pin": pin.path,
@@ -77,61 +107,128 @@ def _pin(pin: Pin) -> dict[str, Any]:
         "mode": None,
     }
     try:
-        st = os.lstat(pin.path)
-    except FileNotFoundError:
-        st = None
-    if st is not None and not stat.S_ISDIR(st.st_mode):  # a directory there is not the pin
+        with root.parent_of(pin.path) as (directory, name):
+            found = _pin_in(directory.number, name, pin.kind)
+    except (OSError, LoaderError):  # no directory there, a link, one the loader would refuse
+        found = None
+    if found is not None:
+        st, ident = found
         entry.update(
-            present=True, uid=st.st_uid, gid=st.st_gid, mode=f"{stat.S_IMODE(st.st_mode):04o}"
+            present=True,
+            id=ident,
+            uid=st.st_uid,
+            gid=st.st_gid,
+            mode=f"{stat.S_IMODE(st.st_mode):04o}",
         )
-        entry["id"] = _kernel_id(pin)
     if pin.kind is PinKind.PROGRAM:
         load_usec = None if pin.load_seconds is None else round(pin.load_seconds * 1e6)
         entry.update(section=pin.section, verified_insns=pin.verified_insns, load_usec=load_usec)
     return entry
 
 
-def _kernel_id(pin: Pin) -> int | None:
+def _pin_in(directory: int, name: str, kind: PinKind) -> tuple[os.stat_result, int | None] | None:
+    """The pin `name` in `directory`: its status, and its kernel id (None when it cannot be
+    opened, or when the entry changed while it was looked at); None when no pin is there
+    (nothing, a directory, a link)."""
+    before = os.stat(name, dir_fd=directory, follow_symlinks=False)
+    if not stat.S_ISREG(before.st_mode):  # a pin is a regular file of the bpffs
+        return None
+    ident = _kernel_id(directory, name, kind)
+    after = os.stat(name, dir_fd=directory, follow_symlinks=False)
+    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+        ident = None  # it would be another pin's id than the owner and mode shown
+    return before, ident
+
+
+def _kernel_id(directory: int, name: str, kind: PinKind) -> int | None:
     try:
-        fd = kpins.open_pinned(pin.path, readonly=True)
-    except KernelError:
+        fd = kpins.open_pinned_at(directory, name, readonly=True)
+    except OSError:  # a link (ELOOP), not this process's to open, gone meanwhile
         return None
     try:
-        if pin.kind is PinKind.MAP:
+        if kind is PinKind.MAP:
             return kmaps.map_info(fd).id
         return kprogs.program_info(fd).id
-    except KernelError:
+    except OSError:  # another kind of object than the state says
         return None
     finally:
         os.close(fd)
 
 
-def foreign_pins(state: LoaderState) -> list[str]:
-    """Entries in the pin root that this tool did not make (listed, never touched)."""
+def foreign_pins(state: LoaderState, root: PinRoot) -> list[str]:
+    """Entries under the pin root that this tool did not make (listed, never touched); a
+    directory not looked into ends in '/'. Depth first without recursion, holding one fd per
+    directory level (MAX_DEPTH + 1 at most). Unlike the loader, status looks into directories
+    other users own: it only reads, and their entries are what it has to show."""
     ours = state.pin_paths()
-    found = []
-    for directory, dirs, files in os.walk(state.pin_root):
-        if directory == state.pin_root:
-            dirs[:] = [d for d in dirs if d != STAGING_DIR]
-        for name in files:
-            path = os.path.join(directory, name)
-            if path not in ours and not (directory == state.pin_root and name in KERNEL_ENTRIES):
-                found.append(path)
+    found: list[str] = []
+    # the directories being looked into: fd, path, depth, the subdirectories left in it
+    levels: list[tuple[int, str, int, Iterator[str]]] = []
+
+    def enter(fd: int, path: str, depth: int) -> None:
+        subdirs = []
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    top = depth == 0
+                    if entry.is_dir(follow_symlinks=False):
+                        if not (top and entry.name == STAGING_DIR):
+                            subdirs.append(entry.name)
+                        continue
+                    child = f"{path}/{entry.name}"
+                    if child not in ours and not (top and entry.name in KERNEL_ENTRIES):
+                        found.append(child)
+        except OSError:
+            os.close(fd)
+            found.append(f"{path}/")
+            return
+        levels.append((fd, path, depth, iter(sorted(subdirs))))
+
+    try:
+        enter(os.dup(root.fd.number), state.pin_root.rstrip("/"), 0)
+        while levels:
+            fd, path, depth, pending = levels[-1]
+            name = next(pending, None)
+            if name is None:
+                levels.pop()
+                os.close(fd)
+                continue
+            child = f"{path}/{name}"
+            if depth == MAX_DEPTH:
+                found.append(f"{child}/")
+                continue
+            try:
+                opened = os.open(name, O_DIR, dir_fd=fd)
+            except FileNotFoundError:  # gone since it was listed
+                continue
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    found.append(f"{child}/")
+                elif child not in ours:  # no longer a directory: an entry like any other
+                    found.append(child)
+                continue
+            enter(opened, child, depth + 1)
+    finally:
+        for fd, *_ in levels:
+            os.close(fd)
     return sorted(found)
 
 
 def format_status(report: dict[str, Any]) -> str:
-    lines = [f"pin root {report['pin_root']} (state {report['state']})"]
+    pin_root = report["pin_root"]
+    lines = [f"pin root {one_line(pin_root)} (state {report['state']})"]
     for obj in report["objects"]:
         critical = " (critical)" if obj["critical"] else ""
+        path = one_line(obj["path"])
         # A failure's reason already starts with the object's path: don't say it twice.
-        text = obj["reason"].removeprefix(f"{obj['path']}: ")
+        text = one_line(obj["reason"]).removeprefix(f"{path}: ")
         reason = f": {text}" if text else ""
-        lines.append(f"{obj['path']}{critical}: {obj['status']}{reason}")
+        lines.append(f"{path}{critical}: {obj['status']}{reason}")
         for kind in ("maps", "programs"):
             for pin in obj[kind]:
+                where = one_line(pin["pin"])
                 if not pin["present"]:
-                    lines.append(f"  {kind[:-1]:7} {pin['pin']}  MISSING")
+                    lines.append(f"  {kind[:-1]:7} {where}  MISSING")
                     continue
                 extra = ""
                 if kind == "programs" and pin["verified_insns"] is not None:
@@ -141,28 +238,52 @@ def format_status(report: dict[str, Any]) -> str:
                     extra += f"  (variant '{show_name(pin['section'])}')"
                 ident = "?" if pin["id"] is None else pin["id"]
                 lines.append(
-                    f"  {kind[:-1]:7} {pin['pin']}  id {ident}  "
+                    f"  {kind[:-1]:7} {where}  id {ident}  "
                     f"{pin['uid']}:{pin['gid']} {pin['mode']}{extra}"
                 )
         for skip in obj["skipped"]:
-            lines.append(f"  skipped {skip['kind']} {skip['name']}: {skip['reason']}")
+            name, why = show_name(skip["name"]), one_line(skip["reason"])
+            lines.append(f"  skipped {skip['kind']} {name}: {why}")
     if report["foreign_pins"]:
         lines.append("not made by bpfloader:")
-        lines += [f"  {path}" for path in report["foreign_pins"]]
+        for path in report["foreign_pins"]:
+            lines.append(f"  {one_line(path)}{_not_looked_into(path, pin_root)}")
     return "\n".join(lines)
 
 
+def _not_looked_into(path: str, pin_root: str) -> str:
+    """What the line of a directory that status did not look into adds ('' for an entry)."""
+    if not path.endswith("/"):
+        return ""
+    depth = path.removeprefix(pin_root.rstrip("/")).strip("/").count("/") + 1
+    if depth > MAX_DEPTH:
+        return f"  (not looked into: more than {MAX_DEPTH} directories below the pin root)"
+    return "  (not looked into: it could not be opened)"
+
+
 def current_status(options: LoadOptions) -> dict[str, Any]:
-    """The report for a pin root: from the recorded state, or rebuilt (read-only) without one."""
-    pin_root = os.path.abspath(options.pin_root)
-    if not kpins.is_bpffs(pin_root):
-        raise LoaderError(
-            f"pin root {pin_root} is not a bpf filesystem (mount it: mount -t bpf bpf {pin_root})"
-        )
+    """The report for a pin root: from the recorded state, or rebuilt (read-only) without one.
+    Nothing is made, changed or taken over, in the pin root or in the state directory."""
     env = current_environment(options.build_type)
-    state, _ = recorded_state(options.state_dir, pin_root, env)
-    if state is not None:
-        return status_report(state, rebuilt=False)
-    plans = [planned.plan for planned in plan_run(options, env, os.path.lexists).objects]
-    source_dir = os.path.abspath(options.source_dir)
-    return status_report(rebuild(plans, pin_root, source_dir, environment_key(env)), rebuilt=True)
+    with PinRoot.open_existing(options.pin_root) as root:
+        state, interrupted = _recorded(options.state_dir, root.path, env)
+        if state is not None:
+            return status_report(with_interrupted(state, interrupted), root, rebuilt=False)
+        plans = [planned.plan for planned in plan_run(options, env, root.is_pin).objects]
+        source_dir = os.path.abspath(options.source_dir)
+        rebuilt = rebuild(plans, root.path, source_dir, environment_key(env), root.is_pin)
+        return status_report(with_interrupted(rebuilt, interrupted), root, rebuilt=True)
+
+
+def _recorded(
+    state_dir: str, pin_root: str, env: Environment
+) -> tuple[LoaderState | None, Interrupted]:
+    """The recorded state, or None (no state directory yet, or no usable state in it), and
+    what a killed run was publishing: those objects are partial."""
+    try:
+        opened = StateDir.open(state_dir, create=False)
+    except FileNotFoundError:
+        return None, Interrupted()
+    with opened:
+        state, _ = recorded_state(opened, pin_root, env)
+        return state, read_interrupted(opened, pin_root)

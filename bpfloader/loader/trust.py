@@ -1,5 +1,9 @@
 """The trust policy on the source directory, like sshd's StrictModes: only root may be able to
-change what the loader feeds the kernel. Pure but for lstat/stat/realpath: no bpf syscalls.
+change what the loader feeds the kernel. No bpf syscalls: directory fds, `openat`, `fstat`.
+
+Every check is made on what was opened, never on a second lookup of a name (dirfd.py): the
+source directory is opened by a walk from `/`, each location from its fd, and each file once,
+by name in its directory's fd, `O_NOFOLLOW`; what is read is read from that fd.
 
 An object is refused when:
   - it, or any directory on its real path from / down (the source directory included), is not
@@ -7,24 +11,31 @@ An object is refused when:
   - it is writable by its group or by everyone, whatever that group is;
   - a directory on that path is writable by its group or by everyone, unless it is owned by root
     and sticky (like /tmp: others may add entries but not rename or remove root's);
-  - it is reached through a symlink inside the source directory that points outside it;
-  - its policy file (next to it) fails the same checks.
+  - it is not a regular file;
+  - it is a symbolic link owned by someone other than root (nothing of it is read: in a sticky
+    directory anyone may add a link to one of root's objects, and flip it);
+  - it is a link of root's that leads (through root's links only, every directory on the way
+    checked) outside the source directory, or to a file these rules refuse.
+Its policy file (next to it, the same rules) is not applied when these rules refuse it: the
+object loads as it declares, with a warning (policy.py says why it is not refused).
 `--insecure-allow-untrusted` turns refusals into warnings, for development.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+from dataclasses import dataclass
 
-from bpfloader.errors import LoaderError
-from bpfloader.loader.policy import policy_path
+from bpfloader.errors import UntrustedError
+from bpfloader.kernel.fd import Fd
+from bpfloader.loader import dirfd
 
 WHY = "only root may be able to change what the loader runs"
-
-
-class UntrustedError(LoaderError):
-    """An object, or something on its path, could have been written by someone but root."""
+# How a file of the source directory is opened (dirfd adds O_NOFOLLOW): a FIFO must not hang
+# the boot, and a terminal must not become the loader's.
+FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 
 def file_problem(st: os.stat_result) -> str | None:
@@ -50,6 +61,18 @@ def directory_problem(st: os.stat_result) -> str | None:
     return None
 
 
+def root_only_problem(st: os.stat_result) -> str | None:
+    """Why a directory with this status is not root's alone (owned by root, writable by no one
+    else, sticky or not): what a pin directory the loader did not make, and the state
+    directory, must be."""
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid != 0:
+        return f"owned by uid {st.st_uid}, not root (mode {mode:04o})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by others (mode {mode:04o})"
+    return None
+
+
 def _writers(st: os.stat_result) -> str:
     who = []
     if st.st_mode & stat.S_IWGRP:
@@ -63,68 +86,117 @@ def _within(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
-def _ancestors(path: str) -> list[str]:
-    """'/a/b/c' -> ['/', '/a', '/a/b', '/a/b/c']."""
-    out = ["/"]
-    current = ""
-    for part in path.split("/"):
-        if part:
-            current += "/" + part
-            out.append(current)
-    return out
-
-
 def refused(problem: str) -> UntrustedError:
     """The error of an object the policy refuses: `refused: why; only root may ...`."""
     return UntrustedError(f"refused: {problem}; {WHY}")
 
 
-class TrustPolicy:
-    """Checks the objects of one source directory; directories are checked once per run."""
+@dataclass(frozen=True)
+class SourceDirectory:
+    """A directory of the source tree (the source directory, or a location in it), open.
+    `problem`: why it, or a directory above it, is not trusted (None: it is); then nothing in
+    it is opened unless the trust policy is off."""
 
-    def __init__(self, source_dir: str):
-        self.source_dir = os.path.abspath(source_dir)
-        self.real_source_dir = os.path.realpath(source_dir)
-        self._dirs: dict[str, str | None] = {}
+    fd: Fd
+    real: str  # its real path, as its walk found it
+    problem: str | None
 
-    def problem(self, path: str) -> str | None:
-        """Why the object at `path` (under the source directory) is not trusted, or None."""
-        problem = self._path_problem(path, "")
-        if problem is not None:
-            return problem
-        policy = policy_path(path)
-        if os.path.lexists(policy):
-            return self._path_problem(policy, f"its policy file {policy}")
-        return None
 
-    def _path_problem(self, path: str, subject: str) -> str | None:
-        real = os.path.realpath(path)
-        if not _within(real, self.real_source_dir):
-            how = "a symlink" if os.path.islink(path) else "reached through a symlink"
-            where = f"{how} to {real}, outside {self.source_dir}"
-            return f"{subject} is {where}" if subject else where
-        for directory in _ancestors(os.path.dirname(real)):
-            problem = self._directory(directory)
-            if problem is not None:
-                return f"directory {directory} is {problem}"
-        if real != os.path.abspath(path):
-            subject = subject or "its target"
-            subject += f" {real}" if subject == "its target" else f" (target {real})"
-        try:
-            st = os.stat(real)
-        except OSError as e:
-            problem = f"not readable: {e.strerror}"
-        else:
-            regular = stat.S_ISREG(st.st_mode)
-            problem = file_problem(st) if regular else "not a regular file"
-        if problem is None:
+@dataclass(frozen=True)
+class Confinement:
+    """Where a root-owned link may lead: into the source directory (`real`, as its walk found
+    it; `path`, as it was given, for messages)."""
+
+    path: str
+    real: str
+
+
+@dataclass
+class Opened:
+    """A file of the source directory, looked up once. `fd` is None when it was not opened (a
+    refusal that needs nothing of it); `problem` says why it is not trusted (None: it is)."""
+
+    fd: Fd | None
+    problem: str | None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            self.fd.close()
+
+
+def open_checked(
+    directory: SourceDirectory, name: str, within: Confinement, *, insecure: bool = False
+) -> Opened | None:
+    """The entry `name` of `directory` opened once and checked on its fd (None: there is no
+    such entry). Refused (with `insecure`: only noted) as the module says. Raises OSError for a
+    file that cannot be opened for any other reason. The caller closes what it gets."""
+    if directory.problem is not None and not insecure:
+        return Opened(None, directory.problem)  # nothing in it is opened
+    try:
+        fd, real = dirfd.open_file_at(
+            directory.fd, directory.real, name, FILE_FLAGS, directory_problem
+        )
+    except FileNotFoundError:
+        # No such entry (or it went away), or a link of root's to nothing: told apart by a
+        # second look, which only says which of the two errors this is.
+        if not _exists(directory, name):
             return None
-        return f"{subject} is {problem}" if subject else problem
+        raise
+    except UntrustedError as e:
+        refusal = str(e)
+        if isinstance(e, dirfd.LinkRefused) and e.path == dirfd.join(directory.real, name):
+            refusal = f"a symbolic link owned by uid {e.uid}"
+        if not insecure:
+            return Opened(None, directory.problem or refusal)
+        # Insecure: the link is followed as any program would follow it.
+        return Opened(_open_following(directory, name), directory.problem or refusal)
+    except OSError as e:
+        if e.errno != errno.ENXIO:
+            raise
+        # A socket (open() is ENXIO): refused on who made it, when not root.
+        st = os.stat(name, dir_fd=directory.fd.number, follow_symlinks=False)
+        if st.st_uid == 0:
+            raise
+        return Opened(None, directory.problem or file_problem(st))
+    problem = directory.problem or _file_problem(fd, real, directory, name, within)
+    if problem is not None and not insecure:
+        fd.close()
+        return Opened(None, problem)
+    return Opened(fd, problem)
 
-    def _directory(self, directory: str) -> str | None:
-        if directory not in self._dirs:
-            try:
-                self._dirs[directory] = directory_problem(os.stat(directory))
-            except OSError as e:
-                self._dirs[directory] = f"not readable: {e.strerror}"
-        return self._dirs[directory]
+
+def _file_problem(
+    fd: Fd, real: str, directory: SourceDirectory, name: str, within: Confinement
+) -> str | None:
+    linked = real != dirfd.join(directory.real, name)
+    if linked and not _within(real, within.real):
+        return f"a symlink to {real}, outside {within.path}"
+    st = os.fstat(fd.number)
+    problem = file_problem(st) if stat.S_ISREG(st.st_mode) else "not a regular file"
+    if problem is None:
+        return None
+    return f"its target {real} is {problem}" if linked else problem
+
+
+def _exists(directory: SourceDirectory, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=directory.fd.number, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _open_following(directory: SourceDirectory, name: str) -> Fd:
+    try:
+        return Fd(os.open(name, FILE_FLAGS, dir_fd=directory.fd.number))
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, dirfd.join(directory.real, name)) from e
+
+
+def read_all(fd: Fd, most: int) -> bytes:
+    """What the file open at `fd` holds, up to `most` + 1 bytes: more than `most` says it holds
+    more (it may have grown since its size was checked)."""
+    data = bytearray()
+    while len(data) <= most and (chunk := os.read(fd.number, min(1 << 20, most + 1 - len(data)))):
+        data += chunk
+    return bytes(data)

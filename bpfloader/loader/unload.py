@@ -6,10 +6,9 @@ import os
 
 from bpfloader.errors import LoaderError
 from bpfloader.journal import Reporter
-from bpfloader.kernel import pins as kpins
 from bpfloader.loader.lock import run_lock
 from bpfloader.loader.naming import object_name
-from bpfloader.loader.pin_root import remove_pins
+from bpfloader.loader.pin_root import PinRoot
 from bpfloader.loader.run import (
     LoadOptions,
     RunResult,
@@ -20,33 +19,39 @@ from bpfloader.loader.run import (
 from bpfloader.loader.source import RunPlan
 from bpfloader.loader.state import (
     LoaderState,
+    clear_publishing,
+    read_interrupted,
     recorded_state,
     remove_leftovers,
     remove_loaded_marker,
+    with_interrupted,
     write_state,
 )
+from bpfloader.loader.state_dir import StateDir
 
 
 def unload(options: LoadOptions, reporter: Reporter, names: list[str]) -> RunResult:
     """Remove the pins of the named objects (a path, a file name, or FILENAME), or of all of
     them when no name is given: only pins the state records, never anything else."""
-    pin_root = os.path.abspath(options.pin_root)
-    if not kpins.is_bpffs(pin_root):
-        raise LoaderError(
-            f"pin root {pin_root} is not a bpf filesystem (mount it: mount -t bpf bpf {pin_root})"
-        )
     result = RunResult()
-    with run_lock(options.state_dir, options.lock_timeout):
-        remove_leftovers(options.state_dir)
+    with (
+        PinRoot.open_existing(options.pin_root) as root,
+        StateDir.open(options.state_dir) as state_dir,
+        run_lock(state_dir, options.lock_timeout),
+    ):
+        remove_leftovers(state_dir)
         env = current_environment(options.build_type)
-        previous, problem = recorded_state(options.state_dir, pin_root, env)
+        previous, problem = recorded_state(state_dir, root.path, env)
         if previous is None:
             plan = (
-                plan_run(options, env, os.path.lexists)
+                plan_run(options, env, root.is_pin)
                 if os.path.isdir(options.source_dir)
                 else RunPlan()
             )
-            previous = rebuilt_state(options, env, plan.objects, problem, None, reporter)
+            previous = rebuilt_state(options, env, plan.objects, problem, None, reporter, root)
+        # Pins a killed run was publishing are the objects' too (and may hold those ids).
+        interrupted = read_interrupted(state_dir, root.path)
+        previous = with_interrupted(previous, interrupted)
         chosen = _select(previous, names)
         state = LoaderState(
             previous.pin_root,
@@ -54,10 +59,11 @@ def unload(options: LoadOptions, reporter: Reporter, names: list[str]) -> RunRes
             {path: obj for path, obj in previous.objects.items() if path not in chosen},
             previous.environment,
         )
-        result.removed = remove_pins(previous, state, reporter)
-        write_state(options.state_dir, state)
+        result.removed = root.remove_pins(previous, state, reporter, interrupted.expected_ids())
+        write_state(state_dir, state)
+        clear_publishing(state_dir)
         if not state.objects:  # nothing of ours is pinned: services must not see "loaded"
-            remove_loaded_marker(options.state_dir)
+            remove_loaded_marker(state_dir)
     return result
 
 

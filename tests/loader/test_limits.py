@@ -1,6 +1,6 @@
-"""Resource limits: the per-map memory ceiling (refused at plan time, by name, before any
-syscall) and RLIMIT_MEMLOCK, which the loader raises only on kernels that charge BPF memory
-to it (before 5.11).
+"""Resource limits: the per-map memory ceiling and the run's (refused at plan time, by name,
+before any syscall) and RLIMIT_MEMLOCK, which the loader raises only on kernels that charge BPF
+memory to it (before 5.11).
 
 The memlock tests run the real setrlimit in child processes started with a lowered limit
 (prlimit); the running kernel (6.x) needs no raise, so the old-kernel branch is exercised by
@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import pytest
 
-from bpfloader.loader.limits import MapMemoryCeiling, map_memory, parse_size
+from bpfloader.loader.limits import MapMemoryCeiling, RunMapMemory, map_memory, parse_size
 from bpfloader.loader.plan import Planner, SourceObject
 from bpfloader.obj.bpftypes import MapType
 from bpfloader.obj.ownership import Ownership
@@ -125,6 +125,70 @@ def test_the_template_of_a_map_of_maps_counts_too(big_object):
     assert plan.error is not None and "map 'big': max_entries 131072 of" in str(plan.error)
 
 
+# -- the run's ceiling -------------------------------------------------------------------------
+
+
+def test_the_object_that_takes_the_run_over_its_ceiling_fails_and_the_others_plan(big_object):
+    """Three objects of a 2 MiB map each, a run ceiling of 5 MiB: the third fails, naming the
+    total and the ceiling; a smaller one after it still fits, and what failed is not counted."""
+    run = RunMapMemory(5 * MiB, possible_cpus=2)
+    planner = Planner(env(), "/sys/fs/bpf", nothing_pinned, run_memory=run)
+    small = replace(big_object.maps[0], max_entries=1024)  # 16 KiB
+    objects = {
+        "a": big_object.maps,
+        "b": big_object.maps,
+        "c": big_object.maps,
+        "d": (small,),
+    }
+    plans = {
+        name: planner.plan(
+            SourceObject(f"/etc/bpf/{name}.o"),
+            replace(big_object, path=f"/etc/bpf/{name}.o", maps=maps),
+        )
+        for name, maps in objects.items()
+    }
+    assert {name: plan.error is None for name, plan in plans.items()} == {
+        "a": True,
+        "b": True,
+        "c": False,
+        "d": True,
+    }
+    assert str(plans["c"].error) == (
+        "/etc/bpf/c.o: maps: its maps need at least 2.0 MiB, which would take the run's maps to "
+        "6.0 MiB, above the run's map memory ceiling of 5.0 MiB (--max-run-map-memory)"
+    )
+    assert run.total == 4 * MiB + 16 * 1024
+
+
+def test_a_shared_map_counts_once_and_a_reused_one_counts(big_object):
+    """Reused maps take their memory as new ones do: the run decides the same whatever pins an
+    earlier run left. A map two objects share is one map."""
+    shared = replace(big_object.maps[0], shared=True)
+    for pinned in (nothing_pinned, lambda path: True):
+        run = RunMapMemory(3 * MiB, possible_cpus=2)
+        planner = Planner(env(), "/sys/fs/bpf", pinned, run_memory=run)
+        errors = [
+            planner.plan(
+                SourceObject(f"/etc/bpf/{name}.o"),
+                replace(big_object, path=f"/etc/bpf/{name}.o", maps=(shared,)),
+            ).error
+            for name in ("a", "b")
+        ]
+        assert errors == [None, None]
+        assert run.total == 2 * MiB
+        other = planner.plan(SourceObject("/etc/bpf/c.o"), replace(big_object, path="/etc/bpf/c.o"))
+        assert other.error is not None and "take the run's maps to 4.0 MiB" in str(other.error)
+
+
+def test_no_run_ceiling_with_0(big_object):
+    run = RunMapMemory(0, possible_cpus=2)
+    planner = Planner(env(), "/sys/fs/bpf", nothing_pinned, run_memory=run)
+    for name in "abcdefgh":
+        path = f"/etc/bpf/{name}.o"
+        assert planner.plan(SourceObject(path), replace(big_object, path=path)).error is None
+    assert run.total == 8 * 2 * MiB
+
+
 # -- kernel: the CLI ---------------------------------------------------------------------------
 
 
@@ -162,6 +226,36 @@ def test_the_default_ceiling_refuses_four_billion_entries(
         "64.0 GiB, above the map memory ceiling of" in run.stderr
     )
     assert pins_in(bpffs) == set()
+
+
+@pytest.mark.kernel
+def test_the_run_ceiling_fails_the_object_that_crosses_it_and_the_rest_loads(
+    compile_bpf, source_dir, bpffs, bpfloader_cli
+):
+    """Three objects whose 2 MiB maps each pass the per-map ceiling (3M): the third would take
+    the run to 6 MiB, above its ceiling (5M). --dry-run says so."""
+    for name in ("a.o", "b.o", "c.o"):
+        shutil.copy(compile_bpf(BIG, "big.o"), source_dir / name)
+    limits = ("--max-map-memory", "3M", "--max-run-map-memory", "5M")
+    where = ("--dir", source_dir, "--pin-root", bpffs, *limits)
+    refusal = (
+        f"{source_dir}/c.o: maps: its maps need at least 2.0 MiB, which would take the run's maps "
+        "to 6.0 MiB, above the run's map memory ceiling of 5.0 MiB (--max-run-map-memory)"
+    )
+    dry = bpfloader_cli("load", "--dry-run", *where)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[-1] == f"{source_dir}/c.o: FAIL: {refusal}", dry.stdout
+    run = bpfloader_cli("load", *where)
+    assert run.returncode == 0, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("bpfloader: err:")]
+    assert errors == [f"bpfloader: err: {refusal}"], run.stderr
+    assert pins_in(bpffs) == {
+        f"{kind}_{name}_{what}"
+        for name in ("a", "b")
+        for kind, what in (("map", "big"), ("prog", "tracepoint_sched_sched_switch"))
+    }
+    assert bpfloader_cli("load", *where[:4], "--max-run-map-memory", "0").returncode == 0
+    assert "map_c_big" in pins_in(bpffs)  # 0: no run ceiling
 
 
 # -- memlock -----------------------------------------------------------------------------------

@@ -621,11 +621,13 @@ def test_jobs_2_verifies_two_objects_at_once(
 
 
 def test_kernel_seconds_against_strace(traced_runs: dict[int, TracedRun]) -> None:
-    """kernel_seconds is the time inside the MAP_CREATE, PROG_LOAD and BTF_LOAD calls of the
-    object. strace -T times each call from its entry stop to its exit stop, an interval inside
-    the one the loader times around the same call (which adds the two ptrace stops, and with
-    several jobs any wait for the GIL): the loader's figure cannot be lower than strace's, so
-    a floor of 0.5x (margin for strace's microsecond rounding) cannot flake. The ceiling is
+    """kernel_seconds is the CPU time of the loading thread inside the MAP_CREATE, PROG_LOAD
+    and BTF_LOAD calls of the object; strace -T times each call's wall time, from its entry stop
+    to its exit stop. With one job and nothing else running, the thread runs through each call:
+    the two agree, and a floor of 0.5x (margin for strace's microsecond rounding) holds. With
+    two jobs on two CPUs, strace itself competes with the loader's threads: a thread preempted
+    inside a verifier call adds wall time but no CPU time, so there the loader's figure may be
+    below strace's (seen at 0.4x) and only its being counted at all is asserted. The ceiling is
     only asserted where one verifier-heavy PROG_LOAD dominates and with one job: the stop
     overhead, tens of microseconds per call, is then a few percent, far below 3x; for objects
     of a few microsecond-calls the overhead alone can triple the figure."""
@@ -647,7 +649,8 @@ def test_kernel_seconds_against_strace(traced_runs: dict[int, TracedRun]) -> Non
         for name, calls in traced.per_object.items():
             measured = sum(c.seconds for c in calls)
             kernel = objects[name]["kernel_seconds"]
-            assert kernel >= 0.5 * measured, (jobs, name, kernel, measured)
+            floor = 0.5 * measured if jobs == 1 else 0.0
+            assert kernel > floor, (jobs, name, kernel, measured)
             if name in SIDE_HEAVY:
                 assert [c.command for c in calls] == [
                     "BPF_BTF_LOAD",
@@ -682,11 +685,12 @@ def test_object_failing_while_publishing_rolls_back_alone(
     published: list[str] = []
     real_publish = kpins.publish
 
-    def publish(staged: str, final: str) -> None:
-        if os.path.basename(final) == failing:
+    def publish(staged_dir: int, staged: str, final_dir: int, final: str) -> None:
+        if final == failing:
             raise KernelError("rename", errno.EIO, f"{staged} -> {final}")
-        real_publish(staged, final)
-        published.append(os.path.relpath(final, root))
+        real_publish(staged_dir, staged, final_dir, final)
+        directory = os.readlink(f"/proc/self/fd/{final_dir}")
+        published.append(os.path.relpath(os.path.join(directory, final), root))
 
     monkeypatch.setattr(kpins, "publish", publish)
     with mounted_bpffs(tmp_path / "bpffs") as root:

@@ -8,6 +8,7 @@ untouched and the other objects load.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import stat
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from bpfloader.journal import ConsoleReporter
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
-from bpfloader.loader.pin_root import STAGING_DIR
+from bpfloader.loader.naming import STAGING_DIR
+from bpfloader.loader.pin_root import PinRoot
 from tests.conftest import pins_in
 
 pytestmark = pytest.mark.kernel
@@ -102,14 +105,16 @@ def test_staging_leftovers_of_an_interrupted_run_are_removed(examples, bpffs, bp
     assert os.path.isdir("/proc")  # the link's target was not touched
 
 
-def test_a_staging_link_is_refused_before_anything_loads(examples, bpffs, bpfloader_cli, tmp_path):
+def test_a_staging_link_is_removed_never_followed(examples, bpffs, bpfloader_cli, tmp_path):
+    """The staging name is the loader's: a link there is removed (not followed), and the run
+    makes its own private directory instead."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     os.symlink(elsewhere, bpffs / STAGING_DIR)
     run = bpfloader_cli("load", "--dir", examples, "--pin-root", bpffs)
-    assert run.returncode == 2, run.stderr
-    assert f"{bpffs}/{STAGING_DIR} exists and is not a directory" in run.stderr
-    assert pins_in(bpffs) == set()
+    assert run.returncode == 0, run.stderr
+    assert pins_in(bpffs) == MYSCHEDTP | EXECSNOOP
+    assert not os.path.lexists(bpffs / STAGING_DIR)  # removed, then its own removed at the end
     assert os.listdir(elsewhere) == []
 
 
@@ -126,14 +131,15 @@ def test_a_staging_dir_on_another_filesystem_is_refused(examples, bpffs, bpfload
     assert pins_in(bpffs) == set()
 
 
-def test_staging_is_private_while_the_loader_uses_it(examples, bpffs):
-    """Checked in-process: prepare() leaves it 0700 and ours, even when it was not."""
-    from bpfloader.loader.pin_root import prepare_staging
-
+def test_staging_is_private_while_the_loader_uses_it(bpffs):
+    """Checked in-process: a staging directory another user owns (and could have filled) is
+    removed, and the run's own is root's, 0700 and empty."""
     staging = bpffs / STAGING_DIR
     staging.mkdir()
+    (staging / "planted").mkdir()
     os.chown(staging, 40123, 40123)
     os.chmod(staging, 0o777)
-    assert prepare_staging(str(bpffs)) == str(staging)
-    st = os.lstat(staging)
-    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 0, 0)
+    with PinRoot.open(str(bpffs), ConsoleReporter(io.StringIO())):
+        st = os.lstat(staging)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o700, 0, 0)
+        assert os.listdir(staging) == []

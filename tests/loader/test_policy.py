@@ -1,14 +1,27 @@
-"""Policy files (pure): the owner, group and mode of an object's pins, from a TOML file next
-to it; what is most specific wins; anything unknown or impossible is an error, never ignored."""
+"""Policy files: the owner, group and mode of an object's pins, from a TOML file next to it;
+what is most specific wins; anything unknown or impossible is an error, never ignored. Pure,
+but for how a policy file is read from the source directory (last: as root) and what a run
+does with one the trust policy refuses (kernel)."""
 
 from __future__ import annotations
 
 import grp
+import os
 import pwd
+import stat
+from pathlib import Path
 
 import pytest
 
-from bpfloader.loader.policy import PolicyError, apply_policy, parse_policy, policy_path
+from bpfloader.loader.policy import (
+    PolicyError,
+    PolicyRead,
+    apply_policy,
+    parse_policy,
+    policy_path,
+    read_policy_in,
+)
+from bpfloader.loader.scan import scan
 from bpfloader.obj.bpftypes import MapType, ProgType
 from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
@@ -99,3 +112,65 @@ def test_a_policy_naming_what_the_object_lacks_is_refused(table, name):
     policy = parse_policy(f'[{table}.{name}]\nmode = "0600"\n'.encode(), PATH)
     with pytest.raises(PolicyError, match=f"the object has no {table} '{name}'"):
         apply_policy(spec(), policy)
+
+
+# -- read from the source directory -----------------------------------------------------------
+
+
+def test_policy_file_that_is_not_trusted_is_not_applied(tmp_path: Path):
+    src = tmp_path / "src"
+    src.mkdir()
+    obj = src / "ok.o"
+    obj.write_bytes(b"x")
+    policy = Path(policy_path(str(obj)))
+
+    def read() -> PolicyRead:
+        with scan(str(src)) as tree:
+            return read_policy_in(tree.directory(""), str(obj), tree.within)
+
+    assert read() == PolicyRead(None)  # none
+    policy.write_text('[maps]\nmode = "0640"\n')
+    assert read().policy is not None and read().ignored is None
+    os.chmod(policy, 0o666)
+    assert read() == PolicyRead(
+        None, ignored=f"policy {policy}: not applied: writable by group 0 and everyone (mode 0666)"
+    )
+    with scan(str(src)) as tree:  # insecure: applied, and said to be untrusted
+        insecure = read_policy_in(tree.directory(""), str(obj), tree.within, insecure=True)
+    assert insecure.policy is not None
+    assert insecure.untrusted == (
+        f"its policy file {policy}: writable by group 0 and everyone (mode 0666)"
+    )
+    policy.unlink()
+    policy.symlink_to("ok.o")
+    os.chown(policy, 1000, 1000, follow_symlinks=False)
+    assert read() == PolicyRead(
+        None, ignored=f"policy {policy}: not applied: a symbolic link owned by uid 1000"
+    )
+
+
+@pytest.mark.kernel
+def test_a_run_does_not_apply_an_untrusted_policy_file(
+    compile_bpf, source_dir: Path, bpffs: Path, bpfloader_cli
+):
+    """The object loads as it declares (root 0600 maps for a libbpf object), with a warning
+    naming the policy file and why; a trusted one is applied again on reload."""
+    obj = source_dir / "libbpf_globals.o"
+    obj.write_bytes(compile_bpf("libbpf_globals.c").read_bytes())
+    policy = source_dir / "libbpf_globals.policy"
+    policy.write_text('[maps]\nmode = "0644"\n')
+    os.chown(policy, 65534, 65534)
+    run = bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs)
+    assert run.returncode == 0, run.stderr
+    warning = (
+        f"bpfloader: warning: {obj}: policy {policy}: not applied: owned by uid 65534, not root "
+        "(mode 0644); only root's own policy files are applied: its pins get the owners and "
+        "modes the object declares"
+    )
+    assert warning in run.stderr.splitlines(), run.stderr
+    assert stat.S_IMODE((bpffs / "map_libbpf_globals_bss").stat().st_mode) == 0o600
+    os.chown(policy, 0, 0)
+    run = bpfloader_cli("reload", "--dir", source_dir, "--pin-root", bpffs)
+    assert run.returncode == 0, run.stderr
+    assert "not applied" not in run.stderr
+    assert stat.S_IMODE((bpffs / "map_libbpf_globals_bss").stat().st_mode) == 0o644

@@ -436,7 +436,8 @@ def test_pin_root_that_is_not_bpffs_is_refused(
     run = bpfloader_cli(command, "--dir", source_dir, "--pin-root", plain)
     assert run.returncode == 2, run.stderr
     message = (
-        f"bpfloader: pin root {plain} is not a bpf filesystem (mount it: mount -t bpf bpf {plain})"
+        f"bpfloader: pin root {plain} is not a bpf filesystem"
+        f" (mount it: mount -t bpf -o mode=0700 bpf {plain})"
     )
     assert run.stderr.splitlines()[-1] == message
     assert run.stdout == ""

@@ -16,7 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from bpfloader.loader.trust import TrustPolicy, directory_problem, file_problem, refused
+from bpfloader.loader.gates import Environment
+from bpfloader.loader.plan import Planner
+from bpfloader.loader.scan import scan
+from bpfloader.loader.source import DEFAULT_MAX_OBJECT_BYTES, plan_sources
+from bpfloader.loader.trust import directory_problem, file_problem, open_checked, refused
+from bpfloader.version import LOADER_VERSION
 from tests.loader.test_bad_input import GOOD_PINS, assert_failed_alone, bpffs_entries, load, place
 
 WHY = "only root may be able to change what the loader runs"
@@ -90,78 +95,140 @@ def test_refusal_line():
     )
 
 
-def test_policy_on_paths(tmp_path: Path, elsewhere: Path):
+def problem_of(source_dir: Path, rel: str) -> str | None:
+    """Why the trust policy refuses the entry `rel` ("name" or "location/name") of the source
+    directory, opened as the loader opens it, or None; "missing" for no such entry."""
+    location, _, name = rel.rpartition("/")
+    with scan(str(source_dir)) as tree:
+        opened = open_checked(tree.directory(location), name, tree.within)
+        if opened is None:
+            return "missing"
+        opened.close()
+        assert (opened.fd is None) == (opened.problem is not None)  # a refusal opens nothing
+        return opened.problem
+
+
+def test_checks_on_what_was_opened(tmp_path: Path, elsewhere: Path):
     src = tmp_path / "src"
     (src / "loc").mkdir(parents=True)
     ok = src / "ok.o"
     ok.write_bytes(b"x")
     os.chmod(ok, 0o644)
-    policy = TrustPolicy(str(src))
-    assert policy.problem(str(ok)) is None  # pytest's tmp_path, under the sticky /tmp
+    assert problem_of(src, "ok.o") is None  # pytest's tmp_path, under the sticky /tmp
+    assert problem_of(src, "none.o") == "missing"
 
     group = src / "group.o"
     group.write_bytes(b"x")
     os.chmod(group, 0o664)
     os.chown(group, 0, 1000)
-    assert policy.problem(str(group)) == "writable by group 1000 (mode 0664)"
+    assert problem_of(src, "group.o") == "writable by group 1000 (mode 0664)"
 
     owned = src / "owned.o"
     owned.write_bytes(b"x")
     os.chown(owned, 1000, 1000)
-    assert policy.problem(str(owned)) == "owned by uid 1000, not root (mode 0644)"
+    assert problem_of(src, "owned.o") == "owned by uid 1000, not root (mode 0644)"
+
+    os.mkfifo(src / "fifo.o")  # opened without blocking, refused on its fd
+    assert problem_of(src, "fifo.o") == "not a regular file"
 
     inner = src / "loc" / "inner.o"
     inner.write_bytes(b"x")
     os.chmod(src / "loc", 0o777)
-    assert TrustPolicy(str(src)).problem(str(inner)) == (
+    assert problem_of(src, "loc/inner.o") == (
         f"directory {src}/loc is writable by group 0 and everyone and not sticky (mode 0777)"
     )
     os.chmod(src / "loc", 0o755)
+    assert problem_of(src, "loc/inner.o") is None
 
+
+def test_links(tmp_path: Path, elsewhere: Path):
+    """A link of root's is followed (its target checked, and kept inside the source
+    directory); a link anyone else owns is refused unopened; a location is never a link."""
+    src = tmp_path / "src"
+    src.mkdir()
+    ok = src / "ok.o"
+    ok.write_bytes(b"x")
     target = elsewhere / "outside.o"
     target.write_bytes(b"x")
-    link = src / "link.o"
-    link.symlink_to(target)
-    assert policy.problem(str(link)) == f"a symlink to {target}, outside {src}"
+    (src / "link.o").symlink_to(target)
+    assert problem_of(src, "link.o") == f"a symlink to {target}, outside {src}"
+
+    group = src / "group.o"
+    group.write_bytes(b"x")
+    os.chmod(group, 0o664)
+    os.chown(group, 0, 1000)
+    (src / "inside.o").symlink_to(group)  # a link inside the directory: its target is checked
+    assert (
+        problem_of(src, "inside.o") == f"its target {group} is writable by group 1000 (mode 0664)"
+    )
+    (src / "fine.o").symlink_to("ok.o")
+    assert problem_of(src, "fine.o") is None
+    (src / "chain.o").symlink_to("fine.o")  # root's link to root's link
+    assert problem_of(src, "chain.o") is None
+
+    theirs = src / "theirs.o"
+    theirs.symlink_to("ok.o")
+    os.chown(theirs, 1000, 1000, follow_symlinks=False)
+    assert problem_of(src, "theirs.o") == "a symbolic link owned by uid 1000"
+    (src / "via_theirs.o").symlink_to("theirs.o")  # root's link, through theirs
+    assert problem_of(src, "via_theirs.o") == (
+        f"{src}/theirs.o is a symbolic link owned by uid 1000: only root's links are followed"
+    )
+    (src / "loop.o").symlink_to("loop.o")
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        problem_of(src, "loop.o")
+
     (src / "via").symlink_to(elsewhere)
-    assert policy.problem(str(src / "via" / "outside.o")) == (
-        f"reached through a symlink to {target}, outside {src}"
-    )
-
-    inside = src / "inside.o"
-    inside.symlink_to(group)  # a symlink inside the directory is fine; its target is checked
-    expected = f"its target {group} is writable by group 1000 (mode 0664)"
-    assert policy.problem(str(inside)) == expected
-    (src / "fine.o").symlink_to(ok)
-    assert policy.problem(str(src / "fine.o")) is None
-
-    policy_file = src / "ok.policy.toml"
-    policy_file.write_text("")
-    os.chmod(policy_file, 0o666)
-    from bpfloader.loader.policy import policy_path
-
-    os.rename(policy_file, policy_path(str(ok)))
-    assert policy.problem(str(ok)) == (
-        f"its policy file {policy_path(str(ok))} is writable by group 0 and everyone (mode 0666)"
-    )
+    (src / "real_loc").mkdir()
+    with scan(str(src)) as tree:
+        assert {o.location for o in tree} == {""}  # `via` is a link; real_loc has no objects
+        assert [Path(o.path).name for o in tree] == [
+            "chain.o",
+            "fine.o",
+            "group.o",
+            "inside.o",
+            "link.o",
+            "loop.o",
+            "ok.o",
+            "theirs.o",
+            "via_theirs.o",
+        ]
 
 
 def test_ancestor_directory(tmp_path: Path):
     top = tmp_path / "top"
     src = top / "etc-bpf"
     src.mkdir(parents=True)
-    obj = src / "x.o"
-    obj.write_bytes(b"x")
+    (src / "x.o").write_bytes(b"x")
     os.chmod(top, 0o770)
     os.chown(top, 0, 1000)
-    assert TrustPolicy(str(src)).problem(str(obj)) == (
+    assert problem_of(src, "x.o") == (
         f"directory {top} is writable by group 1000 and not sticky (mode 0770)"
     )
     os.chown(top, 1000, 0)
     os.chmod(top, 0o755)
-    assert TrustPolicy(str(src)).problem(str(obj)) == (
-        f"directory {top} is owned by uid 1000, not root (mode 0755)"
+    assert problem_of(src, "x.o") == f"directory {top} is owned by uid 1000, not root (mode 0755)"
+
+
+def test_object_size_ceiling(compile_bpf, tmp_path: Path):
+    """An object larger than the ceiling fails on one line, unread."""
+    src = tmp_path / "src"
+    src.mkdir()
+    good = place(compile_bpf, "good_last.c", src, "small.o")
+    size = good.stat().st_size
+    big = src / "big.o"
+    big.write_bytes(b"\0" * (size + 1))
+    environment = Environment(kernel=(6, 1, 0), loader_version=LOADER_VERSION, arch="x86_64")
+    planned = list(
+        plan_sources(
+            scan(str(src)), Planner(environment, "/pins", lambda _: False), max_object_bytes=size
+        )
     )
+    assert [str(p.plan.error) for p in planned] == [
+        f"{big}: too large: {size + 1} bytes, over the ceiling of {size} bytes (--max-object-size)",
+        "None",
+    ]
+    assert DEFAULT_MAX_OBJECT_BYTES == 64 << 20
 
 
 # -- kernel: bpfloader load ---------------------------------------------------------------------
