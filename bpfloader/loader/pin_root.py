@@ -26,6 +26,7 @@ import errno
 import itertools
 import os
 import stat
+import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,10 @@ class PinRoot:
         self.fd = fd
         self.staging: Fd | None = None
         self._staged_count = itertools.count(1)  # next() on it is atomic: threads share it
+        # Directories open for lookups (entry, is_pin: a reload asks of every recorded pin),
+        # so that a lookup costs one fstatat and not a walk; threads share them.
+        self._looked_in: dict[tuple[str, ...], Fd] = {}
+        self._looking = threading.Lock()
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -153,6 +158,9 @@ class PinRoot:
             self.staging = None
             with contextlib.suppress(OSError):
                 os.rmdir(STAGING_DIR, dir_fd=self.fd.number)
+        for fd in self._looked_in.values():
+            fd.close()
+        self._looked_in.clear()
         self.fd.close()
 
     def __enter__(self) -> PinRoot:
@@ -164,10 +172,13 @@ class PinRoot:
     # -- walking ---------------------------------------------------------------------------
 
     def _parts(self, path: str) -> list[str]:
-        relative = os.path.relpath(path, self.path)
-        parts = [] if relative == os.curdir else relative.split(os.sep)
-        if os.pardir in parts or os.path.isabs(relative):
-            raise LoaderError(f"{path} is outside the pin root {self.path}")
+        """The components of `path` below the pin root (pin paths are made as ROOT/a/b, never
+        with `.` or `..`: anything else is refused rather than resolved)."""
+        if path == self.path:
+            return []
+        parts = path[len(self.path) + 1 :].split("/")
+        if not path.startswith(self.path + "/") or any(p in ("", ".", "..") for p in parts):
+            raise LoaderError(f"{path} is not a path below the pin root {self.path}")
         return parts
 
     def _directory(self, parts: list[str], *, make: int | None = None) -> tuple[Fd, list[str]]:
@@ -243,12 +254,28 @@ class PinRoot:
     def entry(self, path: str) -> os.stat_result | None:
         """What is at `path` (a link not followed), or None when nothing is."""
         try:
-            with self.parent_of(path) as (directory, name):
-                return os.stat(name, dir_fd=directory.number, follow_symlinks=False)
-        except (FileNotFoundError, NotADirectoryError):
+            parts = self._parts(path)
+            directory = self._lookup_directory(tuple(parts[:-1]))
+            return os.stat(parts[-1], dir_fd=directory.number, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError, IndexError):
             return None
         except LoaderError:
             return None  # a directory the loader would refuse: no pin of its is there for it
+
+    def _lookup_directory(self, parts: tuple[str, ...]) -> Fd:
+        """The directory `parts`, opened (and checked) once for lookups. One that was removed
+        since (no links left: a run's roll back or removal) is opened again."""
+        if not parts:
+            return self.fd
+        with self._looking:
+            fd = self._looked_in.get(parts)
+            if fd is not None and os.fstat(fd.number).st_nlink > 0:
+                return fd
+            if fd is not None:
+                fd.close()
+            fd, _ = self._directory(list(parts))
+            self._looked_in[parts] = fd
+            return fd
 
     def is_pin(self, path: str) -> bool:
         """Something is at `path` and it is not a directory: a directory that took a pin's place

@@ -29,6 +29,7 @@ from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel.fd import Fd
 from bpfloader.loader import run as loader_run
+from bpfloader.loader.state import environment_key
 from tests.attack.conftest import ATTACKER, as_user, race
 from tests.conftest import REPO, fork_child, pins_in
 
@@ -367,7 +368,8 @@ def test_an_untrusted_state_directory_stops_the_run(compile_bpf, bpffs, root_sou
         "format": 1,
         "pin_root": str(bpffs),
         "source_dir": str(root_source),
-        "environment": "",
+        # As the loader would record it here: a state it would take as its own.
+        "environment": environment_key(loader_run.current_environment()),
         "objects": {
             "/x.o": {
                 "path": "/x.o",
@@ -399,9 +401,9 @@ def test_an_untrusted_state_directory_stops_the_run(compile_bpf, bpffs, root_sou
     as_user(ATTACKER, plant)
     for command in ("unload", "load", "reload"):
         run = _cli(command, "--dir", root_source, "--pin-root", bpffs, "--state-dir", state)
+        assert victim.exists(), (command, run.stderr)
         assert run.returncode == 2, (command, run.stderr)
         lines = [line for line in run.stderr.splitlines() if "state directory" in line]
         assert len(lines) == 1, run.stderr
         assert "not root" in lines[0] or "writable by others" in lines[0], lines[0]
-        assert victim.exists(), command
     assert pins_in(bpffs) == {"map_victim_data"}
