@@ -205,13 +205,13 @@ class PinRoot:
 
     def _made(self, parent: Fd, name: str, where: str, mode: int) -> Fd:
         """The directory just made, opened and given exactly `mode` (whatever the umask) once
-        it is seen to be the one made (root's, 0700)."""
+        it is seen to be the one made (root's, closed to everyone else)."""
         try:
             child = Fd(os.open(name, dirfd.O_DIR, dir_fd=parent.number))
         except OSError as e:
             raise _not_a_directory(where, e, parent, name) from e
         st = os.fstat(child.number)
-        if st.st_uid != 0 or stat.S_IMODE(st.st_mode) != 0o700:
+        if st.st_uid != 0 or st.st_mode & 0o077:
             child.close()
             raise PinError(f"directory {where} was replaced while the loader made it")
         os.fchmod(child.number, mode)
@@ -242,12 +242,12 @@ class PinRoot:
         return child
 
     @contextlib.contextmanager
-    def parent_of(self, path: str, *, make: int | None = None) -> Iterator[tuple[Fd, str]]:
+    def parent_of(self, path: str) -> Iterator[tuple[Fd, str]]:
         """The directory holding `path`, open, and the entry's name in it."""
         parts = self._parts(path)
         if not parts:
             raise LoaderError(f"{path} is the pin root itself, not a pin")
-        directory, _ = self._directory(parts[:-1], make=make)
+        directory, _ = self._directory(parts[:-1])
         with directory:
             yield directory, parts[-1]
 
@@ -310,8 +310,6 @@ class PinRoot:
             if e.errno == errno.EISDIR:
                 raise PinError(f"{path} is a directory, not a pinned {kind}") from e
             raise e.explained(f"cannot open existing pin {path}: {e.reason}") from e
-        except NotADirectoryError as e:
-            raise PinError(f"{e.filename} is in the way of {path}: not a directory") from e
         found = kpins.pinned_kind(fd.number)
         if found is not kind:
             fd.close()
