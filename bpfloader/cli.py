@@ -273,6 +273,12 @@ def _define_check(commands: Commands, name: str, help_text: str) -> None:
     check.add_argument(
         "--pin-root", default="/sys/fs/bpf", help="the pin root the names are shown under"
     )
+    check.add_argument(
+        "--target-btf",
+        metavar="FILE",
+        help="resolve CO-RE relocations against this kernel BTF (raw BTF, or an ELF file with a "
+        ".BTF section such as a kernel's vmlinux), without root",
+    )
     _add_build_type(check)
 
 
@@ -325,7 +331,19 @@ def _check(args: argparse.Namespace) -> int:
 
     env = current_environment(args.build_type)
     pin_root = os.path.abspath(args.pin_root)
-    results = [check_object(path, env, pin_root, kernel=args.kernel) for path in args.objects]
+    target = None
+    if args.target_btf is not None:
+        from bpfloader.obj.core import read_target_btf
+
+        try:
+            with open(args.target_btf, "rb") as f:
+                target = read_target_btf(f.read(), args.target_btf)
+        except OSError as e:
+            raise LoaderError(f"{one_line(args.target_btf)}: {e.strerror}") from e
+    results = [
+        check_object(path, env, pin_root, kernel=args.kernel, target=target)
+        for path in args.objects
+    ]
     for result in results:
         print(format_result(result))
     return EXIT_OK if all(r.ok for r in results) else EXIT_CRITICAL

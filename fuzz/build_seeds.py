@@ -1,9 +1,10 @@
 """Compile every object the tests build into one (flat) seed directory for the reader fuzzer.
 
 Usage: python fuzz/build_seeds.py OUT_DIR
-Android-format sources go through `bpfloader build`; libbpf-style ones (tests/bpf/libbpf_*.c)
-through plain clang with -g, as tests/libbpf_support.py does. A source that does not compile
-(some are meant not to) is skipped. The reader bombs (tests/obj/bombs.py) are added in small
+Android-format sources go through `bpfloader build`; libbpf-style ones (tests/bpf/libbpf_*.c,
+and the CO-RE ones, tests/bpf/core/*.c) through plain clang with -g, as tests/libbpf_support.py
+does. A source that does not compile (some are meant not to, and the CO-RE ones that need a
+vmlinux.h) is skipped. The reader bombs (tests/obj/bombs.py) are added in small
 copies of their shapes (under -max_len), so that mutations start from them too.
 """
 
@@ -22,6 +23,11 @@ from tests.obj.bombs import BOMBS  # noqa: E402
 BOMB_SEED_SCALES = {"android_symbols": 0.01, "btf_types": 0.002, "btf_members": 0.001}
 BOMB_SEED_SCALE = 0.001
 LIBBPF_CFLAGS = ["-O2", "-g", "-target", "bpf", "-idirafter", "/usr/include/x86_64-linux-gnu"]
+# More builds of a libbpf-style source, each a seed of its own: legacy map defs of another
+# header's size (28 bytes), with and without the fields libbpf 0.x refused.
+LIBBPF_VARIANTS = {
+    "libbpf_legacy_maps": (["-DDEF_WORDS=7"], ["-DDEF_WORDS=7", "-DNONZERO_EXTRA"]),
+}
 
 
 def build_seeds(out: Path) -> list[Path]:
@@ -30,14 +36,16 @@ def build_seeds(out: Path) -> list[Path]:
     sources = sorted((ROOT / "tests" / "bpf").glob("*.c")) + sorted(
         (ROOT / "etc" / "bpf").glob("*.c")
     )
+    sources += sorted((ROOT / "tests" / "bpf" / "core").glob("*.c"))
     built = []
     for src in sources:
-        if src.name.startswith("libbpf_"):
-            obj = out / f"{src.stem}.o"
-            cmd = ["clang", *LIBBPF_CFLAGS, "-c", str(src), "-o", str(obj)]
-            done = subprocess.run(cmd, capture_output=True)
-            if done.returncode == 0:
-                built.append(obj)
+        if src.name.startswith(("libbpf_", "core_")):  # core_*: those without vmlinux.h build
+            for i, extra in enumerate(([], *LIBBPF_VARIANTS.get(src.stem, ()))):
+                obj = out / (f"{src.stem}.o" if not i else f"{src.stem}_{i}.o")
+                cmd = ["clang", *LIBBPF_CFLAGS, *extra, "-c", str(src), "-o", str(obj)]
+                done = subprocess.run(cmd, capture_output=True)
+                if done.returncode == 0:
+                    built.append(obj)
             continue
         for flags in ([], ["-g"]):  # -g adds .BTF and .BTF.ext to Android-format objects
             sub = out / (src.stem + ("_g" if flags else ""))

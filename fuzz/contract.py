@@ -20,7 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bpfloader.errors import ObjectFormatError
+from bpfloader.obj import core
 from bpfloader.obj.reader import read_object
+from bpfloader.obj.spec import ObjectSpec
 
 PATH = "fuzz.o"
 CATCH_ALL = "malformed ELF ("
@@ -96,9 +98,10 @@ def _frame(frame: traceback.FrameSummary) -> str:
 
 def check(data: bytes) -> str | None:
     """Run the reader on `data`; raise ContractViolation if it breaks the contract. Returns
-    a finding (where the original exception was raised) when the catch-all was needed."""
+    a finding (where the original exception was raised) when the catch-all was needed. An
+    object with CO-RE relocations is relocated too (`check_core`)."""
     try:
-        read_object(data, PATH)
+        spec = read_object(data, PATH)
     except ObjectFormatError as e:
         text = str(e)
         if "\n" in text or not text.startswith(PATH + ": "):
@@ -111,7 +114,27 @@ def check(data: bytes) -> str | None:
         raise
     except BaseException as e:
         raise ContractViolation(f"read_object raised {where_raised(e)}: {e!r}") from e
+    check_core(spec)
     return None
+
+
+def check_core(spec: ObjectSpec) -> None:
+    """The CO-RE engine's contract on what the reader took: resolving the object's relocations
+    against its own BTF as the target (every candidate search, match and value path, on the
+    mutated types) and patching its programs either succeed or raise a one-line CoreError."""
+    if spec.core is None:
+        return
+    try:
+        results = core.resolve(spec.core, core.TargetBtf("self", spec.core.btf))
+        for program in spec.programs:
+            core.apply(program.instructions, program.core_relos, results)
+    except ObjectFormatError as e:
+        if "\n" in str(e) or not isinstance(e, core.CoreError):
+            raise ContractViolation(f"CO-RE error is not a one-line CoreError: {e!r}") from e
+    except (InputTimeout, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        raise ContractViolation(f"CO-RE relocation raised {where_raised(e)}: {e!r}") from e
 
 
 # -- mutations -------------------------------------------------------------------------------

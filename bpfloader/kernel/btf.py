@@ -1,7 +1,8 @@
 """BTF in the kernel: load an object's BTF (BPF_BTF_LOAD), and find types in the kernel's own.
 
 The kernel's BTF (/sys/kernel/btf/vmlinux) is read only when a program needs a type from it
-(fentry/, fexit/, lsm/, tp_btf/, iter/ programs), once per process.
+(fentry/, fexit/, lsm/, tp_btf/, iter/ programs), once per process; and parsed whole, as the
+target of CO-RE relocations, only when an object has some (`kernel_target`), once per process.
 """
 
 from __future__ import annotations
@@ -9,12 +10,19 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import os
+import threading
+from typing import TYPE_CHECKING
 
 from bpfloader.errors import KernelError, LoaderError
 from bpfloader.kernel.attrs import BtfLoadAttr
 from bpfloader.kernel.syscall import Cmd, bpf
 from bpfloader.obj.btf import BtfError, Kind, type_ids_by_name
 
+if TYPE_CHECKING:
+    from bpfloader.obj.core import TargetBtf
+
+BTF_DIR = "/sys/kernel/btf"
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 LOG_SIZE = 1 << 20
 LOG_MAX_SIZE = 64 << 20
@@ -73,3 +81,40 @@ def vmlinux_type_id(name: str, kind: str) -> int:
         what = "function" if kind == "FUNC" else "type"
         raise LoaderError(f"the kernel has no {what} '{name}' in its BTF ({VMLINUX_BTF})")
     return found
+
+
+_target_lock = threading.Lock()  # objects load side by side (loader/parallel.py): read once
+_target: list[TargetBtf] = []
+
+
+def kernel_target() -> TargetBtf:
+    """The running kernel's BTF as the target of CO-RE relocations: vmlinux's, parsed whole,
+    and that of each loaded module with BTF of its own (/sys/kernel/btf/MODULE, in name
+    order; read here, parsed only if a type vmlinux lacks is looked for)."""
+    with _target_lock:
+        if not _target:
+            _target.append(_read_target())
+        return _target[0]
+
+
+def _read_target() -> TargetBtf:
+    from bpfloader.obj.btf import parse_btf
+    from bpfloader.obj.core import TargetBtf
+
+    try:
+        with open(VMLINUX_BTF, "rb") as f:
+            data = f.read()
+        modules = []
+        for name in sorted(os.listdir(BTF_DIR)):
+            if name != "vmlinux":
+                with open(os.path.join(BTF_DIR, name), "rb") as f:
+                    modules.append((name, f.read()))
+    except OSError as e:
+        raise LoaderError(
+            f"cannot read the kernel's BTF ({VMLINUX_BTF}: {e.strerror}); CO-RE relocations "
+            "need a kernel built with CONFIG_DEBUG_INFO_BTF"
+        ) from e
+    try:
+        return TargetBtf(VMLINUX_BTF, parse_btf(data), tuple(modules))
+    except BtfError as e:
+        raise LoaderError(f"{VMLINUX_BTF}: {e}") from e

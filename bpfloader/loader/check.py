@@ -16,10 +16,12 @@ from bpfloader.loader.gates import Environment
 from bpfloader.loader.kernel_objects import KernelObjects
 from bpfloader.loader.limits import open_files_error
 from bpfloader.loader.plan import ObjectPlan, Planner, SourceObject, variant_note
-from bpfloader.loader.policy import apply_policy, read_policy
+from bpfloader.loader.policy import apply_policy, policy_types, read_policy
 from bpfloader.loader.results import Action
 from bpfloader.loader.source import cannot_read
+from bpfloader.obj import core
 from bpfloader.obj.bpftypes import PinKind
+from bpfloader.obj.core import ObjectCore, TargetBtf
 from bpfloader.obj.reader import read_object
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import ProgramSpec
@@ -39,12 +41,15 @@ class CheckResult:
         return self.error is None
 
 
-def check_object(path: str, env: Environment, pin_root: str, *, kernel: bool) -> CheckResult:
+def check_object(
+    path: str, env: Environment, pin_root: str, *, kernel: bool, target: TargetBtf | None = None
+) -> CheckResult:
     result = CheckResult(path)
     try:
         with open(path, "rb") as f:
             data = f.read()
-        spec = apply_policy(read_object(data, path), read_policy(path))
+        policy = read_policy(path)
+        spec = apply_policy(read_object(data, path, policy_types(policy)), policy)
     except LoaderError as e:
         result.error = e.where(file=path)
         return result
@@ -64,6 +69,8 @@ def check_object(path: str, env: Environment, pin_root: str, *, kernel: bool) ->
         for program in plan.programs:
             if program.action is not Action.SKIP:
                 relocate(program.spec, placeholders)
+        if plan.spec is not None and plan.spec.core is not None:
+            result.lines += _core_lines(plan, plan.spec.core, target)
         if kernel:
             _load(plan, env, result)
     except LoaderError as e:
@@ -72,6 +79,28 @@ def check_object(path: str, env: Environment, pin_root: str, *, kernel: bool) ->
         if refusal is not None:
             result.verifier_log = refusal.log.decode("utf-8", errors="backslashreplace")
     return result
+
+
+def _core_lines(plan: ObjectPlan, object_core: ObjectCore, target: TargetBtf | None) -> list[str]:
+    """The object's CO-RE relocations against `target`: how many were satisfied, and each
+    one that was not (poisoned: the verifier refuses a program that reaches it)."""
+    count = len(object_core.records)
+    if target is None:
+        return [f"core: {count} CO-RE relocations, not resolved (--target-btf FILE resolves them)"]
+    results = core.resolve(object_core, target)
+    for program in plan.programs:
+        if program.action is not Action.SKIP:
+            core.apply(program.spec.instructions, program.spec.core_relos, results)
+    poisoned = [(s, r) for s, r in object_core.records if results[r.number].poison]
+    lines = [
+        f"core: {count - len(poisoned)} of {count} CO-RE relocations satisfied by {target.name}"
+    ]
+    lines += [
+        f"core: not satisfied (poisoned): {section}: #{record.number} "
+        f"{object_core.describe(record)}"
+        for section, record in poisoned
+    ]
+    return lines
 
 
 def _describe(plan: ObjectPlan) -> list[str]:

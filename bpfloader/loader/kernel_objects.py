@@ -33,6 +33,7 @@ from bpfloader.loader.plan import (
     variant_outcome,
 )
 from bpfloader.loader.results import Action, Skipped
+from bpfloader.obj import core
 from bpfloader.obj.bpftypes import (
     BPF_F_MMAPABLE,
     BPF_F_SLEEPABLE,
@@ -41,6 +42,7 @@ from bpfloader.obj.bpftypes import (
     kernel_map_flags,
     map_facts,
 )
+from bpfloader.obj.core import Resolution
 from bpfloader.obj.insn import calls_subprograms
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
@@ -149,6 +151,7 @@ class KernelObjects:
         self.warn = warn
         self.rejected = rejected
         self.btf: Fd | None = None
+        self._core: Mapping[int, Resolution] | None = None  # CO-RE, resolved at the first use
 
     def load(
         self, plan: ObjectPlan, pinned: Pinned = nothing_pinned, mode: LoadMode = BOOT
@@ -379,6 +382,20 @@ class KernelObjects:
             load_seconds=program.load_seconds,
         )
 
+    def core_relocated(self, spec: ProgramSpec) -> bytes | None:
+        """The program's instructions with its CO-RE relocations applied against the running
+        kernel's BTF (read, and the object's relocations resolved, the first time a program
+        has any); None where it has none."""
+        if not spec.core_relos or self.obj.core is None:
+            return None
+        try:
+            if self._core is None:
+                self._core = core.resolve(self.obj.core, kbtf.kernel_target())
+            return core.apply(spec.instructions, spec.core_relos, self._core)
+        except LoaderError as e:
+            e.where(file=self.obj.path, section=spec.section)
+            raise
+
     def load_program(self, spec: ProgramSpec, map_fds: Mapping[str, int]) -> kprogs.LoadedProgram:
         attach_btf_id = (
             kbtf.vmlinux_type_id(spec.attach_target, spec.attach_target_kind)
@@ -391,7 +408,7 @@ class KernelObjects:
                 name=spec.name,
                 prog_type=spec.type,
                 expected_attach_type=spec.expected_attach_type,
-                instructions=relocate(spec, map_fds),
+                instructions=relocate(spec, map_fds, self.core_relocated(spec)),
                 license=self.obj.license,
                 kern_version=self.kern_version,
                 btf_fd=btf_fd,
@@ -401,6 +418,9 @@ class KernelObjects:
                 prog_flags=spec.prog_flags,
             )
         except KernelError as e:
+            lacking_relo = self._poisoned(spec, e)
+            if lacking_relo:
+                raise e.explained(lacking_relo) from e
             needs = features.prog_type_need(spec.type)
             if any(ref.offset is not None for ref in spec.map_refs):
                 needs.append(("global data", features.GLOBAL_DATA))
@@ -416,6 +436,8 @@ class KernelObjects:
             why = self._untyped_map_in_use(e)
             if why:
                 raise e.explained(f"{why} ({e.reason})") from e
+            if not self.obj.license and isinstance(e, VerifierError) and _GPL_ONLY.search(e.log):
+                raise e.explained(f"{e.reason} (the object has no license section)") from e
             raise
         # Every program holds the object's read-only data, as with libbpf: a tool reading a
         # program's metadata (bpftool prog show: the `bpf_metadata_*` constants) finds it
@@ -425,6 +447,16 @@ class KernelObjects:
                 with contextlib.suppress(KernelError):
                     kprogs.bind_map(loaded.fd, map_fds[spec_map.name])
         return loaded
+
+    def _poisoned(self, spec: ProgramSpec, error: KernelError) -> str:
+        """The verifier's refusal of an instruction CO-RE poisoned, said as the relocation
+        this kernel lacks ('' for any other refusal)."""
+        if not isinstance(error, VerifierError) or self.obj.core is None:
+            return ""
+        found = _POISONED.findall(error.log)
+        if not found:
+            return ""
+        return core.poisoned_relocation(self.obj.core, spec.core_relos, int(found[-1]))
 
     def _untyped_map_in_use(self, error: KernelError) -> str:
         """The verifier's refusal of a bpf_spin_lock or bpf_timer in a map created without BTF
@@ -447,8 +479,13 @@ class KernelObjects:
         return f"map '{name}' holds a {needs}, which needs the map's BTF types, and {cause}"
 
 
+# The verifier at an instruction CO-RE poisoned (`call 0xbad2310`): `N: (85) call unknown#...`.
+_POISONED = re.compile(rb"^(\d+): \(85\) call unknown#%d\b" % core.POISON_HELPER, re.MULTILINE)
 # The verifier's words for a lock or timer in a map without BTF (kernel/bpf/verifier.c).
 _NEEDS_MAP_BTF = re.compile(r"map '([^']*)' has to have BTF in order to use (bpf_\w+)")
+# ... and for a GPL-only helper called by a program loaded with a license that is not GPL's:
+# a libbpf-style object without a license section is loaded with an empty one, as by libbpf.
+_GPL_ONLY = re.compile(rb"cannot call GPL-restricted function")
 
 
 def incompatibility(path: str, spec: MapSpec, info: kmaps.MapInfo) -> str:

@@ -9,18 +9,26 @@ from bpfloader.errors import PlanError
 
 # bpffs refuses '.'; we pin only names that every shell, unit file and tool handles plainly.
 _PIN_COMPONENT = re.compile(r"[A-Za-z0-9_\-]+")
+# What a libbpf section's target may hold that a pin name may not (`uprobe/libc.so.6:malloc`,
+# `kprobe/do_sys_openat2+0x4`): each such character becomes '_'.
+_NOT_IN_PIN = re.compile(r"[^A-Za-z0-9_\-]")
 MAX_COMPONENT = 255
 # The loader's private staging directory at the top of the pin root: no object may pin there.
 STAGING_DIR = "bpfloader_staging"
 
 
-def object_name(path: str) -> str:
-    """FILENAME: the basename cut at the last '.', then at the last '@'."""
+def object_name(path: str, *, libbpf: bool = False) -> str:
+    """FILENAME. Android-format: the basename cut at the last '.', then at the last '@' (as
+    Android's loader names it). libbpf-style: the basename up to its first '.', the object
+    name libbpf gives it (`minimal.bpf.o` -> `minimal`)."""
     base = os.path.basename(path)
-    if "." in base:
-        base = base[: base.rindex(".")]
-    if "@" in base:
-        base = base[: base.rindex("@")]
+    if libbpf:
+        base = base.split(".", 1)[0]
+    else:
+        if "." in base:
+            base = base[: base.rindex(".")]
+        if "@" in base:
+            base = base[: base.rindex("@")]
     if not base:
         # An empty FILENAME would pin maps as `map__NAME`, the names of shared maps.
         raise PlanError(f"object file name {os.path.basename(path)!r} gives an empty FILENAME")
@@ -70,9 +78,13 @@ def map_pin_name(object_name: str, map_name: str, *, shared: bool) -> str:
     return check_component(f"map_{'' if shared else object_name}_{map_name}", "map pin name")
 
 
-def program_pin_name(object_name: str, section: str) -> str:
-    """prog_FILENAME_PROGTYPE_PROGNAME; `section` is already stripped of its `$variant`."""
-    return check_component(f"prog_{object_name}_{section.replace('/', '_')}", "program pin name")
+def program_pin_name(object_name: str, section: str, *, libbpf: bool = False) -> str:
+    """prog_FILENAME_PROGTYPE_PROGNAME; `section` is already stripped of its `$variant`.
+    Android's sections have '/' replaced by '_' (anything else a pin may not hold is refused);
+    a libbpf section has every such character replaced: its target is a path, a symbol or an
+    offset (`uprobe/libc.so.6:malloc` -> `uprobe_libc_so_6_malloc`)."""
+    stem = _NOT_IN_PIN.sub("_", section) if libbpf else section.replace("/", "_")
+    return check_component(f"prog_{object_name}_{stem}", "program pin name")
 
 
 def pin_path(pin_root: str, subdir: str, name: str) -> str:

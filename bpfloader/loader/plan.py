@@ -145,7 +145,7 @@ class Planner:
 
     def _map(self, source: SourceObject, obj: ObjectSpec, spec: MapSpec) -> MapPlan:
         try:
-            name = map_pin_name(object_name(obj.path), spec.name, shared=spec.shared)
+            name = map_pin_name(_object_name(obj), spec.name, shared=spec.shared)
             path = pin_path(self.pin_root, self._subdir(source, spec.pin_subdir), name)
         except LoaderError as e:
             e.where(section=obj.maps_section)
@@ -177,7 +177,7 @@ class Planner:
         passing: dict[str, list[ProgramSpec]] = {}  # pin path -> the variants passing there
         for spec in obj.programs:
             try:
-                name = program_pin_name(object_name(obj.path), spec.pin_section)
+                name = program_pin_name(_object_name(obj), spec.pin_section, libbpf=_is_libbpf(obj))
                 path = pin_path(self.pin_root, self._subdir(source, spec.pin_subdir), name)
             except LoaderError as e:
                 e.where(section=spec.section)
@@ -282,13 +282,22 @@ def variant_outcome(plan: ProgramPlan, pinned: Mapping[str, str]) -> str | None:
     return plan.reason if plan.action is Action.SKIP else None
 
 
-def _check_variants(obj: ObjectSpec, first: ProgramSpec, spec: ProgramSpec, path: str) -> None:
-    """Two programs passing their gates at one pin must be `$` variants of one Android
-    program; anything else (libbpf functions of one section, two names that only meet once
-    '/' becomes '_') is an error naming both."""
+def _is_libbpf(obj: ObjectSpec) -> bool:
     from bpfloader.obj.spec import ObjectStyle  # loaded with the object's spec
 
-    if obj.style is ObjectStyle.LIBBPF:
+    return obj.style is ObjectStyle.LIBBPF
+
+
+def _object_name(obj: ObjectSpec) -> str:
+    """FILENAME of the object's pins, by the rule of its style (naming.object_name)."""
+    return object_name(obj.path, libbpf=_is_libbpf(obj))
+
+
+def _check_variants(obj: ObjectSpec, first: ProgramSpec, spec: ProgramSpec, path: str) -> None:
+    """Two programs passing their gates at one pin must be `$` variants of one Android
+    program; anything else (libbpf functions of one section, two sections that only meet
+    once what a pin may not hold becomes '_') is an error naming both."""
+    if _is_libbpf(obj):
         raise PlanError(
             f"programs '{first.name}' (section '{first.section}') and "
             f"'{spec.name}' (section '{spec.section}') would both be pinned at {path}",

@@ -17,6 +17,12 @@ libbpf-style objects carry no ownership (Android's defs do), so their pins defau
     [program.count_packets]   # one program, by the name of its function
     user = "root"
 
+A libbpf-style object whose sections libbpf cannot type may have its programs' type given,
+as bpftool's `prog loadall OBJ DIR type xdp` gives it: `type = "xdp"` at the top of the file
+(every program) or in a `[program.NAME]` table (that program, over the top's). The names are
+libbpf's section names that need nothing else (`xdp`, `tc`, `socket`, `kprobe`, ...), read
+strictly: any other is an error naming the valid ones.
+
 The most specific table wins, field by field. A policy file applies to an object of either
 format; for an Android-format object it overrides what the defs declare. Anything the file
 names that the object does not have, and any unknown key, is an error: a typo must not leave
@@ -45,11 +51,13 @@ from bpfloader.loader.trust import Confinement, SourceDirectory, open_checked, r
 from bpfloader.obj.ownership import Ownership
 
 if TYPE_CHECKING:
+    from bpfloader.obj.libbpf_sections import SectionDef
     from bpfloader.obj.spec import MapSpec, ObjectSpec
 
 POLICY_SUFFIX = ".policy"
 MAX_POLICY_BYTES = 1 << 20  # a policy file is a few lines: a bigger one is not read whole
 FIELDS = ("user", "group", "mode")
+TYPE_KEY = "type"  # the program type, at the top and in [program.NAME]
 Rule = dict[str, int]  # "uid", "gid", "mode" -> value
 
 
@@ -65,6 +73,13 @@ class Policy:
     map: dict[str, Rule]
     program: dict[str, Rule]
     text: bytes  # the file's bytes: a change to them is a change to the object
+    # Program types by program name ("": every program), for the reader (obj/reader.py).
+    types: dict[str, SectionDef] = dataclasses.field(default_factory=dict)
+
+
+def policy_types(policy: Policy | None) -> dict[str, SectionDef]:
+    """The program types a policy gives, for read_object (none without a policy)."""
+    return policy.types if policy is not None else {}
 
 
 def policy_path(object_path: str) -> str:
@@ -126,19 +141,47 @@ def parse_policy(text: bytes, path: str) -> Policy:
         doc = tomllib.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise PolicyError(f"policy {path}: not valid TOML: {e}") from e
-    unknown = set(doc) - {"maps", "programs", "map", "program"}
+    unknown = set(doc) - {"maps", "programs", "map", "program", TYPE_KEY}
     if unknown:
         raise PolicyError(
             f"policy {path}: unknown table [{sorted(unknown)[0]}] "
-            "(known: [maps], [programs], [map.NAME], [program.NAME])"
+            "(known: [maps], [programs], [map.NAME], [program.NAME], and the key type)"
         )
+    types: dict[str, SectionDef] = {}
+    if TYPE_KEY in doc:
+        types[""] = _type(doc[TYPE_KEY], path, "type")
+    programs = doc.get("program", {})
+    if isinstance(programs, dict):  # `type` taken out of each [program.NAME]: not a Rule's key
+        for name, table in programs.items():
+            if isinstance(table, dict) and TYPE_KEY in table:
+                types[name] = _type(table[TYPE_KEY], path, f"[program.{name}]: type")
+        programs = {
+            name: {k: v for k, v in table.items() if k != TYPE_KEY}
+            if isinstance(table, dict)
+            else table
+            for name, table in programs.items()
+        }
     return Policy(
         path,
         _rule(doc.get("maps", {}), path, "[maps]"),
         _rule(doc.get("programs", {}), path, "[programs]"),
         _rules(doc.get("map", {}), path, "map"),
-        _rules(doc.get("program", {}), path, "program"),
+        _rules(programs, path, "program"),
         text,
+        types,
+    )
+
+
+def _type(value: Any, path: str, where: str) -> SectionDef:
+    """A program type by its libbpf name, strictly: an unknown one names the valid ones."""
+    from bpfloader.obj.libbpf_sections import typing_names
+
+    valid = typing_names()
+    if isinstance(value, str) and value in valid:
+        return valid[value]
+    raise PolicyError(
+        f"policy {path}: {where}: {value!r} is not a program type this loader knows "
+        f"(valid: {', '.join(valid)})"
     )
 
 

@@ -16,19 +16,20 @@ import errno
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bpfloader.errors import LoaderError
 from bpfloader.loader.naming import check_not_reserved
 from bpfloader.loader.plan import ObjectPlan, Planner, SourceObject
-from bpfloader.loader.policy import Policy, apply_policy, read_policy_in
+from bpfloader.loader.policy import Policy, apply_policy, policy_types, read_policy_in
 from bpfloader.loader.scan import SourceTree
 from bpfloader.loader.state import LoaderState, unchanged
 from bpfloader.loader.trust import open_checked, read_all, refused
 
 if TYPE_CHECKING:
+    from bpfloader.obj.libbpf_sections import SectionDef
     from bpfloader.obj.spec import ObjectSpec
 
 # The largest object file read (`--max-object-size`): far above any real object (Android's
@@ -120,7 +121,8 @@ class _Reading:
             old = recorded.objects.get(source.path) if recorded is not None else None
             if old is not None and unchanged(old, self.sha256):
                 return planner.unchanged(source, [pin.path for pin in old.pins], old.critical)
-            return planner.plan(source, apply_policy(_parse(data, source.path), found.policy))
+            spec = _parse(data, source.path, policy_types(found.policy))
+            return planner.plan(source, apply_policy(spec, found.policy))
         except LoaderError as e:
             return planner.failed(source, e, _declares_critical(self.data))
         except OSError as e:
@@ -159,12 +161,12 @@ def cannot_read(e: OSError) -> LoaderError:
     return error
 
 
-def _parse(data: bytes, path: str) -> ObjectSpec:
+def _parse(data: bytes, path: str, types: Mapping[str, SectionDef]) -> ObjectSpec:
     """The reader is imported only when an object has to be parsed: an unchanged reload never
     needs it (the import costs more than the rest of such a run)."""
     from bpfloader.obj.reader import read_object
 
-    return read_object(data, path)
+    return read_object(data, path, types)
 
 
 def _declares_critical(data: bytes) -> bool:

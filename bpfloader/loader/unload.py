@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from bpfloader.errors import LoaderError
@@ -76,7 +77,7 @@ def _select(state: LoaderState, names: list[str]) -> set[str]:
             path
             for path in state.objects
             if name in (path, os.path.basename(path), os.path.splitext(os.path.basename(path))[0])
-            or name == _filename(path)
+            or name in _filenames(path)
             or os.path.abspath(name) == path
         }
         if not matches:
@@ -86,9 +87,11 @@ def _select(state: LoaderState, names: list[str]) -> set[str]:
     return chosen
 
 
-def _filename(path: str) -> str | None:
-    """The object's FILENAME, the name in its pins (`offload@mainline.o` -> `offload`)."""
-    try:
-        return object_name(path)
-    except LoaderError:
-        return None
+def _filenames(path: str) -> set[str]:
+    """The object's FILENAME, the name in its pins, by either format's rule (the state does not
+    record the format): `offload@mainline.o` -> `offload`, `minimal.bpf.o` -> `minimal`."""
+    names = set()
+    for libbpf in (False, True):
+        with contextlib.suppress(LoaderError):  # a name that gives no FILENAME matches none
+            names.add(object_name(path, libbpf=libbpf))
+    return names

@@ -127,6 +127,17 @@ class BtfType:
     array: tuple[int, int] | None = None  # (element type, element count)
     sec_vars: Sequence[SecVar] = ()
     linkage: int = 0  # VAR and FUNC
+    info: int = 0  # the record's info word: vlen (low 16 bits) and kind_flag (bit 31)
+
+    @property
+    def vlen(self) -> int:
+        return self.info & 0xFFFF
+
+    @property
+    def kflag(self) -> bool:
+        """A struct's or union's members carry bitfield sizes; an enum is signed; a FWD
+        declares a union."""
+        return bool(self.info >> 31)
 
 
 class BtfTypes(LazySequence[BtfType]):
@@ -147,18 +158,34 @@ VOID = BtfType(0, Kind.UNKN, "void", 0, -1)
 
 class Btf:
     """A parsed BTF: its raw bytes, where each type's record starts, and the ids of each kind
-    (what `named` and the fix-ups look through)."""
+    (what `named` and the fix-ups look through).
 
-    def __init__(self, raw: bytes, header_len: int, type_off: int, type_len: int, strings: bytes):
+    Split BTF (a kernel module's, /sys/kernel/btf/MODULE) continues a `base` (vmlinux's): its
+    type ids start where the base's end, its string offsets where the base's string table
+    ends; a type or name of the base is the base's."""
+
+    def __init__(
+        self,
+        raw: bytes,
+        header_len: int,
+        type_off: int,
+        type_len: int,
+        strings: bytes,
+        base: Btf | None = None,
+    ):
         self.raw = raw
         self.header_len = header_len
         self.type_off = type_off
-        self.strings = strings
+        self.strings: bytes = strings
+        self.base = base
+        self.first_id = base.end_id if base is not None else 1  # the first type id of its own
+        self.strings_base = len(base.strings) if base is not None else 0
         # The type section, without a copy: every record offset below is relative to it.
         self.type_section = memoryview(raw)[
             header_len + type_off : header_len + type_off + type_len
         ]
-        self.offsets: array[int] = array("I", [0])  # by type id; 0 (void) has no record
+        # By type id - first_id + 1 (the type id, but in split BTF); [0] (void) has no record.
+        self.offsets: array[int] = array("I", [0])
         self.ids_by_kind: dict[Kind, array[int]] = {}
         self._named: dict[Kind, dict[str, int]] = {}
 
@@ -166,12 +193,19 @@ class Btf:
     def types(self) -> BtfTypes:
         return BtfTypes(self)
 
+    @property
+    def end_id(self) -> int:
+        """One past the last type id."""
+        return self.first_id + len(self.offsets) - 1
+
     def name_at(self, offset: int) -> str:
-        return _string(self.strings, offset, "BTF string")
+        if self.base is not None and offset < self.strings_base:
+            return self.base.name_at(offset)
+        return _string(self.strings, offset - self.strings_base, "BTF string")
 
     def type(self, type_id: int) -> BtfType:
-        if not 0 < type_id < len(self.offsets):
-            raise BtfError(f"type id {type_id} does not exist ({len(self.offsets) - 1} types)")
+        if not 0 < type_id < self.end_id:
+            raise BtfError(f"type id {type_id} does not exist ({self.end_id - 1} types)")
         return self.decode(type_id)
 
     def of_kind(self, kind: Kind) -> Iterator[BtfType]:
@@ -182,26 +216,58 @@ class Btf:
         """Type `type_id` (0 is void) as parse_btf checked it."""
         if type_id == 0:
             return VOID
-        raw, pos = self.type_section, self.offsets[type_id]
+        if type_id < self.first_id and self.base is not None:
+            return self.base.decode(type_id)
+        raw, pos = self.type_section, self.offsets[type_id - self.first_id + 1]
         name_off, info, size_or_type = TYPE.unpack_from(raw, pos)
         kind, vlen = _KINDS[(info >> 24) & 0x1F], info & 0xFFFF
         name = self.name_at(name_off) if name_off else ""
         body = pos + TYPE.size
         if kind is Kind.STRUCT or kind is Kind.UNION:
             members = Items(body, vlen, self._member)
-            return BtfType(type_id, kind, name, size_or_type, pos, members=members)
+            return BtfType(type_id, kind, name, size_or_type, pos, members=members, info=info)
         if kind is Kind.ARRAY:
             elem, _, count = ITEM.unpack_from(raw, body)
-            return BtfType(type_id, kind, name, size_or_type, pos, array=(elem, count))
+            return BtfType(type_id, kind, name, size_or_type, pos, array=(elem, count), info=info)
         if kind is Kind.DATASEC:
             sec_vars = Items(body, vlen, self._sec_var)
-            return BtfType(type_id, kind, name, size_or_type, pos, sec_vars=sec_vars)
+            return BtfType(type_id, kind, name, size_or_type, pos, sec_vars=sec_vars, info=info)
         if kind is Kind.VAR:
             linkage: int = struct.unpack_from("<I", raw, body)[0]
-            return BtfType(type_id, kind, name, size_or_type, pos, linkage=linkage)
+            return BtfType(type_id, kind, name, size_or_type, pos, linkage=linkage, info=info)
         if kind is Kind.FUNC:
-            return BtfType(type_id, kind, name, size_or_type, pos, linkage=vlen)
-        return BtfType(type_id, kind, name, size_or_type, pos)
+            return BtfType(type_id, kind, name, size_or_type, pos, linkage=vlen, info=info)
+        return BtfType(type_id, kind, name, size_or_type, pos, info=info)
+
+    def int_encoding(self, t: BtfType) -> tuple[int, int, int]:
+        """An INT's (encoding, bit offset, bits): encoding bit 0 is signed."""
+        if t.id < self.first_id and self.base is not None:
+            return self.base.int_encoding(t)
+        word: int = struct.unpack_from("<I", self.type_section, t.record + TYPE.size)[0]
+        return (word >> 24) & 0x0F, (word >> 16) & 0xFF, word & 0xFF
+
+    def enumerators(self, t: BtfType) -> list[tuple[int, int]]:
+        """An ENUM's or ENUM64's (name offset, value) pairs, the values as libbpf reads them:
+        an ENUM's as a signed 32-bit value, an ENUM64's as an unsigned 64-bit one."""
+        if t.id < self.first_id and self.base is not None:
+            return self.base.enumerators(t)
+        body, raw = t.record + TYPE.size, self.type_section
+        if t.kind is Kind.ENUM:
+            return [struct.unpack_from("<Ii", raw, body + 8 * i) for i in range(t.vlen)]
+        pairs = []
+        for i in range(t.vlen):
+            name_off, lo, hi = ITEM.unpack_from(raw, body + 12 * i)
+            pairs.append((name_off, hi << 32 | lo))
+        return pairs
+
+    def params(self, t: BtfType) -> list[int]:
+        """A FUNC_PROTO's parameter types."""
+        if t.id < self.first_id and self.base is not None:
+            return self.base.params(t)
+        body = t.record + TYPE.size
+        return [
+            struct.unpack_from("<II", self.type_section, body + 8 * i)[1] for i in range(t.vlen)
+        ]
 
     def _member(self, pos: int) -> Member:
         name_off, type_id, bit_offset = ITEM.unpack_from(self.type_section, pos)
@@ -287,15 +353,16 @@ class Btf:
         if index is None:
             index = self._named[kind] = {}
             for type_id in self.ids_by_kind.get(kind, ()):
-                name_off = TYPE.unpack_from(self.type_section, self.offsets[type_id])[0]
+                record = self.offsets[type_id - self.first_id + 1]
+                name_off = TYPE.unpack_from(self.type_section, record)[0]
                 index.setdefault(self.name_at(name_off) if name_off else "", type_id)
         found = index.get(name)
         return self.decode(found) if found is not None else None
 
 
-def parse_btf(data: bytes) -> Btf:
+def parse_btf(data: bytes, base: Btf | None = None) -> Btf:
     """Check every record of `data` in one pass and index where each starts (see the module's
-    docstring); the first problem is a BtfError."""
+    docstring); the first problem is a BtfError. With `base`, `data` is split BTF over it."""
     if len(data) < HEADER.size:
         raise BtfError(f"{len(data)} bytes is shorter than the BTF header")
     magic, version, _, hdr_len, type_off, type_len, str_off, str_len = HEADER.unpack_from(data)
@@ -309,7 +376,7 @@ def parse_btf(data: bytes) -> Btf:
         if hdr_len + off + length > len(data):
             raise BtfError(f"{what} run past the end of the section (truncated BTF)")
     strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
-    btf = Btf(bytes(data), hdr_len, type_off, type_len, strings)
+    btf = Btf(bytes(data), hdr_len, type_off, type_len, strings, base)
     _index_types(btf)
     return btf
 
@@ -325,8 +392,8 @@ def _index_types(btf: Btf) -> None:
     offsets, by_kind = btf.offsets, btf.ids_by_kind
     pos, end_of_types = 0, len(raw)
     while pos < end_of_types:
-        type_id = len(offsets)
-        if type_id > MAX_TYPES:
+        type_id = len(offsets) + btf.first_id - 1
+        if len(offsets) > MAX_TYPES:
             raise BtfError(f"more than {MAX_TYPES} types")
         if pos + TYPE.size > end_of_types:
             raise BtfError(f"type {type_id} is cut short (truncated BTF)")
@@ -360,12 +427,15 @@ def _index_types(btf: Btf) -> None:
             group = by_kind[kind] = array("I")
         group.append(type_id)
         pos = end
+    if btf.base is not None:  # names in the base's strings are the base's
+        names = array("I", (n - btf.strings_base for n in names if n >= btf.strings_base))
     bad = first_bad_name(names, btf.strings, spans, MAX_NAME_LEN)
     if bad is not None:
-        btf.name_at(bad)  # raises, naming the problem
-    count = len(offsets)
+        btf.name_at(bad + btf.strings_base)  # raises, naming the problem
+    count = btf.end_id
     if max(max_ref) >= count:
-        type_id = next(i for i, ref in enumerate(max_ref) if ref >= count)
+        index = next(i for i, ref in enumerate(max_ref) if ref >= count)
+        type_id = index + btf.first_id - 1
         t = btf.decode(type_id)
         ref = next(r for r in _references(t) if r >= count)
         raise BtfError(f"type {type_id} refers to type {ref}, which does not exist")
@@ -454,11 +524,28 @@ class LineInfo:
     line_col: int
 
 
+CORE_KINDS = 13  # enum bpf_core_relo_kind: FIELD_BYTE_OFFSET (0) .. TYPE_MATCHES (12)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreReloRecord:
+    """One `struct bpf_core_relo`: instruction `insn` of its section (an index) is patched
+    by relocation `kind` of type `type_id` along the access string at `access_off`. `number`
+    is its place among all of the object's records: libbpf resolves them in that order."""
+
+    insn: int
+    type_id: int
+    access_off: int
+    kind: int
+    number: int
+
+
 @dataclass
 class BtfExt:
     func_info: dict[str, list[FuncInfo]] = field(default_factory=dict)
     line_info: dict[str, list[LineInfo]] = field(default_factory=dict)
-    core_relos: dict[str, int] = field(default_factory=dict)  # CO-RE relocations per section
+    # CO-RE relocations per section, in the order of their instructions (stable).
+    core_relos: dict[str, list[CoreReloRecord]] = field(default_factory=dict)
 
 
 def parse_btf_ext(data: bytes, btf: Btf) -> BtfExt:
@@ -480,10 +567,28 @@ def parse_btf_ext(data: bytes, btf: Btf) -> BtfExt:
         ext.line_info[name] = [LineInfo(r[0] // 8, r[1], r[2], r[3]) for r in records]
     if hdr_len >= EXT_HEADER.size + EXT_CORE.size and len(data) >= EXT_HEADER.size + EXT_CORE.size:
         core_off, core_len = EXT_CORE.unpack_from(data, EXT_HEADER.size)
+        number = 0
         for name_off, records in _ext_entries(data, hdr_len + core_off, core_len, 4):
-            if records:
-                ext.core_relos[btf.name_at(name_off)] = len(records)
+            name = btf.name_at(name_off)
+            relos = ext.core_relos.setdefault(name, [])
+            for insn_off, type_id, access_off, kind in records:
+                if insn_off % 8 or kind >= CORE_KINDS:
+                    what = f"offset {insn_off}" if insn_off % 8 else f"unknown kind {kind}"
+                    raise BtfError(f"CO-RE relocation #{number} of section '{name}': {what}")
+                if not 0 < type_id < len(btf.offsets):
+                    raise BtfError(
+                        f"CO-RE relocation #{number} of section '{name}': type id {type_id} "
+                        "does not exist"
+                    )
+                btf.name_at(access_off)  # checked here: a bad offset is a one-line BtfError
+                relos.append(CoreReloRecord(insn_off // 8, type_id, access_off, kind, number))
+                number += 1
+            relos.sort(key=_record_insn)
     return ext
+
+
+def _record_insn(record: CoreReloRecord) -> int:
+    return record.insn
 
 
 def _check_order(records: list[tuple[int, ...]], what: str, section: str) -> None:

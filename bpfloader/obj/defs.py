@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bpfloader.errors import ObjectFormatError
 from bpfloader.obj.bpftypes import MapType
+from bpfloader.obj.elf import STT_SECTION, Symbol
 from bpfloader.obj.kver import KVER_INF
 from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.spec import (
@@ -19,7 +22,11 @@ from bpfloader.obj.spec import (
     DEFAULT_LOADER_MIN,
     PROGRAM_PIN_MODE,
     Gates,
+    MapSpec,
 )
+
+if TYPE_CHECKING:
+    from bpfloader.obj.object_btf import ObjectBtf
 
 MAP_DEF_SIZE = 120
 MAP_DEF_MIN_SIZE = 28
@@ -105,6 +112,101 @@ def decode_map_def(raw: bytes) -> dict[str, object]:
         "selinux_context": f.text(48, "selinux_context"),
         "pin_subdir": f.text(80, "pin_subdir"),
         "shared": bool(f.u8(112, 0)),
+    }
+
+
+# libbpf before 1.0 read `struct bpf_map_def` {type, key_size, value_size, max_entries,
+# map_flags} from a `maps` section (bpf_object__init_user_maps); libbpf 1.0 dropped them.
+LEGACY_MAP_DEF_SIZE = 20
+
+
+def legacy_def_size(section_size: int, count: int) -> int | None:
+    """The size of each of `count` defs filling a `maps` section of `section_size` bytes, as
+    libbpf 0.x took it (all of one size: the section's size over the number of its symbols);
+    None where no such size exists."""
+    if count == 0 or section_size == 0 or section_size % count:
+        return None
+    return section_size // count
+
+
+LEGACY_MAPS_SECTION = "maps"
+
+
+def legacy_map_symbols(symbols: Sequence[Symbol]) -> list[Symbol]:
+    """The symbols that name a def in a libbpf-legacy `maps` section: every one defined there
+    but the section's own symbol, as libbpf 0.x counted them."""
+    return [s for s in symbols if s.type != STT_SECTION]
+
+
+def read_legacy_maps(
+    data: bytes, symbols: Sequence[Symbol], object_btf: ObjectBtf | None
+) -> dict[int, MapSpec]:
+    """A libbpf-legacy `maps` section: one def per symbol, named by it, all of one size (the
+    section's over the number of symbols); by offset in the section, in offset order. Their
+    BTF key and value types come from `____btf_map_NAME` (BPF_ANNOTATE_KV_PAIR), as libbpf 0.x
+    found them; their pins are root 0600 as every libbpf-style map's."""
+    named = legacy_map_symbols(symbols)
+    size = legacy_def_size(len(data), len(named))
+    if size is None:
+        raise ObjectFormatError(
+            f"{len(data)} bytes cannot hold {len(named)} legacy map defs of one size",
+            section=LEGACY_MAPS_SECTION,
+        )
+    specs: dict[int, MapSpec] = {}
+    for symbol in sorted(named, key=lambda s: s.value):
+        name, offset = symbol.name, symbol.value
+        if offset + size > len(data):
+            raise ObjectFormatError(
+                f"map '{name}' at offset {offset} runs past the section's {len(data)} bytes "
+                f"(defs of {size} bytes)",
+                section=LEGACY_MAPS_SECTION,
+            )
+        if offset in specs:
+            raise ObjectFormatError(
+                f"maps '{specs[offset].name}' and '{name}' share one def",
+                section=LEGACY_MAPS_SECTION,
+            )
+        try:
+            fields = decode_legacy_map_def(data[offset : offset + size])
+        except DefError as e:
+            raise ObjectFormatError(f"map '{name}': {e}", section=LEGACY_MAPS_SECTION) from e
+        key_type = value_type = 0
+        if object_btf is not None:
+            key_size, value_size = fields["key_size"], fields["value_size"]
+            assert isinstance(key_size, int) and isinstance(value_size, int)
+            key_type, value_type = object_btf.map_types(name, key_size, value_size)
+        specs[offset] = MapSpec(
+            name=name,
+            owner=Ownership(),
+            btf_key_type_id=key_type,
+            btf_value_type_id=value_type,
+            **fields,  # type: ignore[arg-type]
+        )
+    return specs
+
+
+def decode_legacy_map_def(raw: bytes) -> dict[str, object]:
+    """Fields of one libbpf-legacy map def as MapSpec keyword arguments (all but `name`). A def
+    shorter than libbpf's leaves the fields past its end 0; one longer (another header's
+    struct, with more fields) is read only if the bytes past libbpf's fields are all 0, as
+    libbpf 0.x read it: a non-zero field there asks for something this layout cannot say."""
+    extra = raw[LEGACY_MAP_DEF_SIZE:]
+    if extra.strip(b"\0"):
+        first = LEGACY_MAP_DEF_SIZE + next(i for i, b in enumerate(extra) if b)
+        raise DefError(
+            f"its {len(raw)}-byte def has a non-zero byte at offset {first}, past the "
+            f"{LEGACY_MAP_DEF_SIZE} bytes of libbpf's legacy struct bpf_map_def"
+        )
+    f = _Fields(raw[:LEGACY_MAP_DEF_SIZE].ljust(LEGACY_MAP_DEF_SIZE, b"\0"))
+    map_type: MapType | int = f.u32(0, 0)
+    with contextlib.suppress(ValueError):  # a type newer than this table: the kernel decides
+        map_type = MapType(map_type)
+    return {
+        "type": map_type,
+        "key_size": f.u32(4, 0),
+        "value_size": f.u32(8, 0),
+        "max_entries": f.u32(12, 0),
+        "flags": f.u32(16, 0),
     }
 
 

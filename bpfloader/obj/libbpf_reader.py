@@ -10,11 +10,14 @@ the object may say otherwise, see loader/policy.py).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import pairwise
 
 from bpfloader.errors import ObjectFormatError
 from bpfloader.obj.bpftypes import INSN_SIZE
 from bpfloader.obj.btf_maps import MAPS_SECTION, read_btf_maps
+from bpfloader.obj.core import object_core
+from bpfloader.obj.defs import LEGACY_MAPS_SECTION, read_legacy_maps
 from bpfloader.obj.elf import (
     SHN_UNDEF,
     SPECIAL_SECTION_INDEXES,
@@ -28,7 +31,7 @@ from bpfloader.obj.elf import (
     Symbol,
 )
 from bpfloader.obj.global_data import data_map, is_data_section
-from bpfloader.obj.libbpf_sections import known_names, program_kind
+from bpfloader.obj.libbpf_sections import ProgramKind, SectionDef, program_kind, unknown_section
 from bpfloader.obj.linker import CodeTarget, Function, LinkedProgram, Linker
 from bpfloader.obj.object_btf import read_object_btf
 from bpfloader.obj.ownership import Ownership
@@ -42,15 +45,19 @@ from bpfloader.obj.spec import (
 )
 
 
-def read_libbpf_object(elf: ElfObject, path: str, license: str) -> ObjectSpec:
-    return _Reader(elf, path).read(license)
+def read_libbpf_object(
+    elf: ElfObject, path: str, license: str, types: Mapping[str, SectionDef]
+) -> ObjectSpec:
+    """`types`: program types a policy file gives, by program name ("": every program)."""
+    return _Reader(elf, path, types).read(license)
 
 
 class _Reader:
-    def __init__(self, elf: ElfObject, path: str):
+    def __init__(self, elf: ElfObject, path: str, types: Mapping[str, SectionDef]):
         self.elf = elf
         self.path = path
-        self.object_btf = read_object_btf(elf)
+        self.types = types
+        self.object_btf = read_object_btf(elf, core=True)
         self.btf = self.object_btf.btf if self.object_btf else None
         self.ext = self.object_btf.ext if self.object_btf else None
         self.data_maps: dict[int, MapSpec] = {
@@ -67,13 +74,29 @@ class _Reader:
             self.maps_by_offset = {
                 s.value: s.name for s in symbols if s.type == STT_OBJECT and s.name in names
             }
+        # libbpf before 1.0: `struct bpf_map_def`s in `maps` (reader.is_libbpf_style).
+        legacy = elf.section(LEGACY_MAPS_SECTION)
+        self.legacy_index = legacy.index if legacy is not None else None
+        self.legacy_maps = (
+            read_legacy_maps(legacy.data, elf.symbols_in(legacy.index), self.object_btf)
+            if legacy is not None
+            else {}
+        )
 
     def read(self, license: str) -> ObjectSpec:
-        maps = (*self.btf_maps, *self.data_maps.values())
+        maps = (*self.legacy_maps.values(), *self.btf_maps, *self.data_maps.values())
         _check_unique_names(maps)
         functions = self._functions()
         linker = Linker(self.elf, functions, self._classify, self.ext)
         programs = tuple(self._program(fn, linker) for fn in functions if fn.is_program)
+        core = None
+        if self.btf is not None and self.ext is not None and self.ext.core_relos:
+            spans: dict[str, list[int]] = {}
+            for section, start, end in sorted(
+                {(f.section.name, f.start, f.end) for f in functions}
+            ):
+                spans.setdefault(section, []).extend((start, end))  # aliases once
+            core = object_core(self.btf, self.ext.core_relos, spans)
         functions_loaded = {p.name for p in programs}
         for spec in self.btf_maps:
             for slot in spec.slots:
@@ -90,6 +113,7 @@ class _Reader:
             programs=programs,
             style=ObjectStyle.LIBBPF,
             btf=self.object_btf.fixed_up if self.object_btf else None,
+            core=core,
         )
 
     # -- programs -----------------------------------------------------------------------------
@@ -135,11 +159,11 @@ class _Reader:
     def _program(self, fn: Function, linker: Linker) -> ProgramSpec:
         section = fn.section.name
         kind = program_kind(section)
+        given = self.types.get(fn.name) or self.types.get("")
+        if given is not None:
+            kind = ProgramKind(given, kind.own_name if kind is not None else "")
         if kind is None:
-            raise ObjectFormatError(
-                f"not a program section libbpf knows (its names: {known_names()})",
-                section=section,
-            )
+            raise ObjectFormatError(unknown_section(section), section=section)
         definition = kind.definition
         if definition.target is not None and not kind.own_name:
             raise ObjectFormatError(
@@ -156,12 +180,13 @@ class _Reader:
             instructions=linked.instructions,
             map_refs=linked.map_refs,
             owner=Ownership(mode=PROGRAM_PIN_MODE),
-            pin_stem=stem.replace(".", "_"),
+            pin_stem=stem,
             func_info=linked.func_info,
             line_info=linked.line_info,
             attach_target=kind.target_name,
             attach_target_kind=definition.target.btf_kind if definition.target is not None else "",
             prog_flags=definition.flags,
+            core_relos=linked.core_relos,
         )
 
     def _classify(self, reloc: Relocation, addend: int, place: str) -> MapReference | CodeTarget:
@@ -189,6 +214,13 @@ class _Reader:
             if map_name is None:
                 raise ObjectFormatError(f"{place} refers to no map ({MAPS_SECTION} + {offset})")
             return MapReference(0, map_name)
+        if target.index == self.legacy_index:
+            legacy = self.legacy_maps.get(offset)
+            if legacy is None:
+                raise ObjectFormatError(
+                    f"{place} refers to no map ({LEGACY_MAPS_SECTION} + {offset})"
+                )
+            return MapReference(0, legacy.name)
         data = self.data_maps.get(target.index)
         if data is not None:
             at = symbol.value + addend

@@ -162,6 +162,57 @@ def program_kind(section: str) -> ProgramKind | None:
     return None
 
 
-def known_names() -> str:
-    """The table's names, for an error message: each once, `/NAME` where one may follow."""
-    return " ".join(d.name + ("[/NAME]" if d.takes_name else "") for d in SECTION_DEFS)
+# Section names libbpf knows (its section_defs) whose programs this loader cannot load yet:
+# (name, whether `/NAME` may follow). A program in one is refused in these words, not as a
+# section libbpf does not know.
+UNSUPPORTED: tuple[tuple[str, bool], ...] = (
+    ("struct_ops", True),
+    ("struct_ops.s", True),
+    ("freplace", True),
+    ("ksyscall", True),
+    ("kretsyscall", True),
+    ("uprobe.multi", True),
+    ("uretprobe.multi", True),
+    ("uprobe.multi.s", True),
+    ("uretprobe.multi.s", True),
+    ("usdt.s", True),
+    ("kprobe.session", True),
+    ("uprobe.session", True),
+    ("uprobe.session.s", True),
+    ("tc/ingress", False),
+    ("tc/egress", False),
+    ("tcx/ingress", False),
+    ("tcx/egress", False),
+    ("netkit/primary", False),
+    ("netkit/peer", False),
+    ("netfilter", False),
+    ("sk_skb/verdict", False),
+    ("cgroup/connect_unix", False),
+    ("cgroup/sendmsg_unix", False),
+    ("cgroup/recvmsg_unix", False),
+    ("cgroup/getpeername_unix", False),
+    ("cgroup/getsockname_unix", False),
+)
+
+
+def unknown_section(section: str) -> str:
+    """Why a section program_kind does not know is refused, in one short line: a name of
+    libbpf's that this loader does not support yet, or one libbpf does not know either."""
+    for name, takes_name in UNSUPPORTED:
+        if section == name or (takes_name and section.startswith(name + "/")):
+            return f"{name} programs are not supported yet"
+    return (
+        "not a program section libbpf knows (README.md, libbpf-style objects, lists them; "
+        "a policy file's `type` gives the type of programs in other sections)"
+    )
+
+
+def typing_names() -> dict[str, SectionDef]:
+    """The program types a policy file may give (`type = "xdp"`), by name: libbpf's section
+    names that need nothing more (as bpftool's `prog loadall ... type TYPE` takes them); not
+    those that name a kernel function or type to attach to (`fentry`, `lsm`, ...)."""
+    found: dict[str, SectionDef] = {}
+    for d in SECTION_DEFS:
+        if d.target is None:
+            found.setdefault(d.name, d)
+    return found

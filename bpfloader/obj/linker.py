@@ -7,7 +7,8 @@ may take a function's address for a callback (`ld_imm64` with a relocation to co
 function called is appended once, at the end, the first time it is met (depth first, as
 libbpf does, so that the instructions - and the kernel's tag of them - are the same), and the
 calls are rewritten to point at where it landed. The `.BTF.ext` function and line records of
-every placed function move with it.
+every placed function move with it, and so do its CO-RE relocations (applied to the linked
+program once the target BTF is known: obj/core.py).
 
 Work is linear in the object: a section's relocations are read and ordered once and each
 function takes its own by bisection (200 programs in one section with a million relocations
@@ -29,7 +30,8 @@ from typing import TypeVar
 
 from bpfloader.errors import ObjectFormatError
 from bpfloader.obj.bpftypes import BPF_PSEUDO_FUNC, INSN_SIZE, R_BPF_64_32, R_BPF_64_64
-from bpfloader.obj.btf import BtfExt, FuncInfo, LineInfo
+from bpfloader.obj.btf import BtfExt, CoreReloRecord, FuncInfo, LineInfo
+from bpfloader.obj.core import CoreRelocation
 from bpfloader.obj.elf import ElfObject, Relocation, Relocations, Section
 from bpfloader.obj.insn import Insn, insn_at, patch, pseudo_calls
 from bpfloader.obj.spec import MapReference
@@ -70,6 +72,7 @@ class LinkedProgram:
     map_refs: tuple[MapReference, ...]
     func_info: tuple[FuncInfo, ...]
     line_info: tuple[LineInfo, ...]
+    core_relos: tuple[CoreRelocation, ...] = ()
 
 
 @dataclass
@@ -124,6 +127,7 @@ class Linker:
             tuple(work.refs),
             tuple(self._func_info(order)),
             tuple(self._line_info(order)),
+            tuple(self._core_relos(order)),
         )
 
     def _relocate(self, fn: Function, work: _Work) -> Iterator[Function]:
@@ -251,8 +255,17 @@ class Linker:
             for rec in _within(self.ext.line_info.get(fn.section.name, ()), fn)
         ]
 
+    def _core_relos(self, order: list[tuple[Function, int]]) -> list[CoreRelocation]:
+        if self.ext is None or not self.ext.core_relos:
+            return []
+        return [
+            CoreRelocation(at + rec.insn - fn.start, fn.section.name, rec)
+            for fn, at in order
+            for rec in _within(self.ext.core_relos.get(fn.section.name, ()), fn)
+        ]
 
-_Record = TypeVar("_Record", FuncInfo, LineInfo)
+
+_Record = TypeVar("_Record", FuncInfo, LineInfo, CoreReloRecord)
 
 
 def _within(records: Sequence[_Record], fn: Function) -> Sequence[_Record]:
@@ -262,7 +275,7 @@ def _within(records: Sequence[_Record], fn: Function) -> Sequence[_Record]:
     return records[lo : bisect.bisect_left(records, fn.end, lo, key=_insn)]
 
 
-def _insn(record: FuncInfo | LineInfo) -> int:
+def _insn(record: FuncInfo | LineInfo | CoreReloRecord) -> int:
     return record.insn
 
 

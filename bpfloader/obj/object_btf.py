@@ -87,9 +87,10 @@ def _kv_pairs(btf: Btf) -> dict[str, BtfType]:
     return found
 
 
-def read_object_btf(elf: ElfObject) -> ObjectBtf | None:
-    """The object's BTF, or None where it has none. Malformed BTF, extern variables and CO-RE
-    relocations (which this loader cannot honour) are ObjectFormatErrors."""
+def read_object_btf(elf: ElfObject, *, core: bool = False) -> ObjectBtf | None:
+    """The object's BTF, or None where it has none. Malformed BTF, extern variables and, where
+    the reader does not take them (`core`: libbpf-style objects do), CO-RE relocations are
+    ObjectFormatErrors."""
     section = elf.section(".BTF")
     if section is None:
         return None
@@ -98,14 +99,25 @@ def read_object_btf(elf: ElfObject) -> ObjectBtf | None:
     except BtfError as e:
         raise ObjectFormatError(str(e), section=".BTF") from e
     for name in EXTERN_SECTIONS:
-        if btf.datasec(name) is not None:
+        externs = btf.datasec(name)
+        if externs is not None:
             raise ObjectFormatError(
-                f"extern variables ({name}) are not supported by this loader", section=".BTF"
+                f"{_extern_name(btf, externs)}({name}): extern variables are not supported by "
+                "this loader yet",
+                section=".BTF",
             )
-    return ObjectBtf(btf, _ext(elf, btf), _fixed_up(elf, btf), _kv_pairs(btf))
+    return ObjectBtf(btf, _ext(elf, btf, core), _fixed_up(elf, btf), _kv_pairs(btf))
 
 
-def _ext(elf: ElfObject, btf: Btf) -> BtfExt | None:
+def _extern_name(btf: Btf, datasec: BtfType) -> str:
+    """`extern 'NAME' ` for the first variable of an extern section ('' where it names none)."""
+    try:
+        return next((f"extern '{btf.type(v.type).name}' " for v in datasec.sec_vars), "")
+    except BtfError:
+        return ""
+
+
+def _ext(elf: ElfObject, btf: Btf, core: bool) -> BtfExt | None:
     section = elf.section(".BTF.ext")
     if section is None:
         return None
@@ -113,12 +125,13 @@ def _ext(elf: ElfObject, btf: Btf) -> BtfExt | None:
         ext = parse_btf_ext(section.data, btf)
     except BtfError as e:
         raise ObjectFormatError(str(e), section=".BTF.ext") from e
-    for name, count in ext.core_relos.items():
-        raise ObjectFormatError(
-            f"section '{name}' has {count} CO-RE relocation(s): CO-RE (BPF_CORE_READ, "
-            "preserve_access_index, vmlinux.h) is not supported by this loader",
-            section=".BTF.ext",
-        )
+    for name, relos in ext.core_relos.items():
+        if relos and not core:
+            raise ObjectFormatError(
+                f"section '{name}' has {len(relos)} CO-RE relocation(s): CO-RE (BPF_CORE_READ, "
+                "preserve_access_index, vmlinux.h) is supported in libbpf-style objects only",
+                section=".BTF.ext",
+            )
     return ext
 
 

@@ -4,6 +4,7 @@ objects here, libbpf-style ones in libbpf_reader.py."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from bpfloader.obj.defs import (
     check_def_size,
     decode_map_def,
     decode_prog_def,
+    legacy_def_size,
+    legacy_map_symbols,
 )
 from bpfloader.obj.elf import (
     SHN_UNDEF,
@@ -35,6 +38,7 @@ from bpfloader.obj.elf import (
 )
 from bpfloader.obj.insn import insn_at
 from bpfloader.obj.libbpf_reader import read_libbpf_object
+from bpfloader.obj.libbpf_sections import SectionDef
 from bpfloader.obj.object_btf import read_object_btf
 from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.sections import SECTION_PREFIXES, program_kind
@@ -49,12 +53,15 @@ from bpfloader.obj.spec import (
 )
 
 
-def read_object(data: bytes, path: str) -> ObjectSpec:
+def read_object(
+    data: bytes, path: str, types: Mapping[str, SectionDef] | None = None
+) -> ObjectSpec:
     """Parse an object, Android-format or libbpf-style (see `is_libbpf_style`). Every problem
     is an ObjectFormatError naming the file and section. The file is read once, into one
-    ElfObject that both readers use."""
+    ElfObject that both readers use. `types`: the program types its policy file gives
+    (loader/policy.py), by program name, "" for every program: libbpf-style objects only."""
     try:
-        return read_elf(ElfObject(data), path)
+        return read_elf(ElfObject(data), path, types or {})
     except LoaderError as e:  # ObjectFormatError, DefError and BtfError among them
         e.where(file=path)
         raise
@@ -65,18 +72,28 @@ def read_object(data: bytes, path: str) -> ObjectSpec:
         raise ObjectFormatError(f"malformed ELF ({type(e).__name__}: {e})", file=path) from e
 
 
-def read_elf(elf: ElfObject, path: str) -> ObjectSpec:
+def read_elf(
+    elf: ElfObject, path: str, types: Mapping[str, SectionDef] | None = None
+) -> ObjectSpec:
     """The spec of an object already read as ELF: what read_object does once the file is."""
     if is_libbpf_style(elf):
+        # libbpf gives the kernel an empty license where the object has none (the kernel then
+        # refuses GPL-only helpers, and the loader's error says why: kernel_objects.py).
         section = elf.section("license")
-        return read_libbpf_object(elf, path, decode_license(section.data if section else None))
+        license = decode_license(section.data) if section is not None else ""
+        return read_libbpf_object(elf, path, license, types or {})
+    if types:
+        raise _err(
+            "a policy file's program type applies to libbpf-style objects only; "
+            "an Android-format object's section prefixes give its types"
+        )
     return _Reader(elf, path).read()
 
 
-# Sections only Android's header emits: their presence settles the format.
+# Sections only Android's header emits: their presence settles the format. (`maps` is
+# Android's too, but also libbpf's before 1.0: see `is_libbpf_style`.)
 ANDROID_SECTIONS = frozenset(
     {
-        "maps",
         "progs",
         "critical",
         "bpfloader_min_ver",
@@ -87,13 +104,33 @@ ANDROID_SECTIONS = frozenset(
 )
 
 
+# What a `maps` section of Android's holds when the object says no other size (no
+# size_of_bpf_map_def: Android's first layout).
+ANDROID_MARKERLESS_DEF_SIZE = DEFAULT_MAP_DEF_SIZE
+
+
 def is_libbpf_style(elf: ElfObject) -> bool:
     """An object without Android's sections that has what only libbpf-style objects have:
-    `.maps`, BTF, global data, code in `.text`, or a code section that is none of Android's."""
+    `.maps`, global data, code in `.text`, a code section that is none of Android's, or (with
+    no `maps` section) BTF.
+
+    A `maps` section without any of Android's other sections is Android's first format or
+    libbpf's before 1.0 (`struct bpf_map_def`, 20 bytes, or another header's size): it is
+    libbpf's when its defs are not Android's 32 bytes (the section's size over its symbols,
+    as libbpf 0.x sized them; Android's loader reads a marker-less object's defs as 32 bytes
+    and would refuse any other size), or when the object shows any other libbpf sign above.
+    BTF is no sign here: Android-format objects compiled with -g have it."""
     names = {s.name: s for s in elf.sections}
     if ANDROID_SECTIONS & names.keys():
         return False
-    if {".maps", ".BTF"} & names.keys():
+    maps = names.get("maps")
+    if maps is not None:
+        count = len(legacy_map_symbols(elf.symbols_in(maps.index)))
+        if count and legacy_def_size(maps.size, count) != ANDROID_MARKERLESS_DEF_SIZE:
+            return True
+    elif ".BTF" in names:
+        return True
+    if ".maps" in names:
         return True
     for name, section in names.items():
         if section.executable and section.size and (name == ".text" or program_kind(name) is None):
@@ -104,7 +141,8 @@ def is_libbpf_style(elf: ElfObject) -> bool:
 
 
 def decode_license(data: bytes | None) -> str:
-    """The `license` section's string: required, NUL-terminated, ASCII."""
+    """The `license` section's string: required (in Android-format objects), NUL-terminated,
+    ASCII."""
     if data is None:
         raise _err('no "license" section (declare one with LICENSE("GPL"))')
     text = data.split(b"\0", 1)[0]

@@ -12,9 +12,12 @@ from bpfloader.obj.insn import patch
 from bpfloader.obj.spec import ProgramSpec
 
 
-def relocate(program: ProgramSpec, map_fds: Mapping[str, int]) -> bytes:
-    """The program's instructions with every map reference pointing at `map_fds[name]`."""
-    code = bytearray(program.instructions)
+def relocate(
+    program: ProgramSpec, map_fds: Mapping[str, int], instructions: bytes | None = None
+) -> bytes:
+    """The program's instructions (or `instructions`, which CO-RE relocated: obj/core.py) with
+    every map reference pointing at `map_fds[name]`."""
+    code = bytearray(program.instructions if instructions is None else instructions)
     for ref in program.map_refs:
         fd = map_fds.get(ref.map_name)
         if fd is None:

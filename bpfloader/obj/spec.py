@@ -12,6 +12,7 @@ from bpfloader.obj.ownership import Ownership
 
 if TYPE_CHECKING:
     from bpfloader.obj.btf import FuncInfo, LineInfo
+    from bpfloader.obj.core import CoreRelocation, ObjectCore
 
 DEFAULT_LOADER_MIN = 0
 DEFAULT_LOADER_MAX = 0x10000
@@ -97,6 +98,7 @@ class ProgramSpec:
     attach_target: str = ""  # tracing programs: the kernel BTF type they attach to
     attach_target_kind: str = ""  # its BTF kind, "FUNC" or "TYPEDEF"
     prog_flags: int = 0
+    core_relos: tuple[CoreRelocation, ...] = ()  # CO-RE: applied once the target is known
 
     @property
     def base_section(self) -> str:
@@ -125,6 +127,7 @@ class ObjectSpec:
     max_loader: int = DEFAULT_LOADER_MAX
     style: ObjectStyle = ObjectStyle.ANDROID
     btf: bytes | None = None  # the object's BTF, fixed up, for BPF_BTF_LOAD
+    core: ObjectCore | None = None  # its CO-RE relocations, resolved once per load (obj/core.py)
 
     @property
     def is_critical(self) -> bool:

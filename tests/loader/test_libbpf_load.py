@@ -196,7 +196,7 @@ def test_a_rejection_logs_the_source_line(compile_bpf, bpffs, source_dir, bpfloa
     [
         ("-DBAD_MAP_TYPE", "map 'things' has unknown map type 99"),
         ("-DBAD_FIELD", "unknown field 'colour'"),
-        ("-DEXTERN", "extern variables (.kconfig) are not supported"),
+        ("-DEXTERN", "extern 'LINUX_KERNEL_VERSION' (.kconfig): extern variables are not"),
         ("-DCORE", "CO-RE relocation"),
     ],
 )

@@ -758,7 +758,7 @@ def test_objects_load_while_the_next_are_planned(
     real_parse = sources._parse
     waited: list[float] = []
 
-    def parse(data: bytes, path: str) -> Any:
+    def parse(data: bytes, path: str, *rest: Any) -> Any:
         if path.endswith("b_shared.o"):
             first = root / f"prog_a_shared_{SWITCH}"
             deadline = time.monotonic() + 20
@@ -766,7 +766,7 @@ def test_objects_load_while_the_next_are_planned(
                 assert time.monotonic() < deadline, "the first object was not loaded meanwhile"
                 time.sleep(0.002)
             waited.append(time.monotonic())
-        return real_parse(data, path)
+        return real_parse(data, path, *rest)
 
     monkeypatch.setattr(sources, "_parse", parse)
     with mounted_bpffs(tmp_path / "bpffs") as root:

@@ -15,7 +15,13 @@ SEED = 20261122
 PER_INPUT_SECONDS = 5
 
 ANDROID_SOURCES = ("pure_every_field.c", "pure_layouts.c", "execsnoop.c", "xdp_drop_port.c")
-LIBBPF_SOURCES = ("libbpf_maps.c", "libbpf_globals.c", "libbpf_subprogs.c", "libbpf_sections.c")
+LIBBPF_SOURCES = (
+    "libbpf_maps.c",
+    "libbpf_globals.c",
+    "libbpf_subprogs.c",
+    "libbpf_sections.c",
+    "libbpf_legacy_maps.c",  # libbpf 0.x's `struct bpf_map_def`s in `maps`
+)
 
 
 def test_mutated_objects_keep_the_reader_contract(compile_bpf):
