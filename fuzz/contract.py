@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bpfloader.errors import ObjectFormatError
-from bpfloader.obj import core
+from bpfloader.obj import core, kconfig
 from bpfloader.obj.reader import read_object
 from bpfloader.obj.spec import ObjectSpec
 
@@ -115,6 +115,8 @@ def check(data: bytes) -> str | None:
     except BaseException as e:
         raise ContractViolation(f"read_object raised {where_raised(e)}: {e!r}") from e
     check_core(spec)
+    if spec.kconfig is not None:
+        check_kconfig(spec.kconfig, SAMPLE_CONFIG)
     return None
 
 
@@ -135,6 +137,36 @@ def check_core(spec: ObjectSpec) -> None:
         raise
     except BaseException as e:
         raise ContractViolation(f"CO-RE relocation raised {where_raised(e)}: {e!r}") from e
+
+
+SAMPLE_CONFIG = 'CONFIG_BPF=y\nCONFIG_HZ=250\nCONFIG_NR_CPUS=0x100\nCONFIG_LOCALVERSION="-x"\n'
+FACTS = kconfig.KernelFacts(version=0x060C00, bpf_cookie=True, syscall_wrapper=True)
+
+
+def check_kconfig(layout: kconfig.Kconfig, text: str) -> None:
+    """The `.kconfig` contract on a config text (a mutated one, or SAMPLE_CONFIG for a
+    mutated object's layout): parsing raises only ValueError; the values are the layout's
+    size or a one-line ObjectFormatError naming an extern."""
+    try:
+        config = kconfig.parse_config(text)
+    except ValueError:
+        return
+    except (InputTimeout, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        raise ContractViolation(f"parse_config raised {where_raised(e)}: {e!r}") from e
+    try:
+        data = kconfig.values(layout, config, FACTS)
+    except ObjectFormatError as e:
+        if "\n" in str(e) or not e.reason.startswith("extern '"):
+            raise ContractViolation(f"kconfig error is not one line naming an extern: {e!r}") from e
+        return
+    except (InputTimeout, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        raise ContractViolation(f"kconfig values raised {where_raised(e)}: {e!r}") from e
+    if len(data) != layout.size:
+        raise ContractViolation(f"kconfig values are {len(data)} bytes, not {layout.size}")
 
 
 # -- mutations -------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import gzip
 import os
 import re
 import resource
@@ -34,6 +36,62 @@ def linux_version_code(release: str) -> int:
 
 def machine() -> str:
     return os.uname().machine
+
+
+# The prefix of the kernel's syscall entry points where it wraps them (`__x64_sys_bpf`), as
+# libbpf names them per architecture.
+SYSCALL_PREFIXES = {
+    "x86_64": "x64",
+    "i686": "ia32",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "s390x": "s390x",
+    "riscv64": "riscv",
+    "ppc64le": "powerpc",
+    "ppc64": "powerpc",
+}
+
+
+def kernel_config_paths() -> tuple[str, str]:
+    """Where the running kernel's config is, in the order libbpf tries them."""
+    return f"/boot/config-{kernel_release()}", "/proc/config.gz"
+
+
+@functools.cache
+def kernel_config() -> str:
+    """The running kernel's config text, read once per run (the first of kernel_config_paths
+    that exists; `.gz` ones gunzipped). An OSError names the paths where neither exists."""
+    for path in kernel_config_paths():
+        try:
+            if path.endswith(".gz"):
+                with gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape") as f:
+                    return f.read()
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                return f.read()
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(errno.ENOENT, "no kernel config", " or ".join(kernel_config_paths()))
+
+
+KPROBE_SUPPORT = (
+    "/sys/bus/event_source/devices/kprobe/type",  # the kprobe PMU
+    "/sys/kernel/tracing/kprobe_events",  # legacy kprobes through tracefs
+    "/sys/kernel/debug/tracing/kprobe_events",
+)
+
+
+@functools.cache
+def has_syscall_wrapper() -> bool:
+    """LINUX_HAS_SYSCALL_WRAPPER as libbpf 1.1+ decides it, without making a kprobe: libbpf
+    answers whether a kprobe on `__<arch>_sys_bpf` can be made, so a kernel without kprobes
+    answers no even where it wraps its syscalls; here: kprobes exist (their PMU or tracefs
+    file) and the wrapped name is in /proc/kallsyms."""
+    prefix = SYSCALL_PREFIXES.get(machine())
+    if prefix is None or not any(os.path.exists(p) for p in KPROBE_SUPPORT):
+        return False
+    name = f"__{prefix}_sys_bpf"
+    with open("/proc/kallsyms") as f:
+        return any(line.split()[2:3] == [name] for line in f)
 
 
 def parse_cpu_list(text: str) -> list[int]:

@@ -22,6 +22,7 @@ from bpfloader.loader.source import cannot_read
 from bpfloader.obj import core
 from bpfloader.obj.bpftypes import PinKind
 from bpfloader.obj.core import ObjectCore, TargetBtf
+from bpfloader.obj.kconfig import Kconfig
 from bpfloader.obj.reader import read_object
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import ProgramSpec
@@ -71,6 +72,8 @@ def check_object(
                 relocate(program.spec, placeholders)
         if plan.spec is not None and plan.spec.core is not None:
             result.lines += _core_lines(plan, plan.spec.core, target)
+        if plan.spec is not None and plan.spec.kconfig is not None:
+            result.lines += _kconfig_lines(plan.spec.kconfig)
         if kernel:
             _load(plan, env, result)
     except LoaderError as e:
@@ -101,6 +104,16 @@ def _core_lines(plan: ObjectPlan, object_core: ObjectCore, target: TargetBtf | N
         for section, record in poisoned
     ]
     return lines
+
+
+def _kconfig_lines(layout: Kconfig) -> list[str]:
+    """The `__kconfig` externs the object needs from the kernel it is loaded on (their values
+    are decided at load time: `check --kernel` reads this kernel's config)."""
+    return [
+        f"extern {e.name} (.kconfig): {e.type.value}, {e.size} bytes at {e.offset}"
+        + (", __weak" if e.weak else "")
+        for e in layout.externs
+    ]
 
 
 def _describe(plan: ObjectPlan) -> list[str]:

@@ -12,6 +12,7 @@ where it is the reason (a NotSupportedError).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -33,7 +34,7 @@ from bpfloader.loader.plan import (
     variant_outcome,
 )
 from bpfloader.loader.results import Action, Skipped
-from bpfloader.obj import core
+from bpfloader.obj import core, kconfig
 from bpfloader.obj.bpftypes import (
     BPF_F_MMAPABLE,
     BPF_F_SLEEPABLE,
@@ -43,6 +44,7 @@ from bpfloader.obj.bpftypes import (
     map_facts,
 )
 from bpfloader.obj.core import Resolution
+from bpfloader.obj.global_data import KCONFIG_MAP
 from bpfloader.obj.insn import calls_subprograms
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
@@ -213,7 +215,7 @@ class KernelObjects:
     def _map(self, plan: MapPlan, pinned: Pinned, mode: LoadMode) -> LiveMap:
         """The pinned map where the plan found one that still fits the declaration; else a
         new one (where a reload may recreate an incompatible one)."""
-        spec = plan.spec
+        spec = self._filled(plan.spec)
         existing = None if plan.action is Action.CREATE else pinned(plan.pin_path, PinKind.MAP)
         note = ""
         if existing is not None:
@@ -241,6 +243,31 @@ class KernelObjects:
             fd.close()
             raise
         return LiveMap(plan, fd, info, created=True, replaces=existing is not None, note=note)
+
+    def _filled(self, spec: MapSpec) -> MapSpec:
+        """The `.kconfig` map with its value for this kernel (the config read only for an
+        object that has `CONFIG_*` externs); any other map as it is."""
+        layout = self.obj.kconfig
+        if layout is None or spec.initial_data is not None or spec.name != KCONFIG_MAP:
+            return spec
+        config = None
+        if layout.needs_config:
+            try:
+                config = kconfig.parse_config(system.kernel_config())
+            except (OSError, ValueError) as e:
+                first = next(x.name for x in layout.externs if x.name.startswith("CONFIG_"))
+                raise PlanError(
+                    f"extern '{first}' ({kconfig.KCONFIG_SECTION}): cannot read the kernel's "
+                    f"config: {e}",
+                    section=".BTF",
+                ) from e
+        uses = {e.name for e in layout.externs}
+        facts = kconfig.KernelFacts(
+            version=self.kern_version,
+            bpf_cookie=features.running_kernel()[:2] >= features.BPF_COOKIE,
+            syscall_wrapper="LINUX_HAS_SYSCALL_WRAPPER" in uses and system.has_syscall_wrapper(),
+        )
+        return dataclasses.replace(spec, initial_data=kconfig.values(layout, config, facts))
 
     def create_map(self, spec: MapSpec) -> Fd:
         """A new map, with its BTF types, its initial data, and frozen if it is read-only."""

@@ -29,6 +29,7 @@ from bpfloader.obj.elf import LazySequence, first_bad_name, long_name_spans
 BTF_MAGIC = 0xEB9F
 HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
 TYPE = struct.Struct("<III")  # name_off, info, size_or_type
+BTF_VAR_GLOBAL_ALLOCATED = 1
 ITEM = struct.Struct("<III")  # a member, an array, a DATASEC variable: three u32s
 MAX_TYPES = 1 << 20
 MAX_RESOLVE_DEPTH = 64
@@ -312,13 +313,20 @@ class Btf:
         return self.named(Kind.DATASEC, name)
 
     def fixed_up(
-        self, section_sizes: Mapping[str, int], symbol_offsets: Mapping[str, Mapping[str, int]]
+        self,
+        section_sizes: Mapping[str, int],
+        symbol_offsets: Mapping[str, Mapping[str, int]],
+        allocated: Sequence[int] = (),
     ) -> bytes:
         """The raw BTF with each DATASEC's size and its variables' offsets filled in from the
         ELF (the compiler leaves 0s there; the kernel checks them), the variables sorted by
-        offset as the kernel requires. `symbol_offsets` is {section: {symbol: offset}}."""
+        offset as the kernel requires. `symbol_offsets` is {section: {symbol: offset}}; the
+        VARs `allocated` (externs the loader gives a place, `.kconfig`) become global ones."""
         base = self.header_len + self.type_off
-        patches: list[tuple[int, bytes]] = []
+        patches: list[tuple[int, bytes]] = [
+            (base + self.type(v).record + TYPE.size, struct.pack("<I", BTF_VAR_GLOBAL_ALLOCATED))
+            for v in allocated
+        ]
         for sec in self.of_kind(Kind.DATASEC):
             size = section_sizes.get(sec.name)
             if size is None:

@@ -13,11 +13,13 @@ import os
 from bpfloader.obj.bpftypes import BPF_F_MMAPABLE, BPF_F_RDONLY_PROG, MapType
 from bpfloader.obj.btf import Btf
 from bpfloader.obj.elf import SHT_NOBITS, SHT_PROGBITS, Section
+from bpfloader.obj.kconfig import KCONFIG_SECTION, Kconfig
 from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.spec import MapSpec
 
 KERNEL_NAME_MAX = 15  # BPF_OBJ_NAME_LEN less its NUL
 SUFFIX_MIN = 7  # len(".rodata"): what the kernel name always keeps room for
+KCONFIG_MAP = "kconfig"  # the `.kconfig` map's name, which its pin carries
 
 
 def is_data_section(section: Section) -> bool:
@@ -60,4 +62,21 @@ def data_map(section: Section, object_path: str, btf: Btf | None) -> MapSpec:
         btf_value_type_id=datasec.id if datasec is not None else 0,
         initial_data=section.data or bytes(section.size),
         frozen=read_only,
+    )
+
+
+def kconfig_map(kconfig: Kconfig, object_path: str) -> MapSpec:
+    """The `.kconfig` map, made as libbpf makes it: read-only data whose value the loader
+    computes for the running kernel (obj/kconfig.py), filled in when it is created."""
+    return MapSpec(
+        name=KCONFIG_MAP,
+        type=MapType.ARRAY,
+        key_size=4,
+        value_size=kconfig.size,
+        max_entries=1,
+        flags=BPF_F_MMAPABLE | BPF_F_RDONLY_PROG,
+        owner=Ownership(),
+        kernel_name=kernel_map_name(object_path, KCONFIG_SECTION),
+        btf_value_type_id=kconfig.datasec_id,
+        frozen=True,
     )

@@ -30,7 +30,7 @@ from bpfloader.obj.elf import (
     Relocation,
     Symbol,
 )
-from bpfloader.obj.global_data import data_map, is_data_section
+from bpfloader.obj.global_data import data_map, is_data_section, kconfig_map
 from bpfloader.obj.libbpf_sections import ProgramKind, SectionDef, program_kind, unknown_section
 from bpfloader.obj.linker import CodeTarget, Function, LinkedProgram, Linker
 from bpfloader.obj.object_btf import read_object_btf
@@ -57,8 +57,11 @@ class _Reader:
         self.elf = elf
         self.path = path
         self.types = types
-        self.object_btf = read_object_btf(elf, core=True)
+        self.object_btf = read_object_btf(elf, core=True, kconfig=True)
         self.btf = self.object_btf.btf if self.object_btf else None
+        self.kconfig = self.object_btf.kconfig if self.object_btf else None
+        self.kconfig_map = kconfig_map(self.kconfig, path) if self.kconfig else None
+        self.kconfig_offsets = self.kconfig.offsets() if self.kconfig else {}
         self.ext = self.object_btf.ext if self.object_btf else None
         self.data_maps: dict[int, MapSpec] = {
             s.index: data_map(s, path, self.btf) for s in elf.sections if is_data_section(s)
@@ -85,6 +88,8 @@ class _Reader:
 
     def read(self, license: str) -> ObjectSpec:
         maps = (*self.legacy_maps.values(), *self.btf_maps, *self.data_maps.values())
+        if self.kconfig_map is not None:
+            maps = (*maps, self.kconfig_map)
         _check_unique_names(maps)
         functions = self._functions()
         linker = Linker(self.elf, functions, self._classify, self.ext)
@@ -114,6 +119,7 @@ class _Reader:
             style=ObjectStyle.LIBBPF,
             btf=self.object_btf.fixed_up if self.object_btf else None,
             core=core,
+            kconfig=self.kconfig,
         )
 
     # -- programs -----------------------------------------------------------------------------
@@ -193,6 +199,9 @@ class _Reader:
         symbol = reloc.symbol
         name = symbol.name or "(unnamed)"
         if symbol.section is None:
+            offset = self.kconfig_offsets.get(name)
+            if symbol.shndx == SHN_UNDEF and offset is not None and self.kconfig_map:
+                return MapReference(0, self.kconfig_map.name, offset)  # libbpf ignores the addend
             if symbol.shndx == SHN_UNDEF:
                 raise ObjectFormatError(
                     f"{place} refers to '{name}', which the object does not define (extern "

@@ -21,9 +21,9 @@ from bpfloader.obj.btf import (
     parse_btf,
     parse_btf_ext,
 )
-from bpfloader.obj.elf import STT_OBJECT, ElfObject
+from bpfloader.obj.elf import SHN_UNDEF, STB_WEAK, STT_OBJECT, ElfObject
+from bpfloader.obj.kconfig import KCONFIG_SECTION, KSYMS_SECTION, Kconfig, read_kconfig
 
-EXTERN_SECTIONS = (".kconfig", ".ksyms")
 KV_PAIR_PREFIX = "____btf_map_"  # BPF_ANNOTATE_KV_PAIR's struct: the types of an Android map
 
 
@@ -33,6 +33,7 @@ class ObjectBtf:
     ext: BtfExt | None
     fixed_up: bytes  # what BPF_BTF_LOAD gets
     kv_pairs: Mapping[str, BtfType]  # BPF_ANNOTATE_KV_PAIR structs by map name
+    kconfig: Kconfig | None = None  # `__kconfig` externs (libbpf-style objects only)
 
     def map_types(self, name: str, key_size: int, value_size: int) -> tuple[int, int]:
         """The BTF key and value type ids of an Android-format map, from its annotation (the
@@ -87,10 +88,12 @@ def _kv_pairs(btf: Btf) -> dict[str, BtfType]:
     return found
 
 
-def read_object_btf(elf: ElfObject, *, core: bool = False) -> ObjectBtf | None:
-    """The object's BTF, or None where it has none. Malformed BTF, extern variables and, where
-    the reader does not take them (`core`: libbpf-style objects do), CO-RE relocations are
-    ObjectFormatErrors."""
+def read_object_btf(
+    elf: ElfObject, *, core: bool = False, kconfig: bool = False
+) -> ObjectBtf | None:
+    """The object's BTF, or None where it has none. Malformed BTF, `__ksym` externs and, where
+    the reader does not take them (`core`, `kconfig`: libbpf-style objects do), CO-RE
+    relocations and `__kconfig` externs are ObjectFormatErrors."""
     section = elf.section(".BTF")
     if section is None:
         return None
@@ -98,15 +101,17 @@ def read_object_btf(elf: ElfObject, *, core: bool = False) -> ObjectBtf | None:
         btf = parse_btf(section.data)
     except BtfError as e:
         raise ObjectFormatError(str(e), section=".BTF") from e
-    for name in EXTERN_SECTIONS:
+    for name in (KSYMS_SECTION, *(() if kconfig else (KCONFIG_SECTION,))):
         externs = btf.datasec(name)
         if externs is not None:
             raise ObjectFormatError(
-                f"{_extern_name(btf, externs)}({name}): extern variables are not supported by "
-                "this loader yet",
-                section=".BTF",
+                f"{_extern_name(btf, externs)}({name}): not supported yet", section=".BTF"
             )
-    return ObjectBtf(btf, _ext(elf, btf, core), _fixed_up(elf, btf), _kv_pairs(btf))
+    layout = None
+    if kconfig and btf.datasec(KCONFIG_SECTION) is not None:
+        weak = {s.name: s.bind == STB_WEAK for s in elf.symbols if s.shndx == SHN_UNDEF and s.name}
+        layout = read_kconfig(btf, weak)
+    return ObjectBtf(btf, _ext(elf, btf, core), _fixed_up(elf, btf, layout), _kv_pairs(btf), layout)
 
 
 def _extern_name(btf: Btf, datasec: BtfType) -> str:
@@ -135,14 +140,21 @@ def _ext(elf: ElfObject, btf: Btf, core: bool) -> BtfExt | None:
     return ext
 
 
-def _fixed_up(elf: ElfObject, btf: Btf) -> bytes:
+def _fixed_up(elf: ElfObject, btf: Btf, kconfig: Kconfig | None) -> bytes:
+    """The BTF the kernel gets; `.kconfig`'s DATASEC laid out as libbpf lays it out, its
+    variables no longer extern (the kernel takes no extern variable in a DATASEC)."""
     sizes = {s.name: s.size for s in elf.sections if s.index}
     offsets: dict[str, dict[str, int]] = {}
+    allocated: tuple[int, ...] = ()
+    if kconfig is not None:
+        sizes[KCONFIG_SECTION] = kconfig.size
+        offsets[KCONFIG_SECTION] = kconfig.offsets()
+        allocated = kconfig.var_ids
     for symbol in elf.symbols.of_type(STT_OBJECT):
         section = elf.section_at(symbol.section) if symbol.section is not None else None
         if section is not None:
             offsets.setdefault(section.name, {})[symbol.name] = symbol.value
     try:
-        return btf.fixed_up(sizes, offsets)
+        return btf.fixed_up(sizes, offsets, allocated)
     except BtfError as e:
         raise ObjectFormatError(str(e), section=".BTF") from e

@@ -13,6 +13,7 @@ from bpfloader.obj.ownership import Ownership
 if TYPE_CHECKING:
     from bpfloader.obj.btf import FuncInfo, LineInfo
     from bpfloader.obj.core import CoreRelocation, ObjectCore
+    from bpfloader.obj.kconfig import Kconfig
 
 DEFAULT_LOADER_MIN = 0
 DEFAULT_LOADER_MAX = 0x10000
@@ -128,6 +129,7 @@ class ObjectSpec:
     style: ObjectStyle = ObjectStyle.ANDROID
     btf: bytes | None = None  # the object's BTF, fixed up, for BPF_BTF_LOAD
     core: ObjectCore | None = None  # its CO-RE relocations, resolved once per load (obj/core.py)
+    kconfig: Kconfig | None = None  # its `__kconfig` externs: the `kconfig` map's layout
 
     @property
     def is_critical(self) -> bool:

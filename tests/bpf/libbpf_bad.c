@@ -3,7 +3,8 @@
  *   BAD_MAP_TYPE   a .maps entry of an unknown map type
  *   BAD_FIELD      a .maps entry with a field libbpf does not know
  *   BAD_PINNING    pinning = 2 (libbpf's LIBBPF_PIN_BY_NAME is 1; nothing else is defined)
- *   EXTERN         an extern .kconfig variable
+ *   EXTERN         a `__ksym` extern variable (not supported yet)
+ *   KCONFIG_MISSING a `__kconfig` extern no kernel config has, not `__weak`
  *   CORE           a CO-RE field access (preserve_access_index)
  *   NO_TARGET      a fentry program that names no kernel function
  *   UNKNOWN_SEC    a program in a section libbpf does not know
@@ -30,7 +31,10 @@ struct {
 } things SEC(".maps");
 
 #ifdef EXTERN
-extern int LINUX_KERNEL_VERSION __kconfig;
+extern int bpf_prog_active __ksym;
+#endif
+#ifdef KCONFIG_MISSING
+extern int CONFIG_BPFLOADER_MISSING __kconfig;
 #endif
 
 #ifdef CORE
@@ -50,7 +54,10 @@ int use(struct __sk_buff *skb)
     if (value)
         seen = *value;
 #ifdef EXTERN
-    seen += LINUX_KERNEL_VERSION;
+    seen += bpf_prog_active;
+#endif
+#ifdef KCONFIG_MISSING
+    seen += CONFIG_BPFLOADER_MISSING;
 #endif
 #ifdef CORE
     seen += ((struct task_like *)(long)skb->cb[0])->pid;

@@ -33,6 +33,7 @@ CORPUS = {
     "libbpf_subprogs.c": True,
     "libbpf_globals.c": True,
     "libbpf_values.c": True,
+    "libbpf_kconfig.c": True,
 }
 # Maps whose values are kernel object ids (different in each load): compared by key.
 BY_KEY = {"prog_array", "array_of_maps", "hash_of_maps"}
@@ -101,3 +102,21 @@ def test_the_corpus_covers_what_it_claims(compile_bpf, bpffs, source_dir, bpfloa
     names = set(theirs.maps)
     assert {"libbpf_g.data", "libbpf_g.rodata", "libbpf_g.bss", ".data.custom"} <= names
     assert theirs.maps["libbpf_g.rodata"]["frozen"] == 1
+
+
+def test_a_missing_kconfig_extern_that_is_not_weak_is_refused_by_both(
+    compile_bpf, bpffs, source_dir, bpfloader_cli
+):
+    obj = compile_bpf("libbpf_bad.c", "missing.o", "-g", "-DKCONFIG_MISSING")
+    done = bpftool_loadall(obj, bpffs)
+    assert done.returncode != 0
+    assert "CONFIG_BPFLOADER_MISSING" in done.stderr, done.stderr
+    (source_dir / obj.name).write_bytes(obj.read_bytes())
+    (bpffs / "ours").mkdir()
+    ours = bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs / "ours")
+    failed = [line for line in ours.stdout.splitlines() if line.startswith("failed: ")]
+    assert failed == [
+        f"failed: {source_dir / obj.name}: .BTF: extern 'CONFIG_BPFLOADER_MISSING' (.kconfig): "
+        "not in this kernel's config and not __weak"
+    ], ours.stdout
+    assert pins_in(bpffs / "ours") == set()
