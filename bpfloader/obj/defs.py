@@ -92,15 +92,8 @@ def decode_map_def(raw: bytes) -> dict[str, object]:
     mode = f.u32(28, 0o600)
     if mode & ~0o777:
         raise DefError(f"mode {mode:#o} has bits beyond 0777")
-    map_type: MapType | int = f.u32(0, 0)
-    with contextlib.suppress(ValueError):  # a type newer than this table: the kernel decides
-        map_type = MapType(map_type)
     return {
-        "type": map_type,
-        "key_size": f.u32(4, 0),
-        "value_size": f.u32(8, 0),
-        "max_entries": f.u32(12, 0),
-        "flags": f.u32(16, 0),
+        **_first_fields(f),
         "owner": Ownership(uid=uid, gid=f.u32(24, 0), mode=mode),
         "gates": Gates(
             min_loader=f.u32(32, DEFAULT_LOADER_MIN),
@@ -197,7 +190,12 @@ def decode_legacy_map_def(raw: bytes) -> dict[str, object]:
             f"its {len(raw)}-byte def has a non-zero byte at offset {first}, past the "
             f"{LEGACY_MAP_DEF_SIZE} bytes of libbpf's legacy struct bpf_map_def"
         )
-    f = _Fields(raw[:LEGACY_MAP_DEF_SIZE].ljust(LEGACY_MAP_DEF_SIZE, b"\0"))
+    return _first_fields(_Fields(raw[:LEGACY_MAP_DEF_SIZE].ljust(LEGACY_MAP_DEF_SIZE, b"\0")))
+
+
+def _first_fields(f: _Fields) -> dict[str, object]:
+    """The first 20 bytes, which Android's def and libbpf's legacy one share: type, key size,
+    value size, max_entries, flags."""
     map_type: MapType | int = f.u32(0, 0)
     with contextlib.suppress(ValueError):  # a type newer than this table: the kernel decides
         map_type = MapType(map_type)
