@@ -17,7 +17,7 @@ from elftools.elf.elffile import ELFFile
 
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel.syscall import Cmd, bpf
-from tests.conftest import Compile
+from tests.conftest import Compile, pins_in
 
 LIBBPF_FLAGS = ("-g",)  # BTF; the sources include <bpf/bpf_helpers.h> themselves
 
@@ -96,8 +96,45 @@ def describe(program_pins: list[Path], map_pins: list[Path]) -> Loaded:
     return loaded
 
 
+def loaded_by_bpftool(bpffs: Path) -> Loaded:
+    """What `bpftool_loadall(obj, bpffs)` pinned (its programs, and its maps if it pinned any)."""
+    found = bpffs / "libbpf"
+    maps = sorted((found / "maps").iterdir()) if (found / "maps").exists() else []
+    return describe(sorted((found / "progs").iterdir()), maps)
+
+
+def loaded_by_bpfloader(pin_root: Path) -> Loaded:
+    """What bpfloader pinned under `pin_root` (prog_* and map_* pins, at any depth)."""
+    pins = sorted(pin_root / p for p in pins_in(pin_root))
+    return describe(
+        [p for p in pins if p.name.startswith("prog_")],
+        [p for p in pins if p.name.startswith("map_")],
+    )
+
+
 MAP_FIELDS = ("type", "bytes_key", "bytes_value", "max_entries", "flags", "frozen")
 PROGRAM_FIELDS = ("type", "tag", "gpl_compatible")
+
+
+def assert_same_programs_and_maps(ours: Loaded, theirs: Loaded, *, btf: bool = False) -> None:
+    """The kernel holds the same programs (PROGRAM_FIELDS, xlated code with its source lines)
+    and maps (by kernel name: MAP_FIELDS) from either loader; with `btf`, maps carry BTF in
+    both or in neither."""
+    assert sorted(ours.programs) == sorted(theirs.programs)
+    assert sorted(ours.maps) == sorted(theirs.maps)
+    for name, their in theirs.programs.items():
+        our = ours.programs[name]
+        for field_name in PROGRAM_FIELDS:
+            assert our[field_name] == their[field_name], f"program {name}: {field_name}"
+        assert xlated(ours.program_pins[name]) == xlated(theirs.program_pins[name]), name
+    for name, their in theirs.maps.items():
+        for field_name in MAP_FIELDS:
+            got = ours.maps[name].get(field_name)
+            assert got == their.get(field_name), f"map {name}: {field_name}"
+        if btf:
+            assert ("btf_id" in ours.maps[name]) == ("btf_id" in their), f"map {name}: BTF"
+
+
 _IDS = re.compile(r"(map\[id:)\d+|(\bid )\d+")
 
 

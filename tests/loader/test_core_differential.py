@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import pins_in
 from tests.core_support import core_object, generate_vmlinux_h, with_relocation_kind
-from tests.libbpf_support import MAP_FIELDS, PROGRAM_FIELDS, bpftool_loadall, describe, xlated
+from tests.libbpf_support import (
+    assert_same_programs_and_maps,
+    bpftool_loadall,
+    loaded_by_bpfloader,
+    loaded_by_bpftool,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -39,30 +43,12 @@ def test_the_kernel_holds_what_libbpf_makes(
         obj = with_relocation_kind(obj, 8, 12, tmp_path / obj.name)
     done = bpftool_loadall(obj, bpffs)
     assert done.returncode == 0, f"bpftool prog loadall {source}: {done.stderr}"
-    maps = bpffs / "libbpf" / "maps"
-    theirs = describe(
-        sorted((bpffs / "libbpf" / "progs").iterdir()),
-        sorted(maps.iterdir()) if maps.exists() else [],
-    )
+    theirs = loaded_by_bpftool(bpffs)
     ours_root = bpffs / "ours"
     ours_root.mkdir()
     (source_dir / obj.name).write_bytes(obj.read_bytes())
     bpfloader_cli("load", "--dir", source_dir, "--pin-root", ours_root, check=True)
-    pins = sorted(ours_root / p for p in pins_in(ours_root))
-    ours = describe(
-        [p for p in pins if p.name.startswith("prog_")],
-        [p for p in pins if p.name.startswith("map_")],
-    )
-    assert sorted(ours.programs) == sorted(theirs.programs)
-    assert sorted(ours.maps) == sorted(theirs.maps)
-    for name, their in theirs.programs.items():
-        our = ours.programs[name]
-        for field in PROGRAM_FIELDS:
-            assert our[field] == their[field], f"program {name}: {field}"
-        assert xlated(ours.program_pins[name]) == xlated(theirs.program_pins[name]), name
-    for name, their in theirs.maps.items():
-        for field in MAP_FIELDS:
-            assert ours.maps[name].get(field) == their.get(field), f"map {name}: {field}"
+    assert_same_programs_and_maps(loaded_by_bpfloader(ours_root), theirs)
 
 
 def test_an_unguarded_relocation_this_kernel_lacks_is_named(

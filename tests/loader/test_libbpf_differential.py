@@ -17,8 +17,9 @@ from tests.libbpf_support import (
     PROGRAM_FIELDS,
     Loaded,
     bpftool_loadall,
-    describe,
     libbpf_object,
+    loaded_by_bpfloader,
+    loaded_by_bpftool,
     map_dump,
     xlated,
 )
@@ -47,21 +48,12 @@ def load_both(
     obj = libbpf_object(compile_bpf, source)
     done = bpftool_loadall(obj, bpffs, pinmaps=CORPUS[source])
     assert done.returncode == 0, f"bpftool prog loadall {source}: {done.stderr}"
-    theirs_dir = bpffs / "libbpf"
-    theirs = describe(
-        sorted((theirs_dir / "progs").iterdir()),
-        sorted((theirs_dir / "maps").iterdir()) if (theirs_dir / "maps").exists() else [],
-    )
+    theirs = loaded_by_bpftool(bpffs)
     ours_root = bpffs / "ours"
     ours_root.mkdir()
     (source_dir / obj.name).write_bytes(obj.read_bytes())
     bpfloader_cli("load", "--dir", source_dir, "--pin-root", ours_root, check=True)
-    pins = sorted(ours_root / p for p in pins_in(ours_root))
-    ours = describe(
-        [p for p in pins if p.name.startswith("prog_")],
-        [p for p in pins if p.name.startswith("map_")],
-    )
-    return theirs, ours
+    return theirs, loaded_by_bpfloader(ours_root)
 
 
 @pytest.mark.parametrize("source", CORPUS)

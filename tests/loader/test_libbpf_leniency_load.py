@@ -14,13 +14,11 @@ import pytest
 
 from tests.conftest import pins_in
 from tests.libbpf_support import (
-    MAP_FIELDS,
-    PROGRAM_FIELDS,
-    Loaded,
+    assert_same_programs_and_maps,
     bpftool_loadall,
-    describe,
     libbpf_object,
-    xlated,
+    loaded_by_bpfloader,
+    loaded_by_bpftool,
 )
 
 pytestmark = pytest.mark.kernel
@@ -32,37 +30,6 @@ def load_ours(bpfloader_cli, source_dir: Path, root: Path, obj: Path, policy: st
         (source_dir / obj.name.removesuffix(".o")).with_suffix(".policy").write_text(policy)
     root.mkdir(exist_ok=True)
     return bpfloader_cli("load", "--dir", source_dir, "--pin-root", root)
-
-
-def ours(root: Path) -> Loaded:
-    pins = sorted(root / p for p in pins_in(root))
-    return describe(
-        [p for p in pins if p.name.startswith("prog_")],
-        [p for p in pins if p.name.startswith("map_")],
-    )
-
-
-def theirs(bpffs: Path) -> Loaded:
-    found = bpffs / "libbpf"
-    maps = sorted((found / "maps").iterdir()) if (found / "maps").exists() else []
-    return describe(sorted((found / "progs").iterdir()), maps)
-
-
-def assert_same(mine: Loaded, libbpf: Loaded, *, btf: bool = True) -> None:
-    """The kernel holds the same programs (type, tag, license, code with its source lines)
-    and maps (by kernel name: type, sizes, entries, flags, frozen) from either loader."""
-    assert sorted(mine.programs) == sorted(libbpf.programs)
-    assert sorted(mine.maps) == sorted(libbpf.maps)
-    for name, their in libbpf.programs.items():
-        our = mine.programs[name]
-        for field in PROGRAM_FIELDS:
-            assert our[field] == their[field], f"program {name}: {field}"
-        assert xlated(mine.program_pins[name]) == xlated(libbpf.program_pins[name]), name
-    for name, their in libbpf.maps.items():
-        for field in MAP_FIELDS:
-            assert mine.maps[name].get(field) == their.get(field), f"map {name}: {field}"
-        if btf:
-            assert ("btf_id" in mine.maps[name]) == ("btf_id" in their), f"map {name}: BTF"
 
 
 def test_a_name_bpf_o_object_loads_with_libbpfs_names(
@@ -82,9 +49,9 @@ def test_a_name_bpf_o_object_loads_with_libbpfs_names(
     }
     loaded = bpftool_loadall(obj, bpffs)
     assert loaded.returncode == 0, loaded.stderr
-    mine, libbpf = ours(bpffs / "ours"), theirs(bpffs)
+    mine, libbpf = loaded_by_bpfloader(bpffs / "ours"), loaded_by_bpftool(bpffs)
     assert "libbpf_n.bss" in libbpf.maps  # libbpf's object name (cut to fit), not libbpf_names.bpf
-    assert_same(mine, libbpf)
+    assert_same_programs_and_maps(mine, libbpf, btf=True)
 
 
 UNLICENSED = """
@@ -110,9 +77,9 @@ def test_an_object_without_a_license_loads_with_an_empty_one(
     done = load_ours(bpfloader_cli, source_dir, bpffs / "ours", obj)
     assert done.returncode == 0, done.stderr
     assert bpftool_loadall(obj, bpffs).returncode == 0
-    mine, libbpf = ours(bpffs / "ours"), theirs(bpffs)
+    mine, libbpf = loaded_by_bpfloader(bpffs / "ours"), loaded_by_bpftool(bpffs)
     assert mine.programs["plain"]["gpl_compatible"] is False
-    assert_same(mine, libbpf)
+    assert_same_programs_and_maps(mine, libbpf, btf=True)
 
 
 def test_a_gpl_only_helper_without_a_license_is_refused_saying_so(
@@ -153,9 +120,9 @@ def test_a_policy_type_loads_what_bpftools_type_loads(
     command = ["bpftool", "prog", "loadall", obj, bpffs / "libbpf" / "progs", "type", "xdp"]
     loaded = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert loaded.returncode == 0, loaded.stderr
-    mine, libbpf = ours(bpffs / "ours"), theirs(bpffs)
+    mine, libbpf = loaded_by_bpfloader(bpffs / "ours"), loaded_by_bpftool(bpffs)
     assert {p["type"] for p in mine.programs.values()} == {"xdp"}
-    assert_same(mine, libbpf)
+    assert_same_programs_and_maps(mine, libbpf, btf=True)
 
 
 def test_a_programs_own_policy_type_wins(compile_bpf, bpffs, source_dir, bpfloader_cli):
@@ -163,7 +130,7 @@ def test_a_programs_own_policy_type_wins(compile_bpf, bpffs, source_dir, bpfload
     policy = 'type = "xdp"\n[program.second]\ntype = "tc"\n'
     done = load_ours(bpfloader_cli, source_dir, bpffs, obj, policy)
     assert done.returncode == 0, done.stderr
-    loaded = ours(bpffs)
+    loaded = loaded_by_bpfloader(bpffs)
     assert {n: p["type"] for n, p in loaded.programs.items()} == {
         "first": "xdp",
         "second": "sched_cls",
@@ -200,9 +167,9 @@ def test_legacy_maps_load_as_the_same_maps_declared_in_btf(
     shutil.rmtree(bpffs / "libbpf", ignore_errors=True)  # what the refused load left, if any
     loaded = bpftool_loadall(btf_maps, bpffs)
     assert loaded.returncode == 0, loaded.stderr
-    mine, libbpf = ours(bpffs / "ours"), theirs(bpffs)
+    mine, libbpf = loaded_by_bpfloader(bpffs / "ours"), loaded_by_bpftool(bpffs)
     assert libbpf.maps["events"]["max_entries"] > 0  # one slot per possible CPU, in both
-    assert_same(mine, libbpf, btf=False)
+    assert_same_programs_and_maps(mine, libbpf)
 
 
 def test_legacy_defs_with_fields_libbpf_cannot_say_fail_on_one_line(
