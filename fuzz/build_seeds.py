@@ -2,9 +2,9 @@
 
 Usage: python fuzz/build_seeds.py OUT_DIR
 Android-format sources go through `bpfloader build`; libbpf-style ones (tests/bpf/libbpf_*.c,
-and the CO-RE ones, tests/bpf/core/*.c) through plain clang with -g, as tests/libbpf_support.py
-does. A source that does not compile (some are meant not to, and the CO-RE ones that need a
-vmlinux.h) is skipped. The reader bombs (tests/obj/bombs.py) are added in small
+the CO-RE ones, tests/bpf/core/*.c, and the `__ksym` ones, tests/bpf/ksyms/*.c) through plain
+clang with -g and a vmlinux.h of this kernel, as the tests build them. A source that does not
+compile (some are meant not to) is skipped. The reader bombs (tests/obj/bombs.py) are added in small
 copies of their shapes (under -max_len), so that mutations start from them too.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,19 +31,35 @@ LIBBPF_VARIANTS = {
 }
 
 
+def _vmlinux_h(include: Path) -> list[str]:
+    """Flags to compile against a vmlinux.h of this kernel (the CO-RE and `__ksym` sources
+    include it), made in INCLUDE; none where bpftool or the kernel's BTF is missing."""
+    with (include / "vmlinux.h").open("w") as f:
+        command = ["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"]
+        if subprocess.run(command, stdout=f, check=False).returncode != 0:
+            return []
+    return ["-I", str(include), "-D__TARGET_ARCH_x86"]
+
+
 def build_seeds(out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as include:
+        return _build_seeds(out, _vmlinux_h(Path(include)))
+
+
+def _build_seeds(out: Path, vmlinux: list[str]) -> list[Path]:
     bpfloader = ROOT / ".venv" / "bin" / "bpfloader"
     sources = sorted((ROOT / "tests" / "bpf").glob("*.c")) + sorted(
         (ROOT / "etc" / "bpf").glob("*.c")
     )
     sources += sorted((ROOT / "tests" / "bpf" / "core").glob("*.c"))
+    sources += sorted((ROOT / "tests" / "bpf" / "ksyms").glob("*.c"))
     built = []
     for src in sources:
-        if src.name.startswith(("libbpf_", "core_")):  # core_*: those without vmlinux.h build
+        if src.name.startswith(("libbpf_", "core_", "ksyms_")):
             for i, extra in enumerate(([], *LIBBPF_VARIANTS.get(src.stem, ()))):
                 obj = out / (f"{src.stem}.o" if not i else f"{src.stem}_{i}.o")
-                cmd = ["clang", *LIBBPF_CFLAGS, *extra, "-c", str(src), "-o", str(obj)]
+                cmd = ["clang", *LIBBPF_CFLAGS, *extra, *vmlinux, "-c", str(src), "-o", str(obj)]
                 done = subprocess.run(cmd, capture_output=True)
                 if done.returncode == 0:
                     built.append(obj)

@@ -20,8 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bpfloader.errors import ObjectFormatError
-from bpfloader.obj import core, kconfig
+from bpfloader.obj import core, kconfig, ksyms
 from bpfloader.obj.reader import read_object
+from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import ObjectSpec
 
 PATH = "fuzz.o"
@@ -117,6 +118,8 @@ def check(data: bytes) -> str | None:
     check_core(spec)
     if spec.kconfig is not None:
         check_kconfig(spec.kconfig, SAMPLE_CONFIG)
+    if spec.ksyms is not None:
+        check_ksyms(spec, SAMPLE_KALLSYMS)
     return None
 
 
@@ -137,6 +140,32 @@ def check_core(spec: ObjectSpec) -> None:
         raise
     except BaseException as e:
         raise ContractViolation(f"CO-RE relocation raised {where_raised(e)}: {e!r}") from e
+
+
+SAMPLE_KALLSYMS = "ffffffff81000000 T _text\nffffffff81000010 t bpfloader_fuzz [mod]\n"
+
+
+def check_ksyms(spec: ObjectSpec, kallsyms: str) -> None:
+    """The `__ksym` contract on what the reader took: resolving the object's externs against
+    its own BTF as the kernel's (each extern finds itself: the type comparison runs on the
+    mutated types) and a kallsyms text, then giving every program its externs, succeed or
+    raise a one-line ObjectFormatError naming an extern."""
+    assert spec.ksyms is not None
+    try:
+        wanted = {k.name for k in spec.ksyms.externs}
+        addresses = ksyms.kallsyms_addresses(kallsyms, wanted)
+        values = ksyms.resolve(spec.ksyms, core.TargetBtf("self", spec.ksyms.btf), addresses)
+        patches = ksyms.patches(spec.ksyms, values, {})
+        fds = {m.name: 0 for m in spec.maps}
+        for program in spec.programs:
+            relocate(program, fds, None, patches)
+    except ObjectFormatError as e:
+        if "\n" in str(e):
+            raise ContractViolation(f"ksyms error is not one line: {e!r}") from e
+    except (InputTimeout, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        raise ContractViolation(f"ksyms resolution raised {where_raised(e)}: {e!r}") from e
 
 
 SAMPLE_CONFIG = 'CONFIG_BPF=y\nCONFIG_HZ=250\nCONFIG_NR_CPUS=0x100\nCONFIG_LOCALVERSION="-x"\n'

@@ -129,6 +129,27 @@ class InfoAttr(ctypes.Structure):
     ]
 
 
+class GetIdAttr(ctypes.Structure):
+    """BPF_*_GET_NEXT_ID (`id` the one to start after) and BPF_*_GET_FD_BY_ID (`id`)."""
+
+    _fields_ = [
+        ("id", u32),
+        ("next_id", u32),
+        ("open_flags", u32),
+    ]
+
+
+class BtfInfoStruct(ctypes.Structure):
+    _fields_ = [
+        ("btf", u64),
+        ("btf_size", u32),
+        ("id", u32),
+        ("name", u64),
+        ("name_len", u32),
+        ("kernel_btf", u32),
+    ]
+
+
 class MapInfoStruct(ctypes.Structure):
     _fields_ = [
         ("type", u32),

@@ -7,15 +7,18 @@ target of CO-RE relocations, only when an object has some (`kernel_target`), onc
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
 import os
 import threading
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from bpfloader.errors import KernelError, LoaderError
-from bpfloader.kernel.attrs import BtfLoadAttr
+from bpfloader.kernel.attrs import BtfInfoStruct, BtfLoadAttr, GetIdAttr, InfoAttr
+from bpfloader.kernel.fd import Fd
 from bpfloader.kernel.syscall import Cmd, bpf
 from bpfloader.obj.btf import BtfError, Kind, type_ids_by_name
 
@@ -118,3 +121,54 @@ def _read_target() -> TargetBtf:
         return TargetBtf(VMLINUX_BTF, parse_btf(data), tuple(modules))
     except BtfError as e:
         raise LoaderError(f"{VMLINUX_BTF}: {e}") from e
+
+
+_BY_ID = "BPF_BTF_GET_FD_BY_ID"
+
+
+def kernel_btf_fds(names: Collection[str]) -> dict[str, Fd]:
+    """Fds of the kernel's own BTF objects named `names` (`vmlinux`, or a module's name), found
+    by walking the BTF ids: a program that uses a module's kfunc or variable names the
+    module's BTF by fd. One that is not there (a module unloaded meanwhile) is a LoaderError."""
+    found: dict[str, Fd] = {}
+    attr = GetIdAttr()
+    try:
+        while len(found) < len(names):
+            try:
+                bpf(Cmd.BTF_GET_NEXT_ID, attr, operation="BPF_BTF_GET_NEXT_ID")
+            except KernelError as e:
+                if e.errno == errno.ENOENT:
+                    break  # the last one
+                raise
+            attr.id = attr.next_id
+            try:
+                fd = Fd(bpf(Cmd.BTF_GET_FD_BY_ID, GetIdAttr(id=attr.id), operation=_BY_ID))
+            except KernelError as e:
+                if e.errno == errno.ENOENT:
+                    continue  # gone meanwhile
+                raise
+            with contextlib.ExitStack() as unless_kept:
+                unless_kept.callback(fd.close)
+                name = _kernel_btf_name(fd)
+                if name is not None and name in names and name not in found:
+                    found[name] = fd
+                    unless_kept.pop_all()
+    except BaseException:
+        for fd in found.values():
+            fd.close()
+        raise
+    missing = sorted(set(names) - set(found))
+    if missing:
+        for fd in found.values():
+            fd.close()
+        raise LoaderError(f"the kernel has no BTF named {missing[0]} (a module unloaded?)")
+    return found
+
+
+def _kernel_btf_name(fd: Fd) -> str | None:
+    """The name of a kernel BTF (vmlinux's, a module's); None for an object's BTF."""
+    name = ctypes.create_string_buffer(64)
+    info = BtfInfoStruct(name=ctypes.addressof(name), name_len=len(name))
+    attr = InfoAttr(bpf_fd=fd.number, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    bpf(Cmd.OBJ_GET_INFO_BY_FD, attr, operation="BPF_OBJ_GET_INFO_BY_FD (BTF)")
+    return name.value.decode(errors="replace") if info.kernel_btf else None

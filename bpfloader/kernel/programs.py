@@ -84,8 +84,10 @@ def load_program(
     line_info: Sequence[LineInfo] = (),
     attach_btf_id: int = 0,
     prog_flags: int = 0,
+    fd_array: Sequence[int] = (),
 ) -> LoadedProgram:
     """Load once with the log off; if the verifier refuses, load again to get its log.
+    `fd_array`: the fds that instructions name by index (the BTF of a kfunc's module).
 
     The log costs verifier time and memory, so the happy path goes without it; a refusal is
     repeated with log level 1 and a buffer that grows until the whole log fits (up to
@@ -104,6 +106,9 @@ def load_program(
         prog_flags=prog_flags,
         attach_btf_id=attach_btf_id,
     )
+    fds = (ctypes.c_int * len(fd_array))(*fd_array)
+    if fd_array:
+        attr.fd_array = ctypes.addressof(fds)
     # With the object's BTF: the type of each function and the source line of instructions,
     # which the verifier quotes in its log.
     funcs = b"".join(FUNC_INFO.pack(f.insn, f.type_id) for f in func_info)

@@ -44,7 +44,9 @@ class Cmd(IntEnum):
     PROG_TEST_RUN = 10
     OBJ_GET_INFO_BY_FD = 15
     BTF_LOAD = 18
+    BTF_GET_FD_BY_ID = 19
     MAP_FREEZE = 22
+    BTF_GET_NEXT_ID = 23
     MAP_LOOKUP_BATCH = 24
     LINK_CREATE = 28
     LINK_DETACH = 34

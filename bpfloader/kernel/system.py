@@ -73,6 +73,17 @@ def kernel_config() -> str:
     raise FileNotFoundError(errno.ENOENT, "no kernel config", " or ".join(kernel_config_paths()))
 
 
+KALLSYMS = "/proc/kallsyms"
+
+
+@functools.cache
+def kallsyms() -> str:
+    """/proc/kallsyms, read once per run (typeless `__ksym` externs take their addresses from
+    it). Only root sees the addresses: to others, and with kernel.kptr_restrict=2, they are 0."""
+    with open(KALLSYMS, encoding="latin-1") as f:
+        return f.read()
+
+
 KPROBE_SUPPORT = (
     "/sys/bus/event_source/devices/kprobe/type",  # the kprobe PMU
     "/sys/kernel/tracing/kprobe_events",  # legacy kprobes through tracefs

@@ -19,10 +19,11 @@ from bpfloader.loader.plan import ObjectPlan, Planner, SourceObject, variant_not
 from bpfloader.loader.policy import apply_policy, policy_types, read_policy
 from bpfloader.loader.results import Action
 from bpfloader.loader.source import cannot_read
-from bpfloader.obj import core
+from bpfloader.obj import core, ksyms
 from bpfloader.obj.bpftypes import PinKind
 from bpfloader.obj.core import ObjectCore, TargetBtf
 from bpfloader.obj.kconfig import Kconfig
+from bpfloader.obj.ksyms import Ksyms
 from bpfloader.obj.reader import read_object
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import ProgramSpec
@@ -67,13 +68,17 @@ def check_object(
     result.lines += _describe(plan)
     try:
         placeholders = {m.spec.name: PLACEHOLDER_FD for m in plan.maps}
+        ksyms_ = plan.spec.ksyms if plan.spec is not None else None
+        externs = ksyms.unresolved_patches(ksyms_) if ksyms_ is not None else {}
         for program in plan.programs:
             if program.action is not Action.SKIP:
-                relocate(program.spec, placeholders)
+                relocate(program.spec, placeholders, externs=externs)
         if plan.spec is not None and plan.spec.core is not None:
             result.lines += _core_lines(plan, plan.spec.core, target)
         if plan.spec is not None and plan.spec.kconfig is not None:
             result.lines += _kconfig_lines(plan.spec.kconfig)
+        if ksyms_ is not None:
+            result.lines += _ksym_lines(ksyms_, target)
         if kernel:
             _load(plan, env, result)
     except LoaderError as e:
@@ -114,6 +119,23 @@ def _kconfig_lines(layout: Kconfig) -> list[str]:
         + (", __weak" if e.weak else "")
         for e in layout.externs
     ]
+
+
+def _ksym_lines(externs: Ksyms, target: TargetBtf | None) -> list[str]:
+    """The `__ksym` externs the object needs from the kernel, and with `target` what each
+    typed one comes to in that kernel's BTF (a strong one it lacks fails the check)."""
+    values = ksyms.resolve(externs, target, None) if target is not None else {}
+    lines = []
+    for k in externs.externs:
+        line = f"extern {k.name} (.ksyms): {k.kind.value}" + (", __weak" if k.weak else "")
+        value = values.get(k.name)
+        if value is not None and value.found:
+            where = f"module {value.module}" if value.module else "vmlinux"
+            line += f": {where} BTF id {value.btf_id}"
+        elif value is not None:
+            line += f": not in {ksyms.target_name(target)} (0)"
+        lines.append(line)
+    return lines
 
 
 def _describe(plan: ObjectPlan) -> list[str]:

@@ -34,7 +34,7 @@ from bpfloader.loader.plan import (
     variant_outcome,
 )
 from bpfloader.loader.results import Action, Skipped
-from bpfloader.obj import core, kconfig
+from bpfloader.obj import core, kconfig, ksyms
 from bpfloader.obj.bpftypes import (
     BPF_F_MMAPABLE,
     BPF_F_SLEEPABLE,
@@ -46,6 +46,7 @@ from bpfloader.obj.bpftypes import (
 from bpfloader.obj.core import Resolution
 from bpfloader.obj.global_data import KCONFIG_MAP
 from bpfloader.obj.insn import calls_subprograms
+from bpfloader.obj.ksyms import KsymPatch, Ksyms
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 
@@ -154,6 +155,7 @@ class KernelObjects:
         self.rejected = rejected
         self.btf: Fd | None = None
         self._core: Mapping[int, Resolution] | None = None  # CO-RE, resolved at the first use
+        self._externs: ResolvedExterns | None = None  # `__ksym`, resolved at the first use
 
     def load(
         self, plan: ObjectPlan, pinned: Pinned = nothing_pinned, mode: LoadMode = BOOT
@@ -190,6 +192,8 @@ class KernelObjects:
         finally:
             if self.btf is not None:
                 self.btf.close()  # the maps and programs hold what they need of it
+            if self._externs is not None:
+                self._externs.close()
         return loaded
 
     def _load_btf(self) -> None:
@@ -423,6 +427,20 @@ class KernelObjects:
             e.where(file=self.obj.path, section=spec.section)
             raise
 
+    def externs(self, spec: ProgramSpec) -> ResolvedExterns:
+        """The object's `__ksym` externs resolved against the running kernel (its BTF and
+        /proc/kallsyms read, the BTF of the modules they live in opened, the first time a
+        program uses one); errors name the extern."""
+        if self.obj.ksyms is None or not spec.extern_refs:
+            return NO_EXTERNS
+        if self._externs is None:
+            try:
+                self._externs = resolve_externs(self.obj.ksyms)
+            except LoaderError as e:
+                e.where(file=self.obj.path, section=spec.section)
+                raise
+        return self._externs
+
     def load_program(self, spec: ProgramSpec, map_fds: Mapping[str, int]) -> kprogs.LoadedProgram:
         attach_btf_id = (
             kbtf.vmlinux_type_id(spec.attach_target, spec.attach_target_kind)
@@ -430,12 +448,14 @@ class KernelObjects:
             else 0
         )
         btf_fd = self._btf_fd
+        externs = self.externs(spec)
+        code = relocate(spec, map_fds, self.core_relocated(spec), externs.patches)
         try:
             loaded = kprogs.load_program(
                 name=spec.name,
                 prog_type=spec.type,
                 expected_attach_type=spec.expected_attach_type,
-                instructions=relocate(spec, map_fds, self.core_relocated(spec)),
+                instructions=code,
                 license=self.obj.license,
                 kern_version=self.kern_version,
                 btf_fd=btf_fd,
@@ -443,11 +463,14 @@ class KernelObjects:
                 line_info=spec.line_info if btf_fd else (),
                 attach_btf_id=attach_btf_id,
                 prog_flags=spec.prog_flags,
+                fd_array=externs.fd_array,
             )
         except KernelError as e:
-            lacking_relo = self._poisoned(spec, e)
-            if lacking_relo:
-                raise e.explained(lacking_relo) from e
+            explained = (
+                self._poisoned(spec, e) or self._unresolved_call(spec, externs, e) or _no_address(e)
+            )
+            if explained:
+                raise e.explained(explained) from e
             needs = features.prog_type_need(spec.type)
             if any(ref.offset is not None for ref in spec.map_refs):
                 needs.append(("global data", features.GLOBAL_DATA))
@@ -485,6 +508,20 @@ class KernelObjects:
             return ""
         return core.poisoned_relocation(self.obj.core, spec.core_relos, int(found[-1]))
 
+    def _unresolved_call(
+        self, spec: ProgramSpec, externs: ResolvedExterns, error: KernelError
+    ) -> str:
+        """The verifier's refusal of a call of a __weak kfunc this kernel lacks, said so ('' for
+        any other refusal)."""
+        if not isinstance(error, VerifierError) or self.obj.ksyms is None:
+            return ""
+        found = _UNRESOLVED_CALL.findall(error.log)
+        if not found:
+            return ""
+        return ksyms.unresolved_call(
+            self.obj.ksyms, spec.extern_refs, externs.patches, int(found[-1])
+        )
+
     def _untyped_map_in_use(self, error: KernelError) -> str:
         """The verifier's refusal of a bpf_spin_lock or bpf_timer in a map created without BTF
         types, said with the map, the cause and the fix ('' for any other refusal)."""
@@ -508,11 +545,73 @@ class KernelObjects:
 
 # The verifier at an instruction CO-RE poisoned (`call 0xbad2310`): `N: (85) call unknown#...`.
 _POISONED = re.compile(rb"^(\d+): \(85\) call unknown#%d\b" % core.POISON_HELPER, re.MULTILINE)
+# ... at a call of a __weak kfunc this kernel lacks (imm 0), which the verifier reached.
+_UNRESOLVED_CALL = re.compile(rb"^(\d+): \(85\) call #0\b", re.MULTILINE)
+# ... at a typed `__ksym` variable whose address the kernel's kallsyms lacks.
+_NO_ADDRESS = re.compile(rb"ldimm64 failed to find the address for kernel symbol '([^']*)'")
 # The verifier's words for a lock or timer in a map without BTF (kernel/bpf/verifier.c).
 _NEEDS_MAP_BTF = re.compile(r"map '([^']*)' has to have BTF in order to use (bpf_\w+)")
 # ... and for a GPL-only helper called by a program loaded with a license that is not GPL's:
 # a libbpf-style object without a license section is loaded with an empty one, as by libbpf.
 _GPL_ONLY = re.compile(rb"cannot call GPL-restricted function")
+
+
+@dataclass(frozen=True)
+class ResolvedExterns:
+    """An object's `__ksym` externs on the running kernel: each one's instruction patch, the
+    programs' `fd_array` (index 0 unused, then the BTF fd of each module a kfunc lives in),
+    and the module BTF fds this holds open while the object loads."""
+
+    patches: Mapping[str, KsymPatch]
+    fd_array: tuple[int, ...]
+    fds: tuple[Fd, ...]
+
+    def close(self) -> None:
+        for fd in self.fds:
+            fd.close()
+
+
+NO_EXTERNS = ResolvedExterns({}, (), ())
+
+
+def resolve_externs(ksyms_: Ksyms) -> ResolvedExterns:
+    """Resolve `ksyms_` against the running kernel: typed variables and kfuncs in its BTF
+    (vmlinux's, then the modules'), typeless symbols in /proc/kallsyms."""
+    target = kbtf.kernel_target() if ksyms_.needs_btf else None
+    addresses = None
+    if ksyms_.needs_kallsyms:
+        wanted = {k.name for k in ksyms_.externs if k.kind is ksyms.KsymKind.TYPELESS}
+        try:
+            text = system.kallsyms()
+        except OSError as e:
+            raise LoaderError(
+                f"extern '{min(wanted)}' ({ksyms.KSYMS_SECTION}): cannot read "
+                f"{system.KALLSYMS}: {e.strerror}",
+                section=".BTF",
+            ) from e
+        addresses = ksyms.kallsyms_addresses(text, wanted)
+    values = ksyms.resolve(ksyms_, target, addresses)
+    modules = {v.module for v in values.values() if v.found and v.module}
+    fds = kbtf.kernel_btf_fds(modules) if modules else {}
+    numbers = {name: fd.number for name, fd in fds.items()}
+    in_array = ksyms.fd_array_modules(ksyms_, values)
+    fd_array = (0, *(numbers[m] for m in in_array)) if in_array else ()
+    return ResolvedExterns(ksyms.patches(ksyms_, values, numbers), fd_array, tuple(fds.values()))
+
+
+def _no_address(error: KernelError) -> str:
+    """The verifier's refusal of a typed `__ksym` variable whose address the kernel cannot
+    find, said with the cause ('' for any other refusal)."""
+    if not isinstance(error, VerifierError):
+        return ""
+    found = _NO_ADDRESS.search(error.log)
+    if found is None:
+        return ""
+    name = found.group(1).decode(errors="replace")
+    return (
+        f"extern '{name}' ({ksyms.KSYMS_SECTION}): the kernel cannot find its address (a kernel "
+        "built without CONFIG_KALLSYMS_ALL knows only the addresses of functions)"
+    )
 
 
 def incompatibility(path: str, spec: MapSpec, info: kmaps.MapInfo) -> str:

@@ -31,6 +31,7 @@ HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/
 TYPE = struct.Struct("<III")  # name_off, info, size_or_type
 BTF_VAR_GLOBAL_ALLOCATED = 1
 ITEM = struct.Struct("<III")  # a member, an array, a DATASEC variable: three u32s
+PARAM = struct.Struct("<II")  # a FUNC_PROTO's parameter: name offset, type
 MAX_TYPES = 1 << 20
 MAX_RESOLVE_DEPTH = 64
 MAX_NAME_LEN = 4096  # a type, member or variable name, in bytes (the kernel allows 512)
@@ -76,9 +77,9 @@ _EXTRA: dict[Kind, tuple[int, int]] = {
     Kind.DECL_TAG: (4, 0),
     Kind.ENUM64: (0, 12),
 }
-_MODIFIERS = {Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.TYPE_TAG}
+MODIFIERS = {Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.TYPE_TAG}
 # Kinds whose size_or_type is a type id, which must exist.
-_REFERRING = frozenset({*_MODIFIERS, Kind.PTR, Kind.FUNC, Kind.VAR, Kind.DECL_TAG})
+_REFERRING = frozenset({*MODIFIERS, Kind.PTR, Kind.FUNC, Kind.VAR, Kind.DECL_TAG})
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,18 @@ class BtfTypes(LazySequence[BtfType]):
 
 
 VOID = BtfType(0, Kind.UNKN, "void", 0, -1)
+
+
+@dataclass(frozen=True)
+class DatasecRewrite:
+    """A DATASEC the loader lays out itself (`.ksyms`): its entries (type, offset, size) and
+    size, patches at offsets of the type section, and a global VAR (name, type) to append."""
+
+    datasec_id: int
+    entries: tuple[tuple[int, int, int], ...]
+    size: int
+    patches: tuple[tuple[int, bytes], ...] = ()
+    appended: tuple[str, int] | None = None
 
 
 class Btf:
@@ -263,12 +276,23 @@ class Btf:
 
     def params(self, t: BtfType) -> list[int]:
         """A FUNC_PROTO's parameter types."""
+        return [type_id for _, type_id in self.param_records(t)]
+
+    def param_records(self, t: BtfType) -> list[tuple[int, int]]:
+        """A FUNC_PROTO's parameters as (name offset, type)."""
         if t.id < self.first_id and self.base is not None:
-            return self.base.params(t)
+            return self.base.param_records(t)
         body = t.record + TYPE.size
-        return [
-            struct.unpack_from("<II", self.type_section, body + 8 * i)[1] for i in range(t.vlen)
-        ]
+        return [PARAM.unpack_from(self.type_section, body + 8 * i) for i in range(t.vlen)]
+
+    def string_offset(self, name: str) -> int:
+        """The offset of string `name` in the string table (one that starts a string, as
+        libbpf deduplicates them), or the offset it takes when appended to the table."""
+        wanted = name.encode("latin-1") + b"\0"
+        if self.strings.startswith(wanted):
+            return self.strings_base
+        pos = self.strings.find(b"\0" + wanted)
+        return self.strings_base + (pos + 1 if pos >= 0 else len(self.strings))
 
     def _member(self, pos: int) -> Member:
         name_off, type_id, bit_offset = ITEM.unpack_from(self.type_section, pos)
@@ -282,7 +306,7 @@ class Btf:
         """Skip typedefs and qualifiers; refuses a chain that loops."""
         for _ in range(MAX_RESOLVE_DEPTH):
             t = self.type(type_id)
-            if t.kind not in _MODIFIERS:
+            if t.kind not in MODIFIERS:
                 return t
             type_id = t.size_or_type
         raise BtfError(f"type {type_id} refers to itself through typedefs or qualifiers")
@@ -317,17 +341,27 @@ class Btf:
         section_sizes: Mapping[str, int],
         symbol_offsets: Mapping[str, Mapping[str, int]],
         allocated: Sequence[int] = (),
+        rewrite: DatasecRewrite | None = None,
     ) -> bytes:
         """The raw BTF with each DATASEC's size and its variables' offsets filled in from the
         ELF (the compiler leaves 0s there; the kernel checks them), the variables sorted by
         offset as the kernel requires. `symbol_offsets` is {section: {symbol: offset}}; the
-        VARs `allocated` (externs the loader gives a place, `.kconfig`) become global ones."""
+        VARs `allocated` (externs the loader gives a place, `.kconfig`) become global ones.
+        `rewrite` gives one DATASEC whole, with its patches and a variable to append (the
+        externs of `.ksyms`: obj/ksyms.py)."""
         base = self.header_len + self.type_off
         patches: list[tuple[int, bytes]] = [
             (base + self.type(v).record + TYPE.size, struct.pack("<I", BTF_VAR_GLOBAL_ALLOCATED))
             for v in allocated
         ]
         for sec in self.of_kind(Kind.DATASEC):
+            if rewrite is not None and sec.id == rewrite.datasec_id:
+                patches += [(base + pos, patch) for pos, patch in rewrite.patches]
+                patches.append((base + sec.record + 8, struct.pack("<I", rewrite.size)))
+                if rewrite.entries:
+                    packed = b"".join(ITEM.pack(*entry) for entry in rewrite.entries)
+                    patches.append((base + sec.sec_vars[0].record, packed))
+                continue
             size = section_sizes.get(sec.name)
             if size is None:
                 raise BtfError(f"DATASEC {sec.name} has no ELF section")
@@ -343,7 +377,8 @@ class Btf:
             if entries:
                 packed = b"".join(ITEM.pack(t, o, n) for o, t, n in sorted(entries))
                 patches.append((base + sec.sec_vars[0].record, packed))
-        if not patches:
+        appended = rewrite.appended if rewrite is not None else None
+        if not patches and appended is None:
             return self.raw
         # Spliced in one join: the BTF is copied once, not twice (bytearray, then bytes).
         raw, at = memoryview(self.raw), 0
@@ -352,7 +387,24 @@ class Btf:
             pieces += (raw[at:pos], patch)
             at = pos + len(patch)
         pieces.append(raw[at:])
-        return b"".join(pieces)
+        fixed = b"".join(pieces)
+        return fixed if appended is None else self._with_var(fixed, *appended)
+
+    def _with_var(self, raw: bytes, name: str, type_id: int) -> bytes:
+        """`raw` (this BTF, patched) with a global VAR `name` of type `type_id` appended, as
+        type end_id: the header, then the types, then the strings (with `name` appended where
+        the table lacks it), as libbpf lays out a BTF it has added to."""
+        name_off = self.string_offset(name)
+        strings = self.strings
+        if name_off - self.strings_base == len(strings):
+            strings += name.encode("latin-1") + b"\0"
+        start = self.header_len + self.type_off
+        types = raw[start : start + len(self.type_section)]
+        types += TYPE.pack(name_off, Kind.VAR << 24, type_id)
+        types += struct.pack("<I", BTF_VAR_GLOBAL_ALLOCATED)
+        header = bytearray(raw[: self.header_len])
+        struct.pack_into("<IIII", header, 8, 0, len(types), len(types), len(strings))
+        return bytes(header) + types + strings
 
     def named(self, kind: Kind, name: str) -> BtfType | None:
         """The first type of `kind` named `name`: the names of a kind are indexed the first

@@ -20,8 +20,9 @@ from bpfloader.obj.bpftypes import BPF_PSEUDO_CALL, INSN_SIZE, OPCODE_CALL, OPCO
 
 _INSN = struct.Struct("<BBhi")
 _pack_imm = struct.Struct("<i").pack_into
-# Byte offsets in an instruction, of the registers and of the immediate.
-_REGS_AT, _IMM_AT = 1, 4
+_pack_off = struct.Struct("<h").pack_into
+# Byte offsets in an instruction, of the registers, the offset and the immediate.
+_REGS_AT, _OFF_AT, _IMM_AT = 1, 2, 4
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,21 @@ def insn_at(code: bytes | bytearray, index: int) -> Insn:
     return Insn(opcode, regs & 0x0F, regs >> 4, off, imm)
 
 
-def patch(code: bytearray, index: int, *, src: int | None = None, imm: int | None = None) -> None:
-    """Rewrite instruction `index` of `code` in place: its src_reg (dst_reg kept), its
-    immediate, or both. For the second half of a ld_imm64, patch `index + 1`."""
+def patch(
+    code: bytearray,
+    index: int,
+    *,
+    src: int | None = None,
+    off: int | None = None,
+    imm: int | None = None,
+) -> None:
+    """Rewrite instruction `index` of `code` in place: its src_reg (dst_reg kept), its offset,
+    its immediate, or any of them. For the second half of a ld_imm64, patch `index + 1`."""
     at = index * INSN_SIZE
     if src is not None:
         code[at + _REGS_AT] = (code[at + _REGS_AT] & 0x0F) | (src << 4)
+    if off is not None:
+        _pack_off(code, at + _OFF_AT, off)
     if imm is not None:
         _pack_imm(code, at + _IMM_AT, imm)
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from itertools import pairwise
 
 from bpfloader.errors import ObjectFormatError
-from bpfloader.obj.bpftypes import INSN_SIZE
+from bpfloader.obj.bpftypes import INSN_SIZE, R_BPF_64_32
 from bpfloader.obj.btf_maps import MAPS_SECTION, read_btf_maps
 from bpfloader.obj.core import object_core
 from bpfloader.obj.defs import LEGACY_MAPS_SECTION, read_legacy_maps
@@ -31,12 +31,14 @@ from bpfloader.obj.elf import (
     Symbol,
 )
 from bpfloader.obj.global_data import data_map, is_data_section, kconfig_map
+from bpfloader.obj.ksyms import KsymKind
 from bpfloader.obj.libbpf_sections import ProgramKind, SectionDef, program_kind, unknown_section
 from bpfloader.obj.linker import CodeTarget, Function, LinkedProgram, Linker
 from bpfloader.obj.object_btf import read_object_btf
 from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.spec import (
     PROGRAM_PIN_MODE,
+    ExternReference,
     MapReference,
     MapSpec,
     ObjectSpec,
@@ -57,9 +59,10 @@ class _Reader:
         self.elf = elf
         self.path = path
         self.types = types
-        self.object_btf = read_object_btf(elf, core=True, kconfig=True)
+        self.object_btf = read_object_btf(elf, core=True, externs=True)
         self.btf = self.object_btf.btf if self.object_btf else None
         self.kconfig = self.object_btf.kconfig if self.object_btf else None
+        self.ksyms = self.object_btf.ksyms if self.object_btf else None
         self.kconfig_map = kconfig_map(self.kconfig, path) if self.kconfig else None
         self.kconfig_offsets = self.kconfig.offsets() if self.kconfig else {}
         self.ext = self.object_btf.ext if self.object_btf else None
@@ -120,6 +123,7 @@ class _Reader:
             btf=self.object_btf.fixed_up if self.object_btf else None,
             core=core,
             kconfig=self.kconfig,
+            ksyms=self.ksyms,
         )
 
     # -- programs -----------------------------------------------------------------------------
@@ -193,19 +197,30 @@ class _Reader:
             attach_target_kind=definition.target.btf_kind if definition.target is not None else "",
             prog_flags=definition.flags,
             core_relos=linked.core_relos,
+            extern_refs=linked.extern_refs,
         )
 
-    def _classify(self, reloc: Relocation, addend: int, place: str) -> MapReference | CodeTarget:
+    def _classify(
+        self, reloc: Relocation, addend: int, place: str
+    ) -> MapReference | ExternReference | CodeTarget:
         symbol = reloc.symbol
         name = symbol.name or "(unnamed)"
         if symbol.section is None:
             offset = self.kconfig_offsets.get(name)
             if symbol.shndx == SHN_UNDEF and offset is not None and self.kconfig_map:
                 return MapReference(0, self.kconfig_map.name, offset)  # libbpf ignores the addend
+            ksym = self.ksyms.named(name) if self.ksyms is not None else None
+            if symbol.shndx == SHN_UNDEF and ksym is not None:
+                call = reloc.type == R_BPF_64_32
+                if call and ksym.kind is not KsymKind.FUNCTION:
+                    raise ObjectFormatError(
+                        f"{place} calls '{name}', a {ksym.kind.value} of the kernel, not a kfunc"
+                    )
+                return ExternReference(0, name, call)
             if symbol.shndx == SHN_UNDEF:
                 raise ObjectFormatError(
-                    f"{place} refers to '{name}', which the object does not define (extern "
-                    "variables, kernel symbols and kfuncs are not supported by this loader)"
+                    f"{place} refers to '{name}', which the object does not define, and the "
+                    "object's BTF does not declare it __kconfig or __ksym (compile with clang -g)"
                 )
             raise ObjectFormatError(
                 f"{place} refers to '{name}' in {SPECIAL_SECTION_INDEXES[symbol.shndx]}"

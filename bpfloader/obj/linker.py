@@ -34,7 +34,7 @@ from bpfloader.obj.btf import BtfExt, CoreReloRecord, FuncInfo, LineInfo
 from bpfloader.obj.core import CoreRelocation
 from bpfloader.obj.elf import ElfObject, Relocation, Relocations, Section
 from bpfloader.obj.insn import Insn, insn_at, patch, pseudo_calls
-from bpfloader.obj.spec import MapReference
+from bpfloader.obj.spec import ExternReference, MapReference
 
 MAX_PROGRAM_INSNS = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: the kernel loads none longer
 MAX_LINKED_INSNS = 1 << 22  # every program of an object, linked (32 MiB of instructions)
@@ -61,9 +61,9 @@ class CodeTarget:
     offset: int
 
 
-# What a relocation means - a map's fd, an address in a map's value, or code - given the
-# relocation, the instruction's immediate (the addend) and where it is, for messages.
-Classifier = Callable[[Relocation, int, str], MapReference | CodeTarget]
+# What a relocation means - a map's fd, an address in a map's value, a kernel symbol, or
+# code - given the relocation, the instruction's immediate (the addend) and where it is.
+Classifier = Callable[[Relocation, int, str], MapReference | ExternReference | CodeTarget]
 
 
 @dataclass
@@ -73,6 +73,7 @@ class LinkedProgram:
     func_info: tuple[FuncInfo, ...]
     line_info: tuple[LineInfo, ...]
     core_relos: tuple[CoreRelocation, ...] = ()
+    extern_refs: tuple[ExternReference, ...] = ()
 
 
 @dataclass
@@ -80,6 +81,7 @@ class _Work:
     code: bytearray
     placed: dict[Function, int] = field(default_factory=dict)  # function -> first instruction
     refs: list[MapReference] = field(default_factory=list)
+    externs: list[ExternReference] = field(default_factory=list)
 
 
 class Linker:
@@ -128,6 +130,7 @@ class Linker:
             tuple(self._func_info(order)),
             tuple(self._line_info(order)),
             tuple(self._core_relos(order)),
+            tuple(work.externs),
         )
 
     def _relocate(self, fn: Function, work: _Work) -> Iterator[Function]:
@@ -151,6 +154,9 @@ class Linker:
                 except ObjectFormatError as e:
                     e.where(section=section.name)
                     raise
+                if isinstance(where, ExternReference):
+                    work.externs.append(ExternReference(at + i, where.name, where.call))
+                    continue
                 if isinstance(where, MapReference):
                     if reloc.type == R_BPF_64_32:
                         raise ObjectFormatError(

@@ -22,7 +22,8 @@ from bpfloader.obj.btf import (
     parse_btf_ext,
 )
 from bpfloader.obj.elf import SHN_UNDEF, STB_WEAK, STT_OBJECT, ElfObject
-from bpfloader.obj.kconfig import KCONFIG_SECTION, KSYMS_SECTION, Kconfig, read_kconfig
+from bpfloader.obj.kconfig import KCONFIG_SECTION, Kconfig, read_kconfig
+from bpfloader.obj.ksyms import KSYMS_SECTION, Ksyms, btf_rewrite, read_ksyms
 
 KV_PAIR_PREFIX = "____btf_map_"  # BPF_ANNOTATE_KV_PAIR's struct: the types of an Android map
 
@@ -34,6 +35,7 @@ class ObjectBtf:
     fixed_up: bytes  # what BPF_BTF_LOAD gets
     kv_pairs: Mapping[str, BtfType]  # BPF_ANNOTATE_KV_PAIR structs by map name
     kconfig: Kconfig | None = None  # `__kconfig` externs (libbpf-style objects only)
+    ksyms: Ksyms | None = None  # `__ksym` externs (libbpf-style objects only)
 
     def map_types(self, name: str, key_size: int, value_size: int) -> tuple[int, int]:
         """The BTF key and value type ids of an Android-format map, from its annotation (the
@@ -89,11 +91,11 @@ def _kv_pairs(btf: Btf) -> dict[str, BtfType]:
 
 
 def read_object_btf(
-    elf: ElfObject, *, core: bool = False, kconfig: bool = False
+    elf: ElfObject, *, core: bool = False, externs: bool = False
 ) -> ObjectBtf | None:
-    """The object's BTF, or None where it has none. Malformed BTF, `__ksym` externs and, where
-    the reader does not take them (`core`, `kconfig`: libbpf-style objects do), CO-RE
-    relocations and `__kconfig` externs are ObjectFormatErrors."""
+    """The object's BTF, or None where it has none. Malformed BTF and, where the reader does
+    not take them (`core`, `externs`: libbpf-style objects do), CO-RE relocations and
+    `__kconfig` and `__ksym` externs are ObjectFormatErrors."""
     section = elf.section(".BTF")
     if section is None:
         return None
@@ -101,17 +103,22 @@ def read_object_btf(
         btf = parse_btf(section.data)
     except BtfError as e:
         raise ObjectFormatError(str(e), section=".BTF") from e
-    for name in (KSYMS_SECTION, *(() if kconfig else (KCONFIG_SECTION,))):
-        externs = btf.datasec(name)
-        if externs is not None:
-            raise ObjectFormatError(
-                f"{_extern_name(btf, externs)}({name}): not supported yet", section=".BTF"
-            )
-    layout = None
-    if kconfig and btf.datasec(KCONFIG_SECTION) is not None:
+    kconfig = ksyms = None
+    if externs:
         weak = {s.name: s.bind == STB_WEAK for s in elf.symbols if s.shndx == SHN_UNDEF and s.name}
-        layout = read_kconfig(btf, weak)
-    return ObjectBtf(btf, _ext(elf, btf, core), _fixed_up(elf, btf, layout), _kv_pairs(btf), layout)
+        kconfig = read_kconfig(btf, weak)
+        ksyms = read_ksyms(btf, weak)
+    else:
+        for name in (KSYMS_SECTION, KCONFIG_SECTION):
+            datasec = btf.datasec(name)
+            if datasec is not None:
+                raise ObjectFormatError(
+                    f"{_extern_name(btf, datasec)}({name}): externs are supported in "
+                    "libbpf-style objects only",
+                    section=".BTF",
+                )
+    fixed_up = _fixed_up(elf, btf, kconfig, ksyms)
+    return ObjectBtf(btf, _ext(elf, btf, core), fixed_up, _kv_pairs(btf), kconfig, ksyms)
 
 
 def _extern_name(btf: Btf, datasec: BtfType) -> str:
@@ -140,9 +147,10 @@ def _ext(elf: ElfObject, btf: Btf, core: bool) -> BtfExt | None:
     return ext
 
 
-def _fixed_up(elf: ElfObject, btf: Btf, kconfig: Kconfig | None) -> bytes:
+def _fixed_up(elf: ElfObject, btf: Btf, kconfig: Kconfig | None, ksyms: Ksyms | None) -> bytes:
     """The BTF the kernel gets; `.kconfig`'s DATASEC laid out as libbpf lays it out, its
-    variables no longer extern (the kernel takes no extern variable in a DATASEC)."""
+    variables no longer extern, and `.ksyms` rewritten as libbpf rewrites it (the kernel
+    takes no extern in a DATASEC)."""
     sizes = {s.name: s.size for s in elf.sections if s.index}
     offsets: dict[str, dict[str, int]] = {}
     allocated: tuple[int, ...] = ()
@@ -155,6 +163,7 @@ def _fixed_up(elf: ElfObject, btf: Btf, kconfig: Kconfig | None) -> bytes:
         if section is not None:
             offsets.setdefault(section.name, {})[symbol.name] = symbol.value
     try:
-        return btf.fixed_up(sizes, offsets, allocated)
+        rewrite = btf_rewrite(btf, ksyms) if ksyms is not None else None
+        return btf.fixed_up(sizes, offsets, allocated, rewrite)
     except BtfError as e:
         raise ObjectFormatError(str(e), section=".BTF") from e

@@ -1,5 +1,5 @@
 """Relocation: give each map-referencing ld_imm64 the fd of its map (and, for global data,
-the offset in the map's value)."""
+the offset in the map's value), and each use of a kernel symbol what it resolved to."""
 
 from __future__ import annotations
 
@@ -9,15 +9,21 @@ from collections.abc import Mapping
 from bpfloader.errors import ObjectFormatError, PlanError
 from bpfloader.obj.bpftypes import BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, INSN_SIZE
 from bpfloader.obj.insn import patch
+from bpfloader.obj.ksyms import BPF_PSEUDO_KFUNC_CALL, KsymPatch
 from bpfloader.obj.spec import ProgramSpec
 
 
 def relocate(
-    program: ProgramSpec, map_fds: Mapping[str, int], instructions: bytes | None = None
+    program: ProgramSpec,
+    map_fds: Mapping[str, int],
+    instructions: bytes | None = None,
+    externs: Mapping[str, KsymPatch] | None = None,
 ) -> bytes:
     """The program's instructions (or `instructions`, which CO-RE relocated: obj/core.py) with
-    every map reference pointing at `map_fds[name]`."""
+    every map reference pointing at `map_fds[name]` and every kernel symbol given its
+    `externs[name]` (obj/ksyms.py)."""
     code = bytearray(program.instructions if instructions is None else instructions)
+    _externs(program, code, externs or {})
     for ref in program.map_refs:
         fd = map_fds.get(ref.map_name)
         if fd is None:
@@ -43,3 +49,26 @@ def relocate(
                 section=program.section,
             ) from e
     return bytes(code)
+
+
+def _externs(program: ProgramSpec, code: bytearray, externs: Mapping[str, KsymPatch]) -> None:
+    count = len(code) // INSN_SIZE
+    for ref in program.extern_refs:
+        value = externs.get(ref.name)
+        if value is None:
+            raise PlanError(f"extern '{ref.name}' was not resolved", section=program.section)
+        if not 0 <= ref.insn < count - (0 if ref.call else 1):
+            raise ObjectFormatError(
+                f"extern '{ref.name}' is used at instruction {ref.insn}, outside the program",
+                section=program.section,
+            )
+        if ref.call:
+            patch(code, ref.insn, src=BPF_PSEUDO_KFUNC_CALL, off=value.call_off, imm=value.call_imm)
+        else:
+            patch(code, ref.insn, src=value.load_src, imm=_s32(value.load_lo))
+            patch(code, ref.insn + 1, imm=_s32(value.load_hi))
+
+
+def _s32(value: int) -> int:
+    """A u32 as the signed immediate an instruction holds."""
+    return value - (1 << 32) if value >= 1 << 31 else value

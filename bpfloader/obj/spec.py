@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from bpfloader.obj.btf import FuncInfo, LineInfo
     from bpfloader.obj.core import CoreRelocation, ObjectCore
     from bpfloader.obj.kconfig import Kconfig
+    from bpfloader.obj.ksyms import Ksyms
 
 DEFAULT_LOADER_MIN = 0
 DEFAULT_LOADER_MAX = 0x10000
@@ -80,6 +81,16 @@ class MapReference:
     offset: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ExternReference:
+    """Instruction `insn` uses the kernel's symbol `name` (a `__ksym` extern: obj/ksyms.py):
+    a call of a kfunc (`call`), or else a ld_imm64 of its address."""
+
+    insn: int
+    name: str
+    call: bool
+
+
 @dataclass(frozen=True)
 class ProgramSpec:
     section: str
@@ -100,6 +111,7 @@ class ProgramSpec:
     attach_target_kind: str = ""  # its BTF kind, "FUNC" or "TYPEDEF"
     prog_flags: int = 0
     core_relos: tuple[CoreRelocation, ...] = ()  # CO-RE: applied once the target is known
+    extern_refs: tuple[ExternReference, ...] = ()  # `__ksym` uses: given once resolved
 
     @property
     def base_section(self) -> str:
@@ -130,6 +142,7 @@ class ObjectSpec:
     btf: bytes | None = None  # the object's BTF, fixed up, for BPF_BTF_LOAD
     core: ObjectCore | None = None  # its CO-RE relocations, resolved once per load (obj/core.py)
     kconfig: Kconfig | None = None  # its `__kconfig` externs: the `kconfig` map's layout
+    ksyms: Ksyms | None = None  # its `__ksym` externs: resolved per load (obj/ksyms.py)
 
     @property
     def is_critical(self) -> bool:

@@ -3,7 +3,7 @@
  *   BAD_MAP_TYPE   a .maps entry of an unknown map type
  *   BAD_FIELD      a .maps entry with a field libbpf does not know
  *   BAD_PINNING    pinning = 2 (libbpf's LIBBPF_PIN_BY_NAME is 1; nothing else is defined)
- *   EXTERN         a `__ksym` extern variable (not supported yet)
+ *   EXTERN         a `__ksym` extern variable the kernel lacks, not `__weak`
  *   KCONFIG_MISSING a `__kconfig` extern no kernel config has, not `__weak`
  *   CORE           a CO-RE field access (preserve_access_index)
  *   NO_TARGET      a fentry program that names no kernel function
@@ -31,7 +31,7 @@ struct {
 } things SEC(".maps");
 
 #ifdef EXTERN
-extern int bpf_prog_active __ksym;
+extern int bpfloader_no_such_variable __ksym;
 #endif
 #ifdef KCONFIG_MISSING
 extern int CONFIG_BPFLOADER_MISSING __kconfig;
@@ -54,7 +54,7 @@ int use(struct __sk_buff *skb)
     if (value)
         seen = *value;
 #ifdef EXTERN
-    seen += bpf_prog_active;
+    seen += bpfloader_no_such_variable;
 #endif
 #ifdef KCONFIG_MISSING
     seen += CONFIG_BPFLOADER_MISSING;

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Compile
+from tests.conftest import TESTS, Compile
 
 # How Android builds its objects: -g, then BTF kept and the rest of the debug data stripped
 # (its build rules run llvm-strip so on every bpf object).
@@ -39,3 +39,33 @@ def compile_android(compile_bpf: Compile, build_dir: Path) -> Compile:
         return cache[key]
 
     return build_one
+
+
+@pytest.fixture(scope="session")
+def libbpf_oracle(build_dir: Path) -> Path:
+    """tests/obj/libbpf_oracle.c built: libbpf's relocated instructions of an object."""
+    binary = build_dir / "libbpf_oracle"
+    source = TESTS / "obj" / "libbpf_oracle.c"
+    subprocess.run(
+        ["gcc", "-O1", "-Wall", "-Werror", "-o", binary, source, "-lbpf"], check=True, timeout=120
+    )
+    return binary
+
+
+def libbpf_relocated(
+    oracle: Path, obj: Path, target: Path | None, *, refused: bool = False
+) -> dict[str, bytes]:
+    """Each program's instructions as libbpf relocated them, against `target`'s BTF (None:
+    the running kernel's); the kernel took them, or with `refused` it refused them."""
+    done = subprocess.run(
+        [oracle, obj, str(target) if target else "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == (3 if refused else 0), done.stderr
+    return {
+        name: bytes.fromhex(code)
+        for name, code in (line.split() for line in done.stdout.split("\n") if line)
+    }

@@ -196,7 +196,11 @@ def test_a_rejection_logs_the_source_line(compile_bpf, bpffs, source_dir, bpfloa
     [
         ("-DBAD_MAP_TYPE", "map 'things' has unknown map type 99"),
         ("-DBAD_FIELD", "unknown field 'colour'"),
-        ("-DEXTERN", "extern 'bpf_prog_active' (.ksyms): not supported yet"),
+        (
+            "-DEXTERN",
+            "extern 'bpfloader_no_such_variable' (.ksyms): not in the BTF of "
+            "/sys/kernel/btf/vmlinux and not __weak",
+        ),
         (
             "-DKCONFIG_MISSING",
             "extern 'CONFIG_BPFLOADER_MISSING' (.kconfig): not in this kernel's config and not "

@@ -324,7 +324,6 @@ char LICENSE[] SEC("license") = "GPL";
         ("-DBAD_MAP_TYPE", ".maps", "map 'things' has unknown map type 99"),
         ("-DBAD_FIELD", ".maps", "map 'things': unknown field 'colour' in its definition"),
         ("-DBAD_PINNING", ".maps", "map 'things' has pinning 2; only LIBBPF_PIN_NONE (0)"),
-        ("-DEXTERN", ".BTF", "extern 'bpf_prog_active' (.ksyms): not supported yet"),
         ("-DNO_TARGET", "fentry", "a fentry program names what it attaches to: 'fentry/NAME'"),
         ("-DUNKNOWN_SEC", "no_such_kind/x", "not a program section libbpf knows"),
     ],

@@ -1,7 +1,7 @@
 /*
  * CO-RE relocations against a target BTF of our own (tests/bpf/core/core_target.c), where the
  * fields sit elsewhere, change size and signedness, enumerators change value or go: relocated
- * by bpfloader and by libbpf (tests/obj/core_oracle.c, btf_custom_path), the instructions
+ * by bpfloader and by libbpf (tests/obj/libbpf_oracle.c, btf_custom_path), the instructions
  * compared (tests/loader/test_core_oracle.py). Reads are bpf_probe_read_kernel (BPF_CORE_READ),
  * which the verifier takes at any offset, so that libbpf can load what it relocated.
  */
