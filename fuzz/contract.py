@@ -15,7 +15,7 @@ import random
 import signal
 import struct
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -199,6 +199,29 @@ def check_kconfig(layout: kconfig.Kconfig, text: str) -> None:
 
 
 # -- mutations -------------------------------------------------------------------------------
+
+
+def findings_of_mutations(
+    seeds: list[bytes],
+    word_mutation: Callable[[bytes, random.Random], bytes],
+    count: int,
+    seed: int,
+    seconds: float,
+) -> dict[str, int]:
+    """A deterministic run of the contract on `count` inputs mutated from `seeds`, every
+    other one by `word_mutation` (a word of the sections a reader walks) and the others by
+    `mutate`, each within `seconds`: the catch-all findings by place (a violation raises)."""
+    rng = random.Random(seed)
+    findings: dict[str, int] = {}
+    for i in range(count):
+        base = rng.choice(seeds)
+        data = word_mutation(base, rng) if i % 2 else mutate(base, rng)
+        with time_limit(seconds):
+            finding = check(data)
+        if finding is not None:
+            findings[finding] = findings.get(finding, 0) + 1
+    return findings
+
 
 INTERESTING = (0, 1, 2, 7, 8, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0xFFFF, 0x10000, 0x7FFFFFFF,
                0xFFFFFFFF, 0x100000000, 0x7FFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF)  # fmt: skip

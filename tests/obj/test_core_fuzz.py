@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from bpfloader.obj.elf import ElfObject
-from fuzz.contract import check, mutate, time_limit
+from fuzz.contract import check, findings_of_mutations
 from tests.core_support import with_relocation_kind
 
 SEED = 17
@@ -33,15 +33,7 @@ def test_mutated_core_objects_keep_the_contract(compile_bpf, build_dir):
     matches = with_relocation_kind(elsewhere, 8, 12, build_dir / "fuzz_matches.o")
     seeds = [elsewhere.read_bytes(), matches.read_bytes()]
     seeds.append(compile_bpf("libbpf_bad.c", "core_bad.o", "-g", "-DCORE").read_bytes())
-    rng = random.Random(SEED)
-    findings: dict[str, int] = {}
-    for i in range(MUTATIONS):
-        seed = rng.choice(seeds)
-        data = _btf_mutation(seed, rng) if i % 2 else mutate(seed, rng)
-        with time_limit(PER_INPUT_SECONDS):
-            finding = check(data)  # raises ContractViolation on any other exception
-        if finding is not None:
-            findings[finding] = findings.get(finding, 0) + 1
+    findings = findings_of_mutations(seeds, _btf_mutation, MUTATIONS, SEED, PER_INPUT_SECONDS)
     assert findings == {}, "inputs that only the catch-all turned into ObjectFormatError"
 
 

@@ -20,7 +20,7 @@ from bpfloader.obj.ksyms import KsymKind, KsymPatch, KsymValue
 from bpfloader.obj.object_btf import read_object_btf
 from bpfloader.obj.reader import read_object
 from bpfloader.obj.relocate import relocate
-from fuzz.contract import SAMPLE_KALLSYMS, check, mutate, time_limit
+from fuzz.contract import SAMPLE_KALLSYMS, check, findings_of_mutations
 from tests.core_support import core_flags, generate_vmlinux_h
 
 MODULES = """
@@ -261,15 +261,7 @@ def test_mutated_ksym_objects_keep_the_contract(compile_bpf, modules_obj, vmlinu
         seeds.append(compile_bpf(source, None, *core_flags(vmlinux_dir)).read_bytes())
     for seed in seeds:
         assert check(seed) is None  # each seed resolves against its own BTF
-    rng = random.Random(SEED)
-    findings: dict[str, int] = {}
-    for i in range(MUTATIONS):
-        seed = rng.choice(seeds)
-        data = _btf_word(seed, rng) if i % 2 else mutate(seed, rng)
-        with time_limit(PER_INPUT_SECONDS):
-            finding = check(data)  # raises ContractViolation on any other exception
-        if finding is not None:
-            findings[finding] = findings.get(finding, 0) + 1
+    findings = findings_of_mutations(seeds, _btf_word, MUTATIONS, SEED, PER_INPUT_SECONDS)
     assert findings == {}, "inputs that only the catch-all turned into ObjectFormatError"
     assert SAMPLE_KALLSYMS  # the contract resolves typeless externs against it
 
