@@ -176,21 +176,28 @@ def read_ksyms(btf: Btf, weak: Mapping[str, bool]) -> Ksyms | None:
 
 def kallsyms_addresses(text: str, wanted: set[str]) -> dict[str, int]:
     """The addresses of the symbols `wanted` in /proc/kallsyms' text (`ADDR TYPE NAME
-    [MODULE]` a line); a name at two addresses is an error, as libbpf makes it."""
+    [MODULE]` a line: each name found by `str.find`, not every line split); a name at two
+    addresses is an error, as libbpf makes it."""
     found: dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split(maxsplit=3)
-        if len(parts) < 3 or parts[2] not in wanted:
-            continue
-        try:
-            address = int(parts[0], 16)
-        except ValueError:
-            continue
-        known = found.setdefault(parts[2], address)
-        if known != address:
-            raise _error(
-                parts[2], f"the kernel has two symbols of that name ({known:#x} and {address:#x})"
-            )
+    for name in sorted(wanted):
+        for end in ("\n", "\t", " "):
+            needle = f" {name}{end}"
+            pos = text.find(needle)
+            while pos >= 0:
+                head = text[text.rfind("\n", 0, pos) + 1 : pos].split()  # ADDR TYPE
+                pos = text.find(needle, pos + 1)
+                if len(head) != 2 or len(head[1]) != 1:
+                    continue
+                try:
+                    address = int(head[0], 16)
+                except ValueError:
+                    continue
+                known = found.setdefault(name, address)
+                if known != address:
+                    raise _error(
+                        name,
+                        f"the kernel has two symbols of that name ({known:#x} and {address:#x})",
+                    )
     return found
 
 
@@ -250,9 +257,7 @@ def _resolve_typed(k: Ksym, btf: Btf, target: TargetBtf) -> KsymValue:
                 f"its {what} (type {k.type_id}) is not compatible with the kernel's "
                 f"({where} type {theirs})",
             )
-    except (BtfError, CoreError) as e:
-        if e.reason.startswith("extern "):
-            raise
+    except (BtfError, CoreError) as e:  # the target's BTF, or types nested too deep
         raise _error(k.name, e.reason) from e
     return KsymValue(True, btf_id=target_id, module=module)
 
