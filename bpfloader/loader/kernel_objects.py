@@ -513,14 +513,12 @@ class KernelObjects:
     ) -> str:
         """The verifier's refusal of a call of a __weak kfunc this kernel lacks, said so ('' for
         any other refusal)."""
-        if not isinstance(error, VerifierError) or self.obj.ksyms is None:
+        if not isinstance(error, VerifierError) or not spec.extern_refs:
             return ""
         found = _UNRESOLVED_CALL.findall(error.log)
         if not found:
             return ""
-        return ksyms.unresolved_call(
-            self.obj.ksyms, spec.extern_refs, externs.patches, int(found[-1])
-        )
+        return ksyms.unresolved_call(spec.extern_refs, externs.patches, int(found[-1]))
 
     def _untyped_map_in_use(self, error: KernelError) -> str:
         """The verifier's refusal of a bpf_spin_lock or bpf_timer in a map created without BTF

@@ -21,6 +21,7 @@ extern this kernel lacks is an error naming it.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -75,7 +76,11 @@ class Ksyms:
     datasec_id: int
 
     def named(self, name: str) -> Ksym | None:
-        return next((k for k in self.externs if k.name == name), None)
+        return self._by_name.get(name)
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, Ksym]:  # every relocation asks: one look-up, not a scan
+        return {k.name: k for k in self.externs}
 
     @property
     def needs_kallsyms(self) -> bool:
@@ -116,7 +121,7 @@ def unresolved_patches(ksyms: Ksyms) -> dict[str, KsymPatch]:
 
 
 def unresolved_call(
-    ksyms: Ksyms, refs: Sequence[ExternReference], patches: Mapping[str, KsymPatch], insn: int
+    refs: Sequence[ExternReference], patches: Mapping[str, KsymPatch], insn: int
 ) -> str:
     """What the verifier's refusal at instruction `insn` means where that instruction calls a
     __weak kfunc the kernel lacks ('' where it does not)."""

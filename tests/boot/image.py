@@ -63,6 +63,14 @@ OBJECTS = [
         "usr/share/bpfloader-boot-test/critical/bad_critical.o",
     ),
 ]
+# libbpf-style objects for the image, compiled on the host with libbpf's headers against the
+# host's vmlinux.h (their CO-RE relocations fit them to the guest's kernel).
+LIBBPF_OBJECTS = [
+    (
+        REPO / "tests/bpf/ksyms/ksyms_module.c",
+        "usr/share/bpfloader-boot-test/ksyms/ksyms_module.o",
+    ),
+]
 GUEST_UNITS = [
     "bpfloader-boot-reader.service",
     "bpfloader-boot-check.service",
@@ -116,7 +124,7 @@ def base_key() -> str:
 def project_key(base: Path) -> str:
     digest = hashlib.sha256(base.name.encode())
     files = [REPO / p for p in PROJECT_INPUTS] + [GUEST, Path(__file__)]
-    files += [source for source, _ in OBJECTS]
+    files += [source for source, _ in (*OBJECTS, *LIBBPF_OBJECTS)]
     for path in sorted(_files_under(files)):
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     digest.update(DEFAULTS.encode())
@@ -253,8 +261,17 @@ def _ensure_project(base: Path, steps: _Steps) -> Path:
 def _install_project(root: Path, objects: Path, steps: _Steps) -> None:
     steps.run("make", "-C", str(REPO), "install", f"DESTDIR={root}")
     _write(root / "etc/default/bpfloader", DEFAULTS)
-    for source, target in OBJECTS:
-        (built,) = build([str(source)], str(objects))
+    vmlinux = objects / "vmlinux"
+    vmlinux.mkdir(parents=True)
+    with open(vmlinux / "vmlinux.h", "w") as header:
+        dump = ["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"]
+        subprocess.run(dump, stdout=header, check=True, timeout=120)
+    libbpf_flags = ["-I", str(vmlinux), "-D__TARGET_ARCH_x86"]
+    for source, target, flags in (
+        *((source, target, []) for source, target in OBJECTS),
+        *((source, target, libbpf_flags) for source, target in LIBBPF_OBJECTS),
+    ):
+        (built,) = build([str(source)], str(objects), flags)
         (root / target).parent.mkdir(parents=True, exist_ok=True)
         shutil.move(built, root / target)
     for script in ("check.py", "reader.py"):

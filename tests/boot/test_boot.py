@@ -35,6 +35,7 @@ MAIN_CHECKS = [
     "only_rejected_failed",  # every other object in /etc/bpf (all the examples) loaded
     "kprobe",  # the kprobe example attached and counting
     "memlock",  # with RLIMIT_MEMLOCK at 0 the loader loads; it raises the limit only before 5.11
+    "ksyms",  # a module's kfunc (fd_array) and a typed per-CPU variable, loaded and run
     "catalog",  # the journal catalog is installed
     "units_verify",  # systemd-analyze verify is clean for our units
     "security",  # systemd-analyze security's exposure stays in bounds

@@ -325,6 +325,56 @@ def check_memlock() -> str:
     return f"raising the limit {needed} on {os.uname().release} (a map create: {probe}); loaded"
 
 
+KSYMS_OBJECT = "/usr/share/bpfloader-boot-test/ksyms/ksyms_module.o"
+ENOENT = 2
+
+
+def check_ksyms() -> str:
+    """`__ksym` externs on this kernel, loaded by `bpfloader load` into a bpffs of the check's
+    own and run: a kfunc of a module (nf_conntrack's, named through the program's fd_array) and
+    a typed per-CPU variable of vmlinux (tests/bpf/ksyms/ksyms_module.c)."""
+    run("modprobe", "nf_conntrack")
+    if not os.path.exists("/sys/kernel/btf/nf_conntrack"):
+        raise Failed("nf_conntrack is loaded but has no BTF (/sys/kernel/btf/nf_conntrack)")
+    work = Path(tempfile.mkdtemp(prefix="ksyms-"))
+    objects, pins = work / "objects", work / "pins"
+    objects.mkdir()
+    pins.mkdir()
+    shutil.copy(KSYMS_OBJECT, objects)
+    run("mount", "-t", "bpf", "bpf", str(pins))
+    said = ""
+    try:
+        said = run(
+            "bpfloader",
+            "load",
+            "--dir",
+            str(objects),
+            "--pin-root",
+            str(pins),
+            "--state-dir",
+            str(work / "state"),
+            "--log-target",
+            "console",
+        )
+        packet = bytes(14) + bytes(50)
+        with Program.open(f"{pins}/prog_ksyms_module_tc_ct_lookup") as prog:
+            looked_up = prog.test_run(packet).retval
+        with Program.open(f"{pins}/prog_ksyms_module_tc_this_cpu") as prog:
+            cpu = prog.test_run(packet).retval - 100
+    except (Failed, OSError) as e:
+        raise Failed(f"{e}; the loader said {said[-600:]!r}") from None
+    finally:
+        run("umount", str(pins))
+    if looked_up != ENOENT:
+        raise Failed(f"bpf_skb_ct_lookup of an all-zero tuple returned {looked_up}, want ENOENT")
+    if not 0 <= cpu < os.cpu_count():
+        raise Failed(f"runqueues of this CPU says cpu {cpu}")
+    return (
+        "nf_conntrack's bpf_skb_ct_lookup (module BTF through fd_array) said ENOENT; "
+        f"runqueues (a typed per-CPU variable) read on cpu {cpu}"
+    )
+
+
 def check_verifier_log() -> str:
     entries = journal("SYSLOG_IDENTIFIER=bpfloader", f"BPF_OBJECT={REJECTED}")
     for entry in entries:
@@ -549,6 +599,7 @@ MAIN = [
     check_only_rejected_failed,
     check_kprobe,
     check_memlock,
+    check_ksyms,
     check_catalog,
     check_units_verify,
     check_security,
