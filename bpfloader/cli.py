@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpfloader.errors import LoaderError, one_line
 from bpfloader.journal import Priority, open_reporter
-from bpfloader.version import __version__
+from bpfloader.version import ANDROID_API_LEVEL, ANDROID_API_LEVELS, __version__
 
 if TYPE_CHECKING:
     from bpfloader.loader.run import LoadOptions
@@ -114,16 +114,39 @@ def _where() -> _ArgumentParser:
         help="where the record of what was pinned, the lock and the loaded marker live "
         "(default /run/bpfloader)",
     )
-    _add_build_type(where)
+    _add_platform(where)
     return where
 
 
-def _add_build_type(parser: _ArgumentParser) -> None:
+def _add_platform(parser: _ArgumentParser) -> None:
+    """What the objects' gates are told this system is, beside the kernel it runs."""
     parser.add_argument(
         "--build-type",
         choices=("eng", "user", "userdebug"),
         help="honour the defs' ignore_on_<build type> bits for this build type",
     )
+    parser.add_argument(
+        "--android-api-level",
+        type=_api_level,
+        default=ANDROID_API_LEVEL,
+        metavar="LEVEL",
+        help="the Android API level Android's 2026 objects are gated on: a number (3100 for S "
+        "... 3800 for 27Q2) or a release's name ("
+        + ", ".join(ANDROID_API_LEVELS)
+        + f"; default {ANDROID_API_LEVEL}, 26Q2)",
+    )
+
+
+def _api_level(text: str) -> int:
+    level = ANDROID_API_LEVELS.get(text.upper())
+    if level is not None:
+        return level
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is neither a number nor one of {', '.join(ANDROID_API_LEVELS)}"
+        ) from None
 
 
 def _running() -> _ArgumentParser:
@@ -279,7 +302,7 @@ def _define_check(commands: Commands, name: str, help_text: str) -> None:
         help="resolve CO-RE relocations against this kernel BTF (raw BTF, or an ELF file with a "
         ".BTF section such as a kernel's vmlinux), without root",
     )
-    _add_build_type(check)
+    _add_platform(check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -329,7 +352,7 @@ def _check(args: argparse.Namespace) -> int:
     from bpfloader.loader.check import check_object, format_result
     from bpfloader.loader.run import current_environment
 
-    env = current_environment(args.build_type)
+    env = current_environment(args.build_type, args.android_api_level)
     pin_root = os.path.abspath(args.pin_root)
     target = None
     if args.target_btf is not None:
@@ -357,6 +380,7 @@ def _options(args: argparse.Namespace) -> LoadOptions:
         pin_root=args.pin_root,
         dir_mode=getattr(args, "dir_mode", 0o755),
         build_type=args.build_type,
+        android_api_level=getattr(args, "android_api_level", ANDROID_API_LEVEL),
         state_dir=args.state_dir,
         lock_timeout=getattr(args, "lock_timeout", 0.0),
         allow_untrusted=getattr(args, "insecure_allow_untrusted", False),
@@ -379,7 +403,7 @@ def _run(args: argparse.Namespace) -> int:
     gc.freeze()
     options = _options(args)
     if args.command == "load" and args.dry_run:
-        env = run.current_environment(args.build_type)
+        env = run.current_environment(args.build_type, args.android_api_level)
         plan = run.plan_run(options, env, os.path.lexists)
         for obj in plan.objects:
             if obj.read.untrusted is not None:

@@ -24,6 +24,11 @@
  *
  * Each map NAME also gets typed accessors: bpf_NAME_lookup_elem(&key),
  * bpf_NAME_update_elem(&key, &value, flags), bpf_NAME_delete_elem(&key).
+ *
+ * This emits Android's classic format (the `maps` and `progs` sections), which every Android
+ * loader since 2021 and this one read. `#define BPFLOADER_ANDROID_2026` before including it
+ * emits Android's 2026 format instead (bpf_helpers_2026.h says how): whole pin paths compiled
+ * in, for objects that must pin where Android's newest loader pins.
  */
 #pragma once
 
@@ -68,6 +73,8 @@
 #define IGNORE_ON_X86_32 0x20
 #define IGNORE_ON_X86_64 0x40
 #define IGNORE_ON_RISCV64 0x80
+
+#ifndef BPFLOADER_ANDROID_2026 /* the classic format; else bpf_helpers_2026.h, at the end */
 
 /* ---- the defs (120 and 92 bytes; the loader also reads older, shorter layouts) ---------- */
 
@@ -114,6 +121,8 @@ unsigned int _bpfloader_min_ver SECTION("bpfloader_min_ver") = BPFLOADER_MIN_VER
 unsigned int _bpfloader_max_ver SECTION("bpfloader_max_ver") = BPFLOADER_MAX_VER;
 unsigned int _size_of_bpf_map_def SECTION("size_of_bpf_map_def") = sizeof(struct bpf_map_def);
 unsigned int _size_of_bpf_prog_def SECTION("size_of_bpf_prog_def") = sizeof(struct bpf_prog_def);
+
+#endif
 
 #define LICENSE(NAME) char _license[] SECTION("license") = (NAME)
 #define CRITICAL(REASON) char _critical[] SECTION("critical") = (REASON)
@@ -166,6 +175,21 @@ static long (*bpf_skb_load_bytes_relative)(const void *skb, unsigned int offset,
     };                                                                                           \
     struct ____btf_map_##name SECTION(".maps." #name) ____btf_map_##name = {}
 
+/* Typed accessors of map NAME: bpf_NAME_lookup_elem(&key), bpf_NAME_update_elem(&key, &value,
+ * flags), bpf_NAME_delete_elem(&key). */
+#define BPF_MAP_ACCESSORS(the_map, KeyType, ValueType)                                          \
+    static __always_inline __unused ValueType *bpf_##the_map##_lookup_elem(const KeyType *k) {   \
+        return bpf_map_lookup_elem_unsafe(&the_map, k);                                          \
+    }                                                                                            \
+    static __always_inline __unused long bpf_##the_map##_update_elem(                            \
+        const KeyType *k, const ValueType *v, unsigned long long f) {                            \
+        return bpf_map_update_elem_unsafe(&the_map, k, v, f);                                    \
+    }                                                                                            \
+    static __always_inline __unused long bpf_##the_map##_delete_elem(const KeyType *k) {         \
+        return bpf_map_delete_elem_unsafe(&the_map, k);                                          \
+    }
+
+#ifndef BPFLOADER_ANDROID_2026
 #define DEFINE_BPF_MAP_EXT(the_map, TYPE, KeyType, ValueType, num_entries, flags, usr, grp, md, \
                            selinux, pindir, share, minkver, maxkver, minloader, maxloader,       \
                            ignore_bits)                                                          \
@@ -189,16 +213,7 @@ static long (*bpf_skb_load_bytes_relative)(const void *skb, unsigned int offset,
         .uid = (usr),                                                                            \
     };                                                                                           \
     BPF_ANNOTATE_KV_PAIR(the_map, KeyType, ValueType);                                           \
-    static __always_inline __unused ValueType *bpf_##the_map##_lookup_elem(const KeyType *k) {   \
-        return bpf_map_lookup_elem_unsafe(&the_map, k);                                          \
-    }                                                                                            \
-    static __always_inline __unused long bpf_##the_map##_update_elem(                            \
-        const KeyType *k, const ValueType *v, unsigned long long f) {                            \
-        return bpf_map_update_elem_unsafe(&the_map, k, v, f);                                    \
-    }                                                                                            \
-    static __always_inline __unused long bpf_##the_map##_delete_elem(const KeyType *k) {         \
-        return bpf_map_delete_elem_unsafe(&the_map, k);                                          \
-    }
+    BPF_MAP_ACCESSORS(the_map, KeyType, ValueType)
 
 #define DEFINE_BPF_MAP_KVER_UGM(the_map, TYPE, K, V, n, minkver, maxkver, usr, grp, md)          \
     DEFINE_BPF_MAP_EXT(the_map, TYPE, K, V, n, 0, usr, grp, md, "", "", false, minkver, maxkver,  \
@@ -218,6 +233,7 @@ static long (*bpf_skb_load_bytes_relative)(const void *skb, unsigned int offset,
     DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, AID_ROOT, gid, 0640)
 #define DEFINE_BPF_MAP_GRW(the_map, TYPE, K, V, n, gid) \
     DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, AID_ROOT, gid, 0660)
+#endif
 
 /* ---- local storage, spin locks, timers ----------------------------------------------------- */
 
@@ -242,10 +258,7 @@ static long (*bpf_timer_cancel)(struct bpf_timer *timer) = (void *)BPF_FUNC_time
  * TASK_STORAGE, CGRP_STORAGE) are DEFINE_BPF_MAP_EXT maps the same way: key int, 0 entries,
  * flags BPF_F_NO_PREALLOC.
  */
-#define DEFINE_BPF_SK_STORAGE(the_map, ValueType, usr, grp, md)                                  \
-    DEFINE_BPF_MAP_EXT(the_map, SK_STORAGE, int, ValueType, 0, BPF_F_NO_PREALLOC, usr, grp, md,  \
-                       "", "", false, KVER_NONE, KVER_INF, BPFLOADER_MIN_VER, BPFLOADER_MAX_VER, \
-                       0)                                                                        \
+#define BPF_SK_STORAGE_ACCESSORS(the_map, ValueType)                                            \
     static __always_inline __unused ValueType *bpf_##the_map##_get(void *sk, ValueType *init,    \
                                                                    unsigned long long flags) {   \
         return bpf_sk_storage_get(&the_map, sk, init, flags);                                    \
@@ -253,9 +266,17 @@ static long (*bpf_timer_cancel)(struct bpf_timer *timer) = (void *)BPF_FUNC_time
     static __always_inline __unused long bpf_##the_map##_delete(void *sk) {                      \
         return bpf_sk_storage_delete(&the_map, sk);                                              \
     }
+#ifndef BPFLOADER_ANDROID_2026
+#define DEFINE_BPF_SK_STORAGE(the_map, ValueType, usr, grp, md)                                  \
+    DEFINE_BPF_MAP_EXT(the_map, SK_STORAGE, int, ValueType, 0, BPF_F_NO_PREALLOC, usr, grp, md,  \
+                       "", "", false, KVER_NONE, KVER_INF, BPFLOADER_MIN_VER, BPFLOADER_MAX_VER, \
+                       0)                                                                        \
+    BPF_SK_STORAGE_ACCESSORS(the_map, ValueType)
+#endif
 
 /* ---- programs ---------------------------------------------------------------------------- */
 
+#ifndef BPFLOADER_ANDROID_2026
 #define DEFINE_BPF_PROG_EXT(SECTION_NAME, prog_uid, prog_gid, the_prog, min_kv, max_kv,          \
                             min_loader, max_loader, opt, selinux, pindir, ignore_bits)           \
     const struct bpf_prog_def SECTION("progs") the_prog##_def = {                                \
@@ -285,6 +306,7 @@ static long (*bpf_timer_cancel)(struct bpf_timer *timer) = (void *)BPF_FUNC_time
     DEFINE_BPF_PROG_KVER_RANGE_OPT(SECTION_NAME, uid, gid, the_prog, KVER_NONE, KVER_INF, true)
 #define DEFINE_OPTIONAL_BPF_PROG_KVER(SECTION_NAME, uid, gid, the_prog, min_kv) \
     DEFINE_BPF_PROG_KVER_RANGE_OPT(SECTION_NAME, uid, gid, the_prog, min_kv, KVER_INF, true)
+#endif
 
 /* ---- more kernel helpers: ring buffers --------------------------------------------------- */
 
@@ -299,20 +321,7 @@ static void (*bpf_ringbuf_discard)(void *data, unsigned long long flags) = (void
  * accessors: bpf_NAME_output(&v), bpf_NAME_reserve() -> ValueType * (or NULL when full),
  * bpf_NAME_submit(v), bpf_NAME_discard(v). The consumer needs read-write access to the pin.
  */
-#define DEFINE_BPF_RINGBUF(the_map, ValueType, size_bytes, usr, grp, md)                          \
-    const struct bpf_map_def SECTION("maps") the_map = {                                         \
-        .type = BPF_MAP_TYPE_RINGBUF,                                                            \
-        .key_size = 0,                                                                           \
-        .value_size = 0,                                                                         \
-        .max_entries = (size_bytes),                                                             \
-        .gid = (grp),                                                                            \
-        .mode = (md),                                                                            \
-        .bpfloader_min_ver = BPFLOADER_MIN_VER,                                                  \
-        .bpfloader_max_ver = BPFLOADER_MAX_VER,                                                  \
-        .min_kver = KVER_NONE,                                                                   \
-        .max_kver = KVER_INF,                                                                    \
-        .uid = (usr),                                                                            \
-    };                                                                                           \
+#define BPF_RINGBUF_ACCESSORS(the_map, ValueType, size_bytes)                                  \
     _Static_assert((size_bytes) >= 4096, "a ring buffer holds at least 4096 bytes");            \
     _Static_assert(((size_bytes) & ((size_bytes) - 1)) == 0, "a ring buffer's size: 2^n bytes"); \
     static __always_inline __unused long bpf_##the_map##_output(const ValueType *v) {            \
@@ -327,3 +336,22 @@ static void (*bpf_ringbuf_discard)(void *data, unsigned long long flags) = (void
     static __always_inline __unused void bpf_##the_map##_discard(ValueType *v) {                 \
         bpf_ringbuf_discard(v, 0);                                                               \
     }
+#ifndef BPFLOADER_ANDROID_2026
+#define DEFINE_BPF_RINGBUF(the_map, ValueType, size_bytes, usr, grp, md)                          \
+    const struct bpf_map_def SECTION("maps") the_map = {                                         \
+        .type = BPF_MAP_TYPE_RINGBUF,                                                            \
+        .key_size = 0,                                                                           \
+        .value_size = 0,                                                                         \
+        .max_entries = (size_bytes),                                                             \
+        .gid = (grp),                                                                            \
+        .mode = (md),                                                                            \
+        .bpfloader_min_ver = BPFLOADER_MIN_VER,                                                  \
+        .bpfloader_max_ver = BPFLOADER_MAX_VER,                                                  \
+        .min_kver = KVER_NONE,                                                                   \
+        .max_kver = KVER_INF,                                                                    \
+        .uid = (usr),                                                                            \
+    };                                                                                           \
+    BPF_RINGBUF_ACCESSORS(the_map, ValueType, size_bytes)
+#else
+#include "bpf_helpers_2026.h"
+#endif

@@ -452,7 +452,7 @@ class KernelObjects:
         code = relocate(spec, map_fds, self.core_relocated(spec), externs.patches)
         try:
             loaded = kprogs.load_program(
-                name=spec.name,
+                name=spec.kernel_name or spec.name,
                 prog_type=spec.type,
                 expected_attach_type=spec.expected_attach_type,
                 instructions=code,

@@ -89,3 +89,11 @@ def program_pin_name(object_name: str, section: str, *, libbpf: bool = False) ->
 
 def pin_path(pin_root: str, subdir: str, name: str) -> str:
     return os.path.join(pin_root, subdir, name) if subdir else os.path.join(pin_root, name)
+
+
+def given_pin_path(pin_root: str, relative: str, what: str) -> str:
+    """A pin path an object gives whole (Android's 2026 `pin_location`, under the pin root):
+    its directories and name checked as every other's."""
+    directory, _, name = relative.rpartition("/")
+    subdir = check_subdir(directory, f"{what} directory")
+    return pin_path(pin_root, subdir, check_component(name, what))

@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bpfloader.errors import LoaderError, PlanError, show_name
-from bpfloader.loader.gates import Environment, loader_skip_reason, skip_reason
+from bpfloader.loader.gates import (
+    Environment,
+    android_map_for_kernel,
+    loader_skip_reason,
+    skip_reason,
+)
 from bpfloader.loader.limits import MapMemoryCeiling, RunMapMemory
 from bpfloader.loader.naming import (
     check_subdir,
+    given_pin_path,
     map_pin_name,
     object_name,
     pin_path,
@@ -144,9 +150,14 @@ class Planner:
         return check_subdir(source.location, "location directory")
 
     def _map(self, source: SourceObject, obj: ObjectSpec, spec: MapSpec) -> MapPlan:
+        if not _is_libbpf(obj):
+            spec = android_map_for_kernel(spec, self.env)
         try:
-            name = map_pin_name(_object_name(obj), spec.name, shared=spec.shared)
-            path = pin_path(self.pin_root, self._subdir(source, spec.pin_subdir), name)
+            if spec.pin_path:
+                path = given_pin_path(self.pin_root, spec.pin_path, "map pin")
+            else:
+                name = map_pin_name(_object_name(obj), spec.name, shared=spec.shared)
+                path = pin_path(self.pin_root, self._subdir(source, spec.pin_subdir), name)
         except LoaderError as e:
             e.where(section=obj.maps_section)
             raise
@@ -177,8 +188,12 @@ class Planner:
         passing: dict[str, list[ProgramSpec]] = {}  # pin path -> the variants passing there
         for spec in obj.programs:
             try:
-                name = program_pin_name(_object_name(obj), spec.pin_section, libbpf=_is_libbpf(obj))
-                path = pin_path(self.pin_root, self._subdir(source, spec.pin_subdir), name)
+                if spec.pin_path:
+                    path = given_pin_path(self.pin_root, spec.pin_path, "program pin")
+                else:
+                    stem = spec.pin_section
+                    name = program_pin_name(_object_name(obj), stem, libbpf=_is_libbpf(obj))
+                    path = pin_path(self.pin_root, self._subdir(source, spec.pin_subdir), name)
             except LoaderError as e:
                 e.where(section=spec.section)
                 raise

@@ -49,7 +49,7 @@ from bpfloader.loader.state import (
 )
 from bpfloader.loader.state_dir import StateDir
 from bpfloader.locations import DEFAULT_STATE_DIR
-from bpfloader.version import LOADER_VERSION
+from bpfloader.version import ANDROID_API_LEVEL, LOADER_VERSION
 
 if TYPE_CHECKING:
     from bpfloader.loader.apply import Applier
@@ -67,6 +67,7 @@ class LoadOptions:
     pin_root: str = DEFAULT_PIN_ROOT
     dir_mode: int = 0o755
     build_type: str | None = None
+    android_api_level: int = ANDROID_API_LEVEL
     state_dir: str = DEFAULT_STATE_DIR
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     allow_untrusted: bool = False  # --insecure-allow-untrusted: the trust policy only warns
@@ -94,7 +95,9 @@ class RunResult:
         return [o for o in self.objects if o.status is Status.FAILED and o.plan.critical]
 
 
-def current_environment(build_type: str | None = None) -> Environment:
+def current_environment(
+    build_type: str | None = None, android_api_level: int = ANDROID_API_LEVEL
+) -> Environment:
     """What the objects' gates are checked against: computed once per run, passed down."""
     release = system.kernel_release()
     return Environment(
@@ -102,6 +105,7 @@ def current_environment(build_type: str | None = None) -> Environment:
         loader_version=LOADER_VERSION,
         arch=system.machine(),
         build_type=build_type,
+        android_api_level=android_api_level,
     )
 
 
@@ -182,7 +186,7 @@ class _Run:
         self.reporter = reporter
         self.reloading = reloading
         self.recreate = recreate
-        self.env = current_environment(options.build_type)
+        self.env = current_environment(options.build_type, options.android_api_level)
         self.pin_root = os.path.abspath(options.pin_root)
         # The pins there before this run looked: a state rebuilt from the pins counts only
         # those, not the ones this run made meanwhile (its objects are planned as they load).

@@ -25,6 +25,7 @@ from bpfloader.loader.naming import check_not_reserved
 from bpfloader.loader.plan import ObjectPlan, Planner, SourceObject
 from bpfloader.loader.policy import Policy, apply_policy, policy_types, read_policy_in
 from bpfloader.loader.scan import SourceTree
+from bpfloader.loader.twins import twin_skip_reason
 from bpfloader.loader.state import LoaderState, unchanged
 from bpfloader.loader.trust import open_checked, read_all, refused
 
@@ -80,10 +81,12 @@ def plan_sources(
     the tree's fds are closed after the last one. With `recorded` (a reload), an object found
     unchanged is planned as such, unparsed. An object over `max_object_bytes` fails unread."""
     with tree:
+        siblings = {source.path for source in tree}
         for source in tree:
             started = time.perf_counter()
             reading = _Reading(tree, source, allow_untrusted, max_object_bytes)
-            plan = reading.plan(planner, recorded)
+            twin = twin_skip_reason(source.path, siblings, planner.env)
+            plan = ObjectPlan(source, skip_reason=twin) if twin else reading.plan(planner, recorded)
             read = SourceRead(
                 reading.sha256, reading.untrusted, time.perf_counter() - started, reading.ignored
             )

@@ -66,7 +66,10 @@ class StateError(LoaderError):
 def environment_key(env: Environment) -> str:
     """What gates depend on: a state recorded under another environment is re-checked."""
     kernel = ".".join(map(str, env.kernel))
-    return f"kernel {kernel}; loader {env.loader_version}; {env.arch}; {env.build_type}"
+    return (
+        f"kernel {kernel}; loader {env.loader_version}; android {env.android_api_level}; "
+        f"{env.arch}; {env.build_type}"
+    )
 
 
 def read_state(state_dir: StateDir, pin_root: str) -> LoaderState | None:

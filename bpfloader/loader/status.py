@@ -264,7 +264,7 @@ def _not_looked_into(path: str, pin_root: str) -> str:
 def current_status(options: LoadOptions) -> dict[str, Any]:
     """The report for a pin root: from the recorded state, or rebuilt (read-only) without one.
     Nothing is made, changed or taken over, in the pin root or in the state directory."""
-    env = current_environment(options.build_type)
+    env = current_environment(options.build_type, options.android_api_level)
     with PinRoot.open_existing(options.pin_root) as root:
         state, interrupted = _recorded(options.state_dir, root.path, env)
         if state is not None:

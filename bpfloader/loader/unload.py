@@ -41,7 +41,7 @@ def unload(options: LoadOptions, reporter: Reporter, names: list[str]) -> RunRes
         run_lock(state_dir, options.lock_timeout),
     ):
         remove_leftovers(state_dir)
-        env = current_environment(options.build_type)
+        env = current_environment(options.build_type, options.android_api_level)
         previous, problem = recorded_state(state_dir, root.path, env)
         if previous is None:
             plan = (

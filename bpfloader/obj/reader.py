@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bpfloader.errors import LoaderError, ObjectFormatError
+from bpfloader.obj import android_2026
 from bpfloader.obj.bpftypes import INSN_SIZE, R_BPF_64_32, R_BPF_64_64
 from bpfloader.obj.defs import (
     DEFAULT_MAP_DEF_SIZE,
@@ -76,6 +77,13 @@ def read_elf(
     elf: ElfObject, path: str, types: Mapping[str, SectionDef] | None = None
 ) -> ObjectSpec:
     """The spec of an object already read as ELF: what read_object does once the file is."""
+    if is_android_2026(elf):
+        if types:
+            raise _err(
+                "a policy file's program type applies to libbpf-style objects only; an "
+                f"Android object's {android_2026.PROGS_SECTION} defs give its types"
+            )
+        return read_android_2026(elf, path)
     if is_libbpf_style(elf):
         # libbpf gives the kernel an empty license where the object has none (the kernel then
         # refuses GPL-only helpers, and the loader's error says why: kernel_objects.py).
@@ -102,6 +110,34 @@ ANDROID_SECTIONS = frozenset(
         "size_of_bpf_prog_def",
     }
 )
+
+
+def is_android_2026(elf: ElfObject) -> bool:
+    """Android's 2026 format: `.android_maps` or `.android_progs`. With any of the classic
+    format's sections beside them the object is neither, and an error says so."""
+    names = {s.name for s in elf.sections}
+    new = [n for n in android_2026.SECTIONS if n in names]
+    if not new:
+        return False
+    old = sorted(n for n in names if n in ANDROID_SECTIONS or n == "maps")
+    if old:
+        raise _err(
+            f"mixes Android's 2026 sections ({', '.join(new)}) with the classic format's "
+            f"({', '.join(old)}): build it with one header"
+        )
+    return True
+
+
+def read_android_2026(elf: ElfObject, path: str) -> ObjectSpec:
+    """An object of Android's 2026 format: read as libbpf-style, each program typed by its
+    def, then the defs laid over (obj/android_2026.py). Its license is required, as Android's
+    loader requires it."""
+    section = elf.section("license")
+    license = decode_license(section.data if section is not None else None)
+    map_defs = android_2026.read_map_defs(elf)
+    programs = android_2026.program_defs(elf, android_2026.read_prog_defs(elf))
+    spec = read_libbpf_object(elf, path, license, android_2026.section_types(programs))
+    return android_2026.lay_over(spec, map_defs, programs)
 
 
 # What a `maps` section of Android's holds when the object says no other size (no

@@ -18,22 +18,29 @@ if TYPE_CHECKING:
 
 DEFAULT_LOADER_MIN = 0
 DEFAULT_LOADER_MAX = 0x10000
+ANDROID_API_MIN = -(1 << 31)  # a 2026 def's API levels are signed; the widest range is the default
+ANDROID_API_MAX = (1 << 31) - 1
 PROGRAM_PIN_MODE = 0o440
 
 
 @dataclass(frozen=True)
 class Gates:
-    """When a def applies: min <= version < max, and not on the platforms it ignores."""
+    """When a def applies: min <= version < max, and not on the platforms it ignores. The
+    loader version is a classic def's; the Android API level (3100 for S ... 3800 for 27Q2)
+    a 2026 def's, which ranges over Android's releases instead."""
 
     min_kver: int = 0
     max_kver: int = KVER_INF
     min_loader: int = DEFAULT_LOADER_MIN
     max_loader: int = DEFAULT_LOADER_MAX
     ignore_on: int = 0  # the ignore_on_* bit byte of the def
+    min_api_level: int = ANDROID_API_MIN
+    max_api_level: int = ANDROID_API_MAX
 
 
 class ObjectStyle(StrEnum):
     ANDROID = "android"  # defs in `maps` and `progs`, Android's section prefixes
+    ANDROID_2026 = "android-2026"  # defs in `.android_maps`, `.android_progs`; maps in `.maps`
     LIBBPF = "libbpf"  # BTF-defined maps in `.maps`, libbpf's section names, global data
 
 
@@ -69,6 +76,7 @@ class MapSpec:
     slots: tuple[MapSlot, ...] = ()
     numa_node: int = 0
     map_extra: int = 0
+    pin_path: str = ""  # under the pin root, where the object says it whole (2026 format)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,8 @@ class ProgramSpec:
     attach_target_kind: str = ""  # its BTF kind, "FUNC" or "TYPEDEF"
     prog_flags: int = 0
     core_relos: tuple[CoreRelocation, ...] = ()  # CO-RE: applied once the target is known
+    pin_path: str = ""  # under the pin root, where the object says it whole (2026 format)
+    kernel_name: str = ""  # the name the kernel is given, where it is not `name`
     extern_refs: tuple[ExternReference, ...] = ()  # `__ksym` uses: given once resolved
 
     @property
@@ -151,7 +161,14 @@ class ObjectSpec:
     @property
     def maps_section(self) -> str:
         """Where the object declares its maps: what an error about a map names."""
-        return ".maps" if self.style is ObjectStyle.LIBBPF else "maps"
+        return _MAPS_SECTIONS[self.style]
 
     def map_named(self, name: str) -> MapSpec | None:
         return next((m for m in self.maps if m.name == name), None)
+
+
+_MAPS_SECTIONS = {
+    ObjectStyle.ANDROID: "maps",
+    ObjectStyle.ANDROID_2026: ".android_maps",
+    ObjectStyle.LIBBPF: ".maps",
+}
