@@ -54,6 +54,7 @@ def _build_seeds(out: Path, vmlinux: list[str]) -> list[Path]:
     )
     sources += sorted((ROOT / "tests" / "bpf" / "core").glob("*.c"))
     sources += sorted((ROOT / "tests" / "bpf" / "ksyms").glob("*.c"))
+    sources += sorted((ROOT / "tests" / "bpf" / "android2026").glob("*.c"))
     built = []
     for src in sources:
         if src.name.startswith(("libbpf_", "core_", "ksyms_")):
