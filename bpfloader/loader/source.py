@@ -25,9 +25,9 @@ from bpfloader.loader.naming import check_not_reserved
 from bpfloader.loader.plan import ObjectPlan, Planner, SourceObject
 from bpfloader.loader.policy import Policy, apply_policy, policy_types, read_policy_in
 from bpfloader.loader.scan import SourceTree
-from bpfloader.loader.twins import twin_skip_reason
 from bpfloader.loader.state import LoaderState, unchanged
 from bpfloader.loader.trust import open_checked, read_all, refused
+from bpfloader.loader.twins import twin_skip_reason
 
 if TYPE_CHECKING:
     from bpfloader.obj.libbpf_sections import SectionDef

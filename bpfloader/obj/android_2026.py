@@ -39,7 +39,7 @@ from bpfloader.obj.bpftypes import ProgType
 from bpfloader.obj.elf import STT_FUNC, STT_OBJECT, ElfObject, Section, Symbol
 from bpfloader.obj.libbpf_sections import SectionDef
 from bpfloader.obj.ownership import Ownership
-from bpfloader.obj.spec import PROGRAM_PIN_MODE, Gates, MapSpec, ObjectSpec, ObjectStyle
+from bpfloader.obj.spec import PROGRAM_PIN_MODE, Gates, ObjectSpec, ObjectStyle
 
 MAPS_SECTION = ".android_maps"
 PROGS_SECTION = ".android_progs"
