@@ -265,3 +265,26 @@ def test_check_with_the_kernel(fields, bpfloader_cli):
     run = bpfloader_cli("check", "--kernel", fields)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "  kernel: 5 maps created, 3 programs loaded" in run.stdout.splitlines(), run.stdout
+
+
+MAPS_ONLY = """
+#define BPFLOADER_ANDROID_2026
+#define BPF_OBJ_NAME "test"
+#define DEFAULT_BPF_PIN_SUBDIR "tethering"
+#include <bpf_helpers.h>
+DEFINE_BPF_MAP_GRW(kernel_stats_map, ARRAY, uint32_t, uint32_t, 2, 1073);
+DEFINE_BPF_MAP(bitmap, ARRAY, int, uint64_t, 1);
+LICENSE("Apache 2.0");
+"""
+
+
+def test_an_object_of_maps_only(compile_bpf, source_dir, bpffs, bpfloader_cli):
+    """As Android's test.o: no program, its maps pinned where its defs say."""
+    obj = compile_bpf(MAPS_ONLY, "test.o")
+    shutil.copy(obj, source_dir)
+    run = load(bpfloader_cli, source_dir, bpffs)
+    assert run.returncode == 0, run.stderr
+    maps, programs = android_defs(obj)
+    assert programs == [] and len(maps) == 2
+    assert_pinned_as_declared(maps, bpffs, missing=set())
+    assert pins_in(bpffs) == {"tethering/map_test_kernel_stats_map", "tethering/map_test_bitmap"}
