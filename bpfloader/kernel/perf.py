@@ -79,7 +79,7 @@ def _retprobe_bit(pmu: str) -> int:
     """Which config bit makes a return probe, as the PMU describes it ("config:0")."""
     with open(os.path.join(PMU_DIR, pmu, "format", "retprobe")) as f:
         field, _, bit = f.read().strip().partition(":")
-    if field != "config" or not bit.isdigit():
+    if field != "config" or not (bit.isascii() and bit.isdigit()):
         raise AttachError(f"cannot read {PMU_DIR}/{pmu}/format/retprobe: {field}:{bit}")
     return int(bit)
 

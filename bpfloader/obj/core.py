@@ -300,7 +300,10 @@ def parse_spec(btf: Btf, record: CoreReloRecord) -> Spec:
             raise CoreError(f"a type relocation's access string is '{text}', not '0'")
         return spec
     pieces = text.split(":")
-    if len(pieces) > MAX_SPEC_LEN or not all(p.isdigit() and len(p) <= 10 for p in pieces):
+    # ASCII digits only: str.isdigit takes '²' (the string is read as Latin-1), int() does not.
+    if len(pieces) > MAX_SPEC_LEN or not all(
+        p.isascii() and p.isdigit() and len(p) <= 10 for p in pieces
+    ):
         raise CoreError(f"access string '{text[:80]}' is malformed")
     spec.raw = [int(p) for p in pieces]
     if any(i > 0x7FFFFFFF for i in spec.raw):

@@ -248,7 +248,7 @@ def test_a_malformed_module_btf_is_a_one_line_error_naming_it(target):
 
 # -- hand-made BTF --------------------------------------------------------------------------------
 
-_STRINGS = b"\0int\0s\0x\0y\0z\0" + b"0:0\0" + b"0:1\0" + b"0\0" + b"0:5\0" + b"1:0\0"
+_STRINGS = b"\0int\0s\0x\0y\0z\0" + b"0:0\0" + b"0:1\0" + b"0\0" + b"0:5\0" + b"1:0\0" + b"0:\xb2\0"
 
 
 def _name(name: str) -> int:
@@ -279,11 +279,13 @@ def _btf_of_struct(members: list[tuple[str, int]]) -> core.Btf:
         ("0:0", CoreKind.TYPE_SIZE, "a type relocation's access string is '0:0', not '0'"),
         ("0", CoreKind.ENUMVAL_VALUE, "is not an enumerator of type 2"),
         ("", CoreKind.FIELD_BYTE_OFFSET, "access string '' is malformed"),
+        # A digit to str.isdigit, not to int() (found by the fuzzer: Latin-1's superscript 2).
+        ("0:\xb2", CoreKind.FIELD_BYTE_OFFSET, "access string '0:\xb2' is malformed"),
     ],
 )
 def test_malformed_local_specs_are_one_line_errors(access, kind, message):
     local = _btf_of_struct([("x", 0), ("y", 32)])
-    off = local.strings.index(access.encode() + b"\0") if access else 0
+    off = local.strings.index(access.encode("latin-1") + b"\0") if access else 0
     records = (("sec", CoreReloRecord(0, 2, off, kind, 0)),)
     with pytest.raises(CoreError) as caught:
         core.resolve(core.ObjectCore(local, records), core.TargetBtf("t", local))
