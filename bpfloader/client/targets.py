@@ -39,6 +39,20 @@ def _tracepoint(prog: AttachableProgram, kind: str, spec: str, target: str) -> A
     return tracing.attach_tracepoint(prog, category, name)
 
 
+def _raw_tracepoint(prog: AttachableProgram, kind: str, spec: str, target: str) -> Attachment:
+    if not spec:
+        raise AttachError(f"{target!r}: expected raw_tracepoint:NAME (raw_tracepoint:sched_switch)")
+    return tracing.attach_raw_tracepoint(prog, spec)
+
+
+def _tracing(prog: AttachableProgram, kind: str, spec: str, target: str) -> Attachment:
+    if spec:
+        raise AttachError(
+            f"{target!r}: a {kind} program attaches where it was loaded for: write '{kind}'"
+        )
+    return tracing.attach_tracing(prog, kind)
+
+
 def _kprobe(prog: AttachableProgram, kind: str, spec: str, target: str) -> Attachment:
     function, offset = _with_offset(spec, target)
     return tracing.attach_kprobe(prog, function, offset, retprobe=kind == "kretprobe")
@@ -107,6 +121,15 @@ TARGETS = (
         _uprobe,
     ),
     TargetSyntax(("uretprobe",), "uretprobe:BINARY:SYMBOL", "(likewise)", _uprobe),
+    TargetSyntax(
+        ("raw_tracepoint",), "raw_tracepoint:NAME", "raw_tracepoint:sched_switch", _raw_tracepoint
+    ),
+    TargetSyntax(
+        tuple(tracing.TRACING_KINDS),
+        "fentry|fexit|fmod_ret|tp_btf|lsm",
+        "where the program was loaded for (its section's target)",
+        _tracing,
+    ),
     TargetSyntax(
         ("perf_event",),
         "perf_event[:HZ]",

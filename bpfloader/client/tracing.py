@@ -1,7 +1,10 @@
-"""Attaching tracing programs to perf events: tracepoints, kprobes, uprobes, the cpu clock.
+"""Attaching tracing programs: to perf events (tracepoints, kprobes, uprobes, the cpu clock),
+to raw tracepoints, and to the kernel function or hook they were loaded for (fentry, fexit,
+fmod_ret, tp_btf, lsm).
 
-Each event gets the program through a BPF perf link where the kernel has them (5.15+), which
-can be pinned; older kernels get PERF_EVENT_IOC_SET_BPF, held by this process's perf fd.
+Each perf event gets the program through a BPF perf link where the kernel has them (5.15+),
+which can be pinned; older kernels get PERF_EVENT_IOC_SET_BPF, held by this process's perf fd.
+The others are BPF links (BPF_RAW_TRACEPOINT_OPEN, BPF_LINK_CREATE).
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ import os
 
 from bpfloader.client.attachment import AttachableProgram, Attachment
 from bpfloader.client.symbols import function_offset
+from bpfloader.kernel import links as klinks
 from bpfloader.kernel import perf as kperf
 from bpfloader.kernel import system
-from bpfloader.obj.bpftypes import ProgType
+from bpfloader.obj.bpftypes import AttachType, ProgType
 
 DEFAULT_FREQUENCY = 99  # Hz: off the beat of the timer tick, as profilers do
 NO_PERF_LINK = (
@@ -55,6 +59,30 @@ def attach_uprobe(
     if symbol and offset:
         where += f"+{offset:#x}"
     return _on_events(prog, [("", event)], f"{kind}:{path}:{where}")
+
+
+# A program loaded for one kernel function or hook (its attach_btf_id) is attached by naming
+# its kind: the attach type BPF_LINK_CREATE is given, and the program type it takes.
+TRACING_KINDS: dict[str, tuple[ProgType, AttachType]] = {
+    "fentry": (ProgType.TRACING, AttachType.TRACE_FENTRY),
+    "fexit": (ProgType.TRACING, AttachType.TRACE_FEXIT),
+    "fmod_ret": (ProgType.TRACING, AttachType.MODIFY_RETURN),
+    "tp_btf": (ProgType.TRACING, AttachType.TRACE_RAW_TP),
+    "lsm": (ProgType.LSM, AttachType.LSM_MAC),
+}
+
+
+def attach_tracing(prog: AttachableProgram, kind: str) -> Attachment:
+    """Attach a program to the function or hook it was loaded for."""
+    prog_type, attach_type = TRACING_KINDS[kind]
+    prog.require_type(f"{kind} (the target it was loaded for)", prog_type)
+    return Attachment(kind, links=[("", klinks.create_link(prog.fd, 0, attach_type))])
+
+
+def attach_raw_tracepoint(prog: AttachableProgram, name: str) -> Attachment:
+    prog.require_type("a raw tracepoint", ProgType.RAW_TRACEPOINT, ProgType.RAW_TRACEPOINT_WRITABLE)
+    link = klinks.open_raw_tracepoint(name, prog.fd)
+    return Attachment(f"raw_tracepoint:{name}", links=[("", link)])
 
 
 def attach_perf_event(prog: AttachableProgram, frequency: int = DEFAULT_FREQUENCY) -> Attachment:

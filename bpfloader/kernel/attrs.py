@@ -277,6 +277,12 @@ class LinkCreateAttr(ctypes.Structure):
     ]
 
 
+class RawTracepointAttr(ctypes.Structure):
+    """BPF_RAW_TRACEPOINT_OPEN."""
+
+    _fields_ = [("name", u64), ("prog_fd", u32)]
+
+
 class LinkDetachAttr(ctypes.Structure):
     _fields_ = [("link_fd", u32)]
 

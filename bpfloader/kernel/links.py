@@ -19,6 +19,7 @@ from bpfloader.kernel.attrs import (
     LinkDetachAttr,
     LinkInfoStruct,
     ProgAttachAttr,
+    RawTracepointAttr,
 )
 from bpfloader.kernel.syscall import UNSUPPORTED_ERRNOS, Cmd, bpf
 
@@ -63,6 +64,14 @@ def create_link(prog_fd: int, target: int, attach_type: int, flags: int = 0) -> 
     """A new link fd attaching `prog_fd` to `target` (an fd, or an ifindex for XDP)."""
     attr = LinkCreateAttr(prog_fd=prog_fd, target=target, attach_type=attach_type, flags=flags)
     return bpf(Cmd.LINK_CREATE, attr)
+
+
+def open_raw_tracepoint(name: str, prog_fd: int) -> int:
+    """A link fd attaching `prog_fd` to raw tracepoint `name` (BPF_RAW_TRACEPOINT_OPEN: a BPF
+    link since 5.7; before, an fd that cannot be pinned)."""
+    buffer = ctypes.create_string_buffer(name.encode())
+    attr = RawTracepointAttr(name=ctypes.addressof(buffer), prog_fd=prog_fd)
+    return bpf(Cmd.RAW_TRACEPOINT_OPEN, attr, operation="BPF_RAW_TRACEPOINT_OPEN")
 
 
 def detach_link(link_fd: int) -> None:

@@ -43,6 +43,7 @@ class Cmd(IntEnum):
     PROG_DETACH = 9
     PROG_TEST_RUN = 10
     OBJ_GET_INFO_BY_FD = 15
+    RAW_TRACEPOINT_OPEN = 17
     BTF_LOAD = 18
     BTF_GET_FD_BY_ID = 19
     MAP_FREEZE = 22

@@ -9,6 +9,7 @@ either has all its pins or none, and no process ever sees a pin with the wrong o
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 
 from bpfloader.errors import KernelError, LoaderError
 from bpfloader.journal import Priority, Reporter
+from bpfloader.kernel import links as klinks
 from bpfloader.kernel.fd import Fd
 from bpfloader.kernel.syscall import kernel_seconds
-from bpfloader.loader import events
+from bpfloader.loader import attachments, events
 from bpfloader.loader.kernel_objects import (
     BOOT,
     KernelObjects,
@@ -28,13 +30,14 @@ from bpfloader.loader.kernel_objects import (
     LoadMode,
 )
 from bpfloader.loader.limits import open_files_error
+from bpfloader.loader.naming import object_name
 from bpfloader.loader.pin_root import PinRoot
 from bpfloader.loader.plan import ObjectPlan, planned_skips
 from bpfloader.loader.results import Action, ObjectResult, Pin, Status, Timings
 from bpfloader.loader.source import PlannedObject
 from bpfloader.obj.bpftypes import PinKind
 from bpfloader.obj.ownership import Ownership
-from bpfloader.obj.spec import ProgramSpec
+from bpfloader.obj.spec import ObjectStyle, ProgramSpec
 
 
 class Applier:
@@ -142,6 +145,12 @@ class _ObjectWork:
         result.pins = [self._map(m) for m in self.loaded.maps]
         result.pins += [self._program(p) for p in self.loaded.programs]
         self._publish(result)
+        # Attached once the object's pins are in place; rolled back with them on a failure.
+        for live in self.loaded.programs:
+            result.pins += self._attach(live)
+        if self.staged:
+            with self.applier.publishing:
+                self._publish_staged()
         self._commit()
 
     def _btf_refused(self, message: str) -> None:
@@ -193,6 +202,85 @@ class _ObjectWork:
             info.jited_size,
             section=spec.section,
         )
+
+    # -- declared attachments ----------------------------------------------------------------
+
+    def _attach(self, live: LiveProgram) -> list[Pin]:
+        """The program attached where its policy file says, each link staged beside its pin
+        (swapped for the link pinned there before, which then lets go of the old program); a
+        program kept as it was keeps the links pinned for it."""
+        spec, pin = live.plan.spec, live.plan.pin_path
+        base = attachments.link_pin_base(pin, self.object_name, spec.name)
+        pins: list[Pin] = []
+        for index, declared in enumerate(spec.attach):
+            if not live.loaded:
+                kept = self._kept_links(base, index, spec, declared.target)
+                if kept:
+                    pins += kept
+                    continue
+            try:
+                attachment = attachments.attach(live.fd.number, pin, declared.target)
+            except (LoaderError, OSError) as e:
+                reason = e.reason if isinstance(e, LoaderError) else str(e)
+                if declared.optional:
+                    self.reporter.emit(
+                        events.attachment_failed(self.plan.path, spec.name, declared.target, reason)
+                    )
+                    continue
+                raise attachments.AttachmentError(
+                    f"program {spec.name}: cannot attach to {declared.target}: {reason}",
+                    section=spec.section,
+                ) from e
+            with attachment:
+                if not attachment.links:
+                    raise attachments.AttachmentError(
+                        f"program {spec.name}: attached to {declared.target} without a BPF link "
+                        "(this kernel has none for it), which nothing could hold once the "
+                        "loader exits",
+                        section=spec.section,
+                    )
+                for path, link in attachments.link_pin_names(base, index, attachment):
+                    replaces = self._pinned(path, PinKind.LINK)
+                    with Fd(os.dup(link)) as fd:
+                        self._stage(fd, path, spec.owner, replaces=replaces)
+                    action = Action.REPLACE if replaces else Action.CREATE
+                    ident = klinks.link_info(link).id
+                    pins.append(
+                        Pin(
+                            path,
+                            PinKind.LINK,
+                            spec.name,
+                            ident,
+                            spec.owner,
+                            action,
+                            target=attachment.target,
+                        )
+                    )
+        return pins
+
+    def _kept_links(self, base: str, index: int, spec: ProgramSpec, target: str) -> list[Pin]:
+        """The link pinned for attachment `index` of a program kept as it was ([] if none)."""
+        path = base if index == 0 else f"{base}_{index + 1}"
+        found = self._open_existing(path, PinKind.LINK)
+        if found is None:
+            return []
+        with found:
+            ident = klinks.link_info(found.number).id
+        owner = self.applier.root.owner_of(path)
+        return [Pin(path, PinKind.LINK, spec.name, ident, owner, Action.REUSE, target=target)]
+
+    @property
+    def object_name(self) -> str:
+        """FILENAME of its link pins, by its format's rule (naming.object_name)."""
+        assert self.plan.spec is not None
+        return object_name(self.plan.path, libbpf=self.plan.spec.style is ObjectStyle.LIBBPF)
+
+    def _pinned(self, path: str, kind: PinKind) -> bool:
+        found = self._open_existing(path, kind)
+        if found is None:
+            return False
+        found.close()
+        return True
 
     # -- pins -------------------------------------------------------------------------------
 

@@ -224,6 +224,18 @@ def object_removed(path: str) -> Event:
     )
 
 
+def attachment_failed(path: str, program: str, target: str, reason: str) -> Event:
+    return _event(
+        MessageId.ATTACHMENT_FAILED,
+        Priority.WARNING,
+        f"{path}: program {show_name(program)} not attached to {show_name(target)} (optional): "
+        f"{reason}",
+        BPF_OBJECT=path,
+        BPF_PROGRAM=field_name(program),
+        BPF_ATTACH_TARGET=field_name(target),
+    )
+
+
 def btf_refused(path: str, message: str) -> Event:
     return _event(MessageId.BTF_REFUSED, Priority.WARNING, message, BPF_OBJECT=path)
 
@@ -281,6 +293,19 @@ def _kernel_object_event(path: str, pin: Pin) -> Event:
             )
         return Event(
             MessageId.MAP_CREATED, Priority.INFO, f"created map {name} (id {pin.kernel_id})", fields
+        )
+    if pin.kind is PinKind.LINK:
+        fields.update(
+            BPF_PROGRAM=field_name(pin.name),
+            BPF_LINK_ID=pin.kernel_id,
+            BPF_ATTACH_TARGET=field_name(pin.target),
+        )
+        how = "kept attached" if action is Action.REUSE else "attached"
+        return Event(
+            MessageId.PROGRAM_ATTACHED,
+            Priority.INFO,
+            f"{how} program {name} to {show_name(pin.target)} (link {pin.kernel_id})",
+            fields,
         )
     fields.update(BPF_PROGRAM=field_name(pin.name), BPF_PROG_ID=pin.kernel_id)
     if pin.section:

@@ -47,12 +47,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from bpfloader.errors import LoaderError
+from bpfloader.loader.attachments import ATTACH_KEY, Declared, parse_attach, resolved
 from bpfloader.loader.trust import Confinement, SourceDirectory, open_checked, read_all
 from bpfloader.obj.ownership import Ownership
 
 if TYPE_CHECKING:
     from bpfloader.obj.libbpf_sections import SectionDef
-    from bpfloader.obj.spec import MapSpec, ObjectSpec
+    from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 
 POLICY_SUFFIX = ".policy"
 MAX_POLICY_BYTES = 1 << 20  # a policy file is a few lines: a bigger one is not read whole
@@ -75,6 +76,9 @@ class Policy:
     text: bytes  # the file's bytes: a change to them is a change to the object
     # Program types by program name ("": every program), for the reader (obj/reader.py).
     types: dict[str, SectionDef] = dataclasses.field(default_factory=dict)
+    # Where programs attach once loaded, by program name: (target, optional) each
+    # (loader/attachments.py).
+    attach: dict[str, Declared] = dataclasses.field(default_factory=dict)
 
 
 def policy_types(policy: Policy | None) -> dict[str, SectionDef]:
@@ -151,12 +155,18 @@ def parse_policy(text: bytes, path: str) -> Policy:
     if TYPE_KEY in doc:
         types[""] = _type(doc[TYPE_KEY], path, "type")
     programs = doc.get("program", {})
-    if isinstance(programs, dict):  # `type` taken out of each [program.NAME]: not a Rule's key
+    attach: dict[str, Declared] = {}
+    if isinstance(programs, dict):  # `type`, `attach` taken out of each [program.NAME]
         for name, table in programs.items():
             if isinstance(table, dict) and TYPE_KEY in table:
                 types[name] = _type(table[TYPE_KEY], path, f"[program.{name}]: type")
+            if isinstance(table, dict) and ATTACH_KEY in table:
+                try:
+                    attach[name] = parse_attach(table[ATTACH_KEY], f"[program.{name}]: attach")
+                except ValueError as e:
+                    raise PolicyError(f"policy {path}: {e}") from e
         programs = {
-            name: {k: v for k, v in table.items() if k != TYPE_KEY}
+            name: {k: v for k, v in table.items() if k not in (TYPE_KEY, ATTACH_KEY)}
             if isinstance(table, dict)
             else table
             for name, table in programs.items()
@@ -169,6 +179,7 @@ def parse_policy(text: bytes, path: str) -> Policy:
         _rules(programs, path, "program"),
         text,
         types,
+        attach,
     )
 
 
@@ -254,12 +265,12 @@ def apply_policy(spec: ObjectSpec, policy: Policy | None) -> ObjectSpec:
     """The object with its maps' and programs' ownership as the policy says."""
     if policy is None:
         return spec
-    names = {
-        "map": (policy.map, {m.name for m in spec.maps}),
-        "program": (policy.program, {p.name for p in spec.programs}),
+    names: dict[str, tuple[set[str], set[str]]] = {
+        "map": (set(policy.map), {m.name for m in spec.maps}),
+        "program": (set(policy.program) | set(policy.attach), {p.name for p in spec.programs}),
     }
     for kind, (named, known) in names.items():
-        for name in named:
+        for name in sorted(named):
             if name not in known:
                 raise PolicyError(
                     f"policy {policy.path}: [{kind}.{name}]: the object has no {kind} '{name}' "
@@ -270,13 +281,21 @@ def apply_policy(spec: ObjectSpec, policy: Policy | None) -> ObjectSpec:
         rule = policy.map.get(m.name, {})
         return dataclasses.replace(m, owner=_owned(m.owner, policy.maps, rule))
 
+    def owned_program(p: ProgramSpec) -> ProgramSpec:
+        rule = policy.program.get(p.name, {})
+        owned = dataclasses.replace(p, owner=_owned(p.owner, policy.programs, rule))
+        attach = policy.attach.get(p.name)
+        if attach is None:
+            return owned
+        from bpfloader.obj.spec import ObjectStyle
+
+        try:
+            return resolved(owned, attach, libbpf=spec.style is ObjectStyle.LIBBPF)
+        except LoaderError as e:
+            raise PolicyError(f"policy {policy.path}: {e.reason}", section=p.section) from e
+
     return dataclasses.replace(
         spec,
         maps=tuple(owned_map(m) for m in spec.maps),
-        programs=tuple(
-            dataclasses.replace(
-                p, owner=_owned(p.owner, policy.programs, policy.program.get(p.name, {}))
-            )
-            for p in spec.programs
-        ),
+        programs=tuple(owned_program(p) for p in spec.programs),
     )

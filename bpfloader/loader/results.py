@@ -40,7 +40,8 @@ UNKNOWN_OWNER = Ownership(mode=0)  # what a state rebuilt from the pins knows: n
 
 @dataclass(frozen=True)
 class Pin:
-    """A pin the loader made or kept: as a run reports it, and as the state file records it
+    """A pin the loader made or kept (a map, a program, or the link of a declared attachment,
+    whose `name` is its program's): as a run reports it, and as the state file records it
     (which keeps neither `action`, read back as KEEP, nor `jited_size` and `note`)."""
 
     path: str
@@ -54,6 +55,7 @@ class Pin:
     jited_size: int | None = None  # programs
     note: str = ""  # why a map was recreated
     section: str = ""  # programs: the code section, which says the `$` variant pinned
+    target: str = ""  # links: where the program is attached (`bpfloader attach`'s syntax)
 
     @property
     def made(self) -> bool:

@@ -115,11 +115,13 @@ def _pin_from_json(pin: dict[str, Any]) -> Pin:
         verified_insns=pin["verified_insns"],
         load_seconds=None if load_usec is None else load_usec / 1e6,
         section=pin.get("section", ""),
+        target=pin.get("target", ""),
     )
 
 
 def _pin_to_json(pin: Pin) -> dict[str, Any]:
-    """Format 1's fields (times in microseconds there), plus a program's section."""
+    """Format 1's fields (times in microseconds there), plus a program's section and a link's
+    target."""
     data: dict[str, Any] = {
         "path": pin.path,
         "kind": pin.kind.value,
@@ -133,6 +135,8 @@ def _pin_to_json(pin: Pin) -> dict[str, Any]:
     }
     if pin.section:
         data["section"] = pin.section
+    if pin.target:
+        data["target"] = pin.target
     return data
 
 

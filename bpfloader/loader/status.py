@@ -6,7 +6,7 @@ The JSON form (`status --json`) is a stable interface, documented in README.md:
      "objects": [{"path": str, "status": "loaded" | "skipped" | "failed" | "partial",
                   "reason": str,
                   "critical": bool, "sha256": str | null,
-                  "maps": [PIN], "programs": [PIN],
+                  "maps": [PIN], "programs": [PIN], "links": [LINK],
                   "skipped": [{"kind": "map" | "program", "name": str, "reason": str}]}],
      "foreign_pins": [str]}
 
@@ -15,6 +15,10 @@ The JSON form (`status --json`) is a stable interface, documented in README.md:
            "section": str, "verified_insns": int | null, "load_usec": int | null}
            (the last three: programs; a program's name is its function's, `section` its
            code section, which says which `$` variant is pinned)
+    LINK = PIN's first seven fields (`name` the program's, `id` the link's), and
+           {"target": str, "program_id": int | null, "stale": bool}
+           (a declared attachment: where, the program the link runs, and whether that is
+           another than the one pinned now)
 
 `id`, `uid`, `gid` and `mode` are read live from the pin (null when it is gone or, for the
 id, when this process may not open it or the pin changed while status looked at it); the rest
@@ -41,6 +45,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from bpfloader.errors import LoaderError, one_line, show_name
+from bpfloader.kernel import links as klinks
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import programs as kprogs
@@ -81,6 +86,7 @@ def status_report(state: LoaderState, root: PinRoot, *, rebuilt: bool) -> dict[s
                 "sha256": obj.sha256,
                 "maps": [_pin(p, root) for p in obj.pins if p.kind is PinKind.MAP],
                 "programs": [_pin(p, root) for p in obj.pins if p.kind is PinKind.PROGRAM],
+                "links": _links(obj.pins, root),
                 "skipped": [
                     {"kind": s.kind.value, "name": s.name, "reason": s.reason} for s in obj.skipped
                 ],
@@ -126,6 +132,43 @@ def _pin(pin: Pin, root: PinRoot) -> dict[str, Any]:
     return entry
 
 
+def _links(pins: list[Pin], root: PinRoot) -> list[dict[str, Any]]:
+    """The links of an object's declared attachments, each with the program it runs and
+    whether that is still the one pinned for it."""
+    programs: dict[str, int | None] = {}
+    found = []
+    for pin in pins:
+        if pin.kind is PinKind.PROGRAM:
+            programs[pin.name] = _pin(pin, root)["id"]
+    for pin in pins:
+        if pin.kind is not PinKind.LINK:
+            continue
+        entry = _pin(pin, root)
+        running = _link_program(pin.path, root) if entry["present"] else None
+        pinned = programs.get(pin.name)
+        entry.update(
+            target=pin.target,
+            program_id=running,
+            stale=running is not None and pinned is not None and running != pinned,
+        )
+        found.append(entry)
+    return found
+
+
+def _link_program(path: str, root: PinRoot) -> int | None:
+    try:
+        with root.parent_of(path) as (directory, name):
+            fd = kpins.open_pinned_at(directory.number, name)  # a link takes no read-only flag
+    except (OSError, LoaderError):
+        return None
+    try:
+        return klinks.link_info(fd).prog_id
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _pin_in(directory: int, name: str, kind: PinKind) -> tuple[os.stat_result, int | None] | None:
     """The pin `name` in `directory`: its status, and its kernel id (None when it cannot be
     opened, or when the entry changed while it was looked at); None when no pin is there
@@ -141,13 +184,15 @@ def _pin_in(directory: int, name: str, kind: PinKind) -> tuple[os.stat_result, i
 
 
 def _kernel_id(directory: int, name: str, kind: PinKind) -> int | None:
-    try:
-        fd = kpins.open_pinned_at(directory, name, readonly=True)
+    try:  # a link takes no read-only flag (BPF_OBJ_GET refuses it)
+        fd = kpins.open_pinned_at(directory, name, readonly=kind is not PinKind.LINK)
     except OSError:  # a link (ELOOP), not this process's to open, gone meanwhile
         return None
     try:
         if kind is PinKind.MAP:
             return kmaps.map_info(fd).id
+        if kind is PinKind.LINK:
+            return klinks.link_info(fd).id
         return kprogs.program_info(fd).id
     except OSError:  # another kind of object than the state says
         return None
@@ -241,6 +286,20 @@ def format_status(report: dict[str, Any]) -> str:
                     f"  {kind[:-1]:7} {where}  id {ident}  "
                     f"{pin['uid']}:{pin['gid']} {pin['mode']}{extra}"
                 )
+        for link in obj.get("links", []):
+            where = one_line(link["pin"])
+            if not link["present"]:
+                lines.append(f"  link    {where}  MISSING")
+                continue
+            ident = "?" if link["id"] is None else link["id"]
+            state = ""
+            if link["stale"]:
+                pinned = next(p["id"] for p in obj["programs"] if p["name"] == link["name"])
+                state = f"  stale: runs program {link['program_id']}, the pin holds {pinned}"
+            lines.append(
+                f"  link    {where}  id {ident}  {show_name(link['target'])}  "
+                f"program {link['program_id']}{state}"
+            )
         for skip in obj["skipped"]:
             name, why = show_name(skip["name"]), one_line(skip["reason"])
             lines.append(f"  skipped {skip['kind']} {name}: {why}")

@@ -89,6 +89,16 @@ class MapReference:
     offset: int | None = None
 
 
+@dataclass(frozen=True)
+class AttachSpec:
+    """Where a program attaches once loaded, in `bpfloader attach`'s target syntax
+    (`tracepoint:sched:sched_switch`, `cgroup:/sys/fs/cgroup/x:egress`, `xdp:eth0:driver`); an
+    optional one may fail without failing its object. Declared by a policy file."""
+
+    target: str
+    optional: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class ExternReference:
     """Instruction `insn` uses the kernel's symbol `name` (a `__ksym` extern: obj/ksyms.py):
@@ -121,6 +131,7 @@ class ProgramSpec:
     core_relos: tuple[CoreRelocation, ...] = ()  # CO-RE: applied once the target is known
     pin_path: str = ""  # under the pin root, where the object says it whole (2026 format)
     kernel_name: str = ""  # the name the kernel is given, where it is not `name`
+    attach: tuple[AttachSpec, ...] = ()  # where it attaches once loaded (a policy file's)
     extern_refs: tuple[ExternReference, ...] = ()  # `__ksym` uses: given once resolved
 
     @property

@@ -1,0 +1,208 @@
+"""Declared attachments (a policy file's `attach`), against the kernel: programs attached after
+their object's pins are published, each link pinned beside its program with the program's
+owner and mode, recorded, shown by status, swapped for a new one by a reload, detached by
+unload; `auto` for sections that name their target; optional attachments that fail; one that
+is not optional failing its object with nothing left behind; the policy errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from bpfloader.client import BpfMap
+from tests.client.test_attach_cgroup import cgroup2_root, in_child, udp_traffic
+from tests.conftest import pins_in
+from tests.libbpf_support import bpftool, libbpf_object
+from tests.loader.test_status_unload import check_schema, documented_keys, produced_keys
+
+pytestmark = pytest.mark.kernel
+
+SWITCHES = """
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#ifndef STEP
+#define STEP 1
+#endif
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 2);
+    __type(key, __u32);
+    __type(value, __u64);
+} switches SEC(".maps");
+static __always_inline int add(__u32 key)
+{
+    __u64 *value = bpf_map_lookup_elem(&switches, &key);
+    if (value)
+        __sync_fetch_and_add(value, STEP);
+    return 0;
+}
+SEC("tp/sched/sched_switch") int count_switches(void *ctx) { return add(0); }
+SEC("cgroup_skb/egress") int count_egress(struct __sk_buff *skb) { add(1); return 1; }
+SEC("xdp") int pass(struct xdp_md *ctx) { return XDP_PASS; }
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def counts(bpffs: Path, name: str = "switches") -> list[int]:
+    with BpfMap.open(str(bpffs / f"map_{name}_switches")) as m:
+        return [struct.unpack("<Q", m[struct.pack("<I", i)])[0] for i in range(2)]
+
+
+def wait_for_switches(bpffs: Path, name: str = "switches") -> int:
+    before = counts(bpffs, name)[0]
+    deadline = time.monotonic() + 10
+    while counts(bpffs, name)[0] == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return counts(bpffs, name)[0] - before
+
+
+def install(compile_bpf, source_dir: Path, policy: str, *flags: str) -> Path:
+    obj = compile_bpf(SWITCHES, "switches.o", "-g", *flags)
+    shutil.copy(obj, source_dir / "switches.o")
+    (source_dir / "switches.policy").write_text(policy)
+    return obj
+
+
+AUTO = '[program.count_switches]\nattach = "auto"\ngroup = 4\nmode = "0440"\n'
+
+
+def test_an_auto_attachment_counts_events_and_its_link_is_pinned_beside_the_program(
+    compile_bpf, source_dir, bpffs, bpfloader_cli
+):
+    install(compile_bpf, source_dir, AUTO)
+    run = bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs)
+    assert run.returncode == 0, run.stderr
+    link = bpffs / "link_switches_count_switches"
+    info = link.lstat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 4, 0o440)
+    shown = bpftool("link", "show", "pinned", link)
+    program = bpftool("prog", "show", "pinned", bpffs / "prog_switches_tp_sched_sched_switch")
+    assert shown["prog_id"] == program["id"] and shown["type"] == "perf_event"
+    assert wait_for_switches(bpffs) > 0  # no process but the kernel's scheduler involved
+    assert "attached program count_switches to tracepoint:sched:sched_switch" in run.stderr
+    status = json.loads(bpfloader_cli("status", "--pin-root", bpffs, "--json").stdout)
+    check_schema(status)
+    # Nothing skipped here: only a skip's `kind` goes unproduced.
+    assert produced_keys(status) == documented_keys() - {"kind"}
+    (links,) = [o["links"] for o in status["objects"]]
+    assert links == [
+        {
+            "name": "count_switches",
+            "pin": str(link),
+            "present": True,
+            "id": shown["id"],
+            "uid": 0,
+            "gid": 4,
+            "mode": "0440",
+            "target": "tracepoint:sched:sched_switch",
+            "program_id": program["id"],
+            "stale": False,
+        }
+    ]
+
+
+def test_a_reload_puts_the_new_program_in_place_and_unload_detaches(
+    compile_bpf, source_dir, bpffs, bpfloader_cli
+):
+    install(compile_bpf, source_dir, AUTO)
+    bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs, check=True)
+    link = bpffs / "link_switches_count_switches"
+    old = bpftool("link", "show", "pinned", link)
+    install(compile_bpf, source_dir, AUTO, "-DSTEP=1000000")
+    run = bpfloader_cli("reload", "--dir", source_dir, "--pin-root", bpffs)
+    assert run.returncode == 0, run.stderr
+    new = bpftool("link", "show", "pinned", link)
+    program = bpftool("prog", "show", "pinned", bpffs / "prog_switches_tp_sched_sched_switch")
+    assert new["prog_id"] == program["id"] != old["prog_id"]
+    assert old["id"] not in {entry["id"] for entry in bpftool("link", "list")}  # let go
+    assert wait_for_switches(bpffs) >= 1_000_000  # the new program counts
+    bpfloader_cli("unload", "--pin-root", bpffs, check=True)
+    assert not link.exists()
+    assert new["id"] not in {entry["id"] for entry in bpftool("link", "list")}
+
+
+def test_several_targets_a_cgroup_and_an_optional_one_that_fails(
+    compile_bpf, source_dir, bpffs, bpfloader_cli
+):
+    cgroup = os.path.join(cgroup2_root(), f"bpfloader-attach-{os.getpid()}")
+    os.mkdir(cgroup)
+    try:
+        policy = (
+            "[program.count_switches]\n"
+            'attach = ["tracepoint:sched:sched_switch", "tracepoint:sched:sched_wakeup"]\n'
+            "[program.count_egress]\n"
+            f'attach = ["cgroup:{cgroup}:egress"]\n'
+            "[program.pass]\n"
+            'attach = [{target = "xdp:bpfloader-none0", optional = true}]\n'
+        )
+        install(compile_bpf, source_dir, policy)
+        run = bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs)
+        assert run.returncode == 0, run.stderr
+        assert {p for p in pins_in(bpffs) if p.startswith("link_")} == {
+            "link_switches_count_switches",
+            "link_switches_count_switches_2",
+            "link_switches_count_egress",
+        }
+        assert "program pass not attached to xdp:bpfloader-none0 (optional)" in run.stderr
+        in_child(lambda: udp_traffic(5), cgroup)
+        assert counts(bpffs)[1] >= 5  # the cgroup's datagrams, through the declared link
+        bpfloader_cli("unload", "--pin-root", bpffs, check=True)
+    finally:
+        os.rmdir(cgroup)
+
+
+def test_an_attachment_that_fails_fails_its_object_and_leaves_nothing(
+    compile_bpf, source_dir, bpffs, bpfloader_cli
+):
+    install(compile_bpf, source_dir, '[program.pass]\nattach = ["xdp:bpfloader-none0"]\n')
+    shutil.copy(libbpf_object(compile_bpf, "libbpf_maps.c"), source_dir)
+    run = bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs)
+    assert run.returncode == 0, run.stderr
+    failed = [line for line in run.stdout.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 1, run.stdout
+    assert failed[0].startswith(
+        f"failed: {source_dir / 'switches.o'}: xdp: program pass: cannot attach to "
+        "xdp:bpfloader-none0: "
+    ), failed
+    assert "objects: 1 loaded, 0 skipped, 1 failed" in run.stdout
+    assert not any("switches" in p for p in pins_in(bpffs))  # rolled back: maps, programs too
+
+
+@pytest.mark.parametrize(
+    ("policy", "reason"),
+    [
+        (
+            '[program.pass]\nattach = "auto"\n',
+            "program pass: attach = \"auto\": section 'xdp' names no target",
+        ),
+        (
+            '[program.pass]\nattach = ["nowhere:x"]\n',
+            "[program.pass]: attach: 'nowhere:x' is not a target (kinds: tracepoint,",
+        ),
+        ("[program.pass]\nattach = 3\n", '[program.pass]: attach must be "auto" or a list'),
+        (
+            '[program.nosuch]\nattach = ["xdp:lo"]\n',
+            "[program.nosuch]: the object has no program 'nosuch'",
+        ),
+    ],
+)
+def test_policy_errors(compile_bpf, source_dir, bpffs, bpfloader_cli, policy, reason):
+    install(compile_bpf, source_dir, policy)
+    run = bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs)
+    failed = [line for line in run.stdout.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 1 and reason in failed[0], run.stdout
+    assert pins_in(bpffs) == set()
+
+
+def test_the_policy_knows_every_kind_of_target_the_client_attaches():
+    from bpfloader.client import targets
+    from bpfloader.loader.attachments import KINDS
+
+    assert sorted(KINDS) == sorted(kind for row in targets.TARGETS for kind in row.kinds)
