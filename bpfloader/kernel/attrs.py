@@ -283,6 +283,13 @@ class RawTracepointAttr(ctypes.Structure):
     _fields_ = [("name", u64), ("prog_fd", u32)]
 
 
+class LinkUpdateAttr(ctypes.Structure):
+    """BPF_LINK_UPDATE: `old_prog_fd` with BPF_F_REPLACE, for the update to fail where the
+    link runs another program by then."""
+
+    _fields_ = [("link_fd", u32), ("new_prog_fd", u32), ("flags", u32), ("old_prog_fd", u32)]
+
+
 class LinkDetachAttr(ctypes.Structure):
     _fields_ = [("link_fd", u32)]
 

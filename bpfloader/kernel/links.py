@@ -18,12 +18,14 @@ from bpfloader.kernel.attrs import (
     LinkCreateAttr,
     LinkDetachAttr,
     LinkInfoStruct,
+    LinkUpdateAttr,
     ProgAttachAttr,
     RawTracepointAttr,
 )
 from bpfloader.kernel.syscall import UNSUPPORTED_ERRNOS, Cmd, bpf
 
 BPF_F_ALLOW_MULTI = 1 << 1
+BPF_F_REPLACE = 1 << 2
 
 
 class LinkType(IntEnum):
@@ -44,6 +46,14 @@ class LinkType(IntEnum):
     UPROBE_MULTI = 12
     NETKIT = 13
     SOCKMAP = 14
+
+
+# Links whose program the kernel can swap in place (BPF_LINK_UPDATE: the link stays, with its
+# id; no packet or event between the two programs goes unhandled). The others (perf events:
+# tracepoints, kprobes, uprobes; raw tracepoints; fentry and the like) answer EOPNOTSUPP.
+UPDATABLE = frozenset(
+    {LinkType.CGROUP, LinkType.NETNS, LinkType.XDP, LinkType.TCX, LinkType.NETKIT}
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,18 @@ def open_raw_tracepoint(name: str, prog_fd: int) -> int:
     buffer = ctypes.create_string_buffer(name.encode())
     attr = RawTracepointAttr(name=ctypes.addressof(buffer), prog_fd=prog_fd)
     return bpf(Cmd.RAW_TRACEPOINT_OPEN, attr, operation="BPF_RAW_TRACEPOINT_OPEN")
+
+
+def update_link(link_fd: int, new_prog_fd: int, old_prog_fd: int | None = None) -> None:
+    """Make the link run `new_prog_fd` (instead of `old_prog_fd`, where given: refused where it
+    runs another by then). Refused for a kind of link that cannot be updated: see UPDATABLE."""
+    attr = LinkUpdateAttr(
+        link_fd=link_fd,
+        new_prog_fd=new_prog_fd,
+        flags=BPF_F_REPLACE if old_prog_fd is not None else 0,
+        old_prog_fd=old_prog_fd or 0,
+    )
+    bpf(Cmd.LINK_UPDATE, attr, operation="BPF_LINK_UPDATE")
 
 
 def detach_link(link_fd: int) -> None:

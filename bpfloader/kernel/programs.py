@@ -239,3 +239,10 @@ def test_run(prog_fd: int, data: bytes, *, repeat: int = 1, ctx: bytes | None = 
             duration_ns=attr.duration,
             ctx=ctx_out.raw[: attr.ctx_size_out] if ctx is not None else None,
         )
+
+
+def program_fd_by_id(prog_id: int) -> int:
+    """An fd of the program with id `prog_id` (BPF_PROG_GET_FD_BY_ID; root's)."""
+    from bpfloader.kernel.attrs import GetIdAttr
+
+    return bpf(Cmd.PROG_GET_FD_BY_ID, GetIdAttr(id=prog_id), operation="BPF_PROG_GET_FD_BY_ID")

@@ -42,6 +42,7 @@ class Cmd(IntEnum):
     PROG_ATTACH = 8
     PROG_DETACH = 9
     PROG_TEST_RUN = 10
+    PROG_GET_FD_BY_ID = 13
     OBJ_GET_INFO_BY_FD = 15
     RAW_TRACEPOINT_OPEN = 17
     BTF_LOAD = 18
@@ -50,6 +51,7 @@ class Cmd(IntEnum):
     BTF_GET_NEXT_ID = 23
     MAP_LOOKUP_BATCH = 24
     LINK_CREATE = 28
+    LINK_UPDATE = 29
     LINK_DETACH = 34
     PROG_BIND_MAP = 35
 

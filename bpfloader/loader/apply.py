@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bpfloader.errors import KernelError, LoaderError
 from bpfloader.journal import Priority, Reporter
 from bpfloader.kernel import links as klinks
+from bpfloader.kernel import programs as kprogs
 from bpfloader.kernel.fd import Fd
 from bpfloader.kernel.syscall import kernel_seconds
 from bpfloader.loader import attachments, events
@@ -53,8 +54,11 @@ class Applier:
         reporter: Reporter,
         mode: LoadMode = BOOT,
         publishing: Callable[[ObjectResult], None] | None = None,
+        recorded_targets: Mapping[str, str] | None = None,
     ):
         self.root = root
+        # The links of declared attachments the state records, by pin path: their targets.
+        self.recorded_targets = recorded_targets or {}
         self.kern_version = kern_version
         self.dir_mode = dir_mode
         self.reporter = reporter
@@ -134,6 +138,8 @@ class _ObjectWork:
         self.staged: list[_Staged] = []
         self.published: list[_Staged] = []
         self.made_dirs: list[str] = []
+        # Links updated in place, each with the program it ran (until committed or rolled back).
+        self.updated: list[tuple[Fd, Fd]] = []
 
     def run(self, result: ObjectResult) -> None:
         assert self.plan.spec is not None
@@ -218,6 +224,11 @@ class _ObjectWork:
                 if kept:
                     pins += kept
                     continue
+            if live.replaces:
+                updated = self._updated_link(live, base, index, declared.target)
+                if updated is not None:
+                    pins.append(updated)
+                    continue
             try:
                 attachment = attachments.attach(live.fd.number, pin, declared.target)
             except (LoaderError, OSError) as e:
@@ -269,6 +280,32 @@ class _ObjectWork:
         owner = self.applier.root.owner_of(path)
         return [Pin(path, PinKind.LINK, spec.name, ident, owner, Action.REUSE, target=target)]
 
+    def _updated_link(self, live: LiveProgram, base: str, index: int, target: str) -> Pin | None:
+        """A reload's new program put into the link pinned for this attachment, where the
+        state says it was made for this same target and its kind takes BPF_LINK_UPDATE (the
+        link stays, with its id: nothing between the two programs goes unhandled); None where
+        a new link must be made instead. Undone if the object then fails."""
+        spec = live.plan.spec
+        path = base if index == 0 else f"{base}_{index + 1}"
+        if self.applier.recorded_targets.get(path) != target:
+            return None
+        found = self._open_existing(path, PinKind.LINK)
+        if found is None:
+            return None
+        with found:
+            info = klinks.link_info(found.number)
+            if info.type not in klinks.UPDATABLE:
+                return None
+            old = Fd(kprogs.program_fd_by_id(info.prog_id))
+            try:
+                klinks.update_link(found.number, live.fd.number, old.number)
+            except BaseException:
+                old.close()
+                raise
+            self.updated.append((Fd(os.dup(found.number)), old))
+        owner = self.applier.root.owner_of(path)
+        return Pin(path, PinKind.LINK, spec.name, info.id, owner, Action.UPDATE, target=target)
+
     @property
     def object_name(self) -> str:
         """FILENAME of its link pins, by its format's rule (naming.object_name)."""
@@ -317,6 +354,7 @@ class _ObjectWork:
 
     def _commit(self) -> None:
         """Everything is in place: drop the pins that were swapped out."""
+        self._drop_updated()
         for item in self.published:
             if item.replaces:
                 self.applier.root.unstage(item.staged)
@@ -328,6 +366,9 @@ class _ObjectWork:
 
     def _roll_back(self) -> None:
         root = self.applier.root
+        for link, old in reversed(self.updated):  # each link back to the program it ran
+            klinks.update_link(link.number, old.number)
+        self._drop_updated()
         for item in reversed(self.published):
             if item.replaces:
                 root.take_back(item.staged, item.final)
@@ -338,6 +379,12 @@ class _ObjectWork:
             root.unstage(item.staged)
         root.remove_dirs(reversed(self.made_dirs))
         self.staged, self.published, self.made_dirs = [], [], []
+
+    def _drop_updated(self) -> None:
+        for link, old in self.updated:
+            link.close()
+            old.close()
+        self.updated = []
 
     def close(self) -> None:
         self.loaded.close()

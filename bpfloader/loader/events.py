@@ -256,7 +256,7 @@ def object_loaded(result: ObjectResult) -> list[Event]:
         )
     for pin in result.pins:
         found.append(_kernel_object_event(path, pin))
-        if pin.action is not Action.REUSE:
+        if pin.made:
             found.append(_pin_made(path, pin))
     made = sum(1 for pin in result.pins if pin.made)
     found.append(
@@ -300,13 +300,15 @@ def _kernel_object_event(path: str, pin: Pin) -> Event:
             BPF_LINK_ID=pin.kernel_id,
             BPF_ATTACH_TARGET=field_name(pin.target),
         )
-        how = "kept attached" if action is Action.REUSE else "attached"
-        return Event(
-            MessageId.PROGRAM_ATTACHED,
-            Priority.INFO,
-            f"{how} program {name} to {show_name(pin.target)} (link {pin.kernel_id})",
-            fields,
-        )
+        target, link = show_name(pin.target), pin.kernel_id
+        messages = {
+            Action.REUSE: f"kept program {name} attached to {target} (link {link})",
+            Action.UPDATE: f"updated link {link} at {target} in place: it runs the new {name}",
+            Action.REPLACE: f"attached the new {name} to {target} (link {link}), then let the "
+            "old link go",
+        }
+        message = messages.get(action, f"attached program {name} to {target} (link {link})")
+        return Event(MessageId.PROGRAM_ATTACHED, Priority.INFO, message, fields)
     fields.update(BPF_PROGRAM=field_name(pin.name), BPF_PROG_ID=pin.kernel_id)
     if pin.section:
         fields["BPF_SECTION"] = field_name(pin.section)

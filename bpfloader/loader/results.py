@@ -32,6 +32,7 @@ class Action(StrEnum):
     REUSE = "reuse"  # a pin is already there: check it matches and keep it
     REPLACE = "replace"  # reload: a new program (or recreated map) swapped in for the pinned one
     KEEP = "keep"  # reload: the object did not change; nothing is touched
+    UPDATE = "update"  # reload: the pinned link now runs the new program (BPF_LINK_UPDATE)
     SKIP = "skip"  # gated out
 
 
@@ -60,7 +61,7 @@ class Pin:
     @property
     def made(self) -> bool:
         """Made by this run (not found in place and kept)."""
-        return self.action not in (Action.REUSE, Action.KEEP)
+        return self.action not in (Action.REUSE, Action.KEEP, Action.UPDATE)
 
 
 @dataclass(frozen=True)

@@ -302,6 +302,7 @@ class _Run:
             self.reporter,
             LoadMode(replace=self.reloading, recreate=self.recreate),
             lambda result: record_publishing(state_dir, result),
+            recorded_targets(self.previous),
         )
 
     def _apply(self, planned: PlannedObject, reporter: Reporter) -> ObjectResult:
@@ -332,4 +333,18 @@ def _marker(result: RunResult, pin_root: str) -> dict[str, object]:
         "loaded": result.count(Status.LOADED),
         "skipped": result.count(Status.SKIPPED),
         "failed": result.count(Status.FAILED),
+    }
+
+
+def recorded_targets(state: LoaderState | None) -> dict[str, str]:
+    """The target of each declared attachment's link the state records, by pin path."""
+    from bpfloader.obj.bpftypes import PinKind
+
+    if state is None:
+        return {}
+    return {
+        pin.path: pin.target
+        for obj in state.objects.values()
+        for pin in obj.pins
+        if pin.kind is PinKind.LINK
     }

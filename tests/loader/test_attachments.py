@@ -12,6 +12,7 @@ import shutil
 import stat
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -129,11 +130,9 @@ def test_a_reload_puts_the_new_program_in_place_and_unload_detaches(
 
 
 def test_several_targets_a_cgroup_and_an_optional_one_that_fails(
-    compile_bpf, source_dir, bpffs, bpfloader_cli
+    compile_bpf, source_dir, bpffs, bpfloader_cli, cgroup
 ):
-    cgroup = os.path.join(cgroup2_root(), f"bpfloader-attach-{os.getpid()}")
-    os.mkdir(cgroup)
-    try:
+    if True:
         policy = (
             "[program.count_switches]\n"
             'attach = ["tracepoint:sched:sched_switch", "tracepoint:sched:sched_wakeup"]\n'
@@ -154,8 +153,6 @@ def test_several_targets_a_cgroup_and_an_optional_one_that_fails(
         in_child(lambda: udp_traffic(5), cgroup)
         assert counts(bpffs)[1] >= 5  # the cgroup's datagrams, through the declared link
         bpfloader_cli("unload", "--pin-root", bpffs, check=True)
-    finally:
-        os.rmdir(cgroup)
 
 
 def test_an_attachment_that_fails_fails_its_object_and_leaves_nothing(
@@ -206,3 +203,58 @@ def test_the_policy_knows_every_kind_of_target_the_client_attaches():
     from bpfloader.loader.attachments import KINDS
 
     assert sorted(KINDS) == sorted(kind for row in targets.TARGETS for kind in row.kinds)
+
+
+@pytest.fixture
+def cgroup() -> Iterator[str]:
+    path = os.path.join(cgroup2_root(), f"bpfloader-attach-{os.getpid()}")
+    os.mkdir(path)
+    try:
+        yield path
+    finally:
+        os.rmdir(path)
+
+
+def test_a_reload_updates_a_cgroup_link_in_place(
+    compile_bpf, source_dir, bpffs, bpfloader_cli, cgroup
+):
+    policy = f'[program.count_egress]\nattach = ["cgroup:{cgroup}:egress"]\n'
+    install(compile_bpf, source_dir, policy)
+    bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs, check=True)
+    link = bpffs / "link_switches_count_egress"
+    before = bpftool("link", "show", "pinned", link)
+    install(compile_bpf, source_dir, policy, "-DSTEP=1000")
+    run = bpfloader_cli("reload", "--dir", source_dir, "--pin-root", bpffs)
+    assert run.returncode == 0, run.stderr
+    after = bpftool("link", "show", "pinned", link)
+    program = bpftool(
+        "prog", "show", "pinned", bpffs / "prog_switches_cgroup_skb_egress_count_egress"
+    )
+    assert after["id"] == before["id"]  # the same link ...
+    assert after["prog_id"] == program["id"] != before["prog_id"]  # ... runs the new program
+    assert f"updated link {before['id']} at cgroup:{cgroup}:egress in place" in run.stderr
+    sent = counts(bpffs)[1]
+    in_child(lambda: udp_traffic(5), cgroup)
+    assert counts(bpffs)[1] - sent >= 5000
+    bpfloader_cli("unload", "--pin-root", bpffs, check=True)
+
+
+def test_a_reload_that_fails_after_an_update_puts_the_old_program_back(
+    compile_bpf, source_dir, bpffs, bpfloader_cli, cgroup
+):
+    policy = f'[program.count_egress]\nattach = ["cgroup:{cgroup}:egress"]\n'
+    install(compile_bpf, source_dir, policy)
+    bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs, check=True)
+    link = bpffs / "link_switches_count_egress"
+    before = bpftool("link", "show", "pinned", link)
+    failing = policy + '[program.pass]\nattach = ["xdp:bpfloader-none0"]\n'
+    install(compile_bpf, source_dir, failing, "-DSTEP=1000")
+    run = bpfloader_cli("reload", "--dir", source_dir, "--pin-root", bpffs)
+    assert run.returncode == 3, run.stderr  # the object failed; its old version stays
+    assert f"updated link {before['id']}" not in run.stderr  # never said: rolled back
+    after = bpftool("link", "show", "pinned", link)
+    assert (after["id"], after["prog_id"]) == (before["id"], before["prog_id"])
+    sent = counts(bpffs)[1]
+    in_child(lambda: udp_traffic(5), cgroup)
+    assert 5 <= counts(bpffs)[1] - sent < 5000  # the old program counts, one by one
+    bpfloader_cli("unload", "--pin-root", bpffs, check=True)
