@@ -66,13 +66,33 @@ def _attach_xdp_netlink(prog: AttachableProgram, target: str, index: int, flags:
     return _netlink_attachment(target, netlink, lambda: set_program(-1), "XDP by netlink")
 
 
+TCX = {"ingress": AttachType.TCX_INGRESS, "egress": AttachType.TCX_EGRESS}
+
+
+def attach_tcx(prog: AttachableProgram, interface: str, direction: str) -> Attachment | None:
+    """A SCHED_CLS program on the interface's ingress or egress through a tcx link (Linux
+    6.6+: a BPF link, no qdisc, which can be pinned and updated in place); None for another
+    type (a SCHED_ACT program runs as a filter's action) or on a kernel without them."""
+    if prog.info.type != ProgType.SCHED_CLS:
+        return None
+    if direction not in TCX:
+        raise AttachError(f"tc direction {direction!r}: expected ingress or egress")
+    try:
+        link = klinks.create_link(prog.fd, interface_index(interface), TCX[direction])
+    except KernelError as e:
+        if e.errno in UNSUPPORTED_ERRNOS:
+            return None
+        raise
+    return Attachment(f"tc:{interface}:{direction}", links=[("", link)])
+
+
 def attach_tc(
     prog: AttachableProgram, interface: str, direction: str = "ingress", priority: int | None = None
 ) -> Attachment:
     """A direct-action cls_bpf filter (SCHED_CLS), or a matchall filter running the program
     as its action (SCHED_ACT), at `priority` (default: the lowest free one) in the
     interface's clsact qdisc. A qdisc this process made, where there was none, is removed by
-    the close() that leaves no filter in it."""
+    the close() that leaves no filter in it. (attach_tcx makes a BPF link instead.)"""
     prog.require_type("a tc hook", ProgType.SCHED_CLS, ProgType.SCHED_ACT)
     if direction not in CLSACT_PARENTS:
         raise AttachError(f"tc direction {direction!r}: expected ingress or egress")

@@ -86,8 +86,13 @@ def _xdp(prog: AttachableProgram, kind: str, spec: str, target: str) -> Attachme
 
 
 def _tc(prog: AttachableProgram, kind: str, spec: str, target: str) -> Attachment:
+    """A tcx link where the kernel has them (6.6+) for a SCHED_CLS program and no priority
+    given; else a filter in the clsact qdisc, as Program.attach_tc makes it."""
     interface, _, rest = spec.partition(":")
     direction, _, priority = rest.partition(":")
+    attached = netdev.attach_tcx(prog, interface, direction) if not priority else None
+    if attached is not None:
+        return attached
     return netdev.attach_tc(
         prog, interface, direction, _number(priority, target) if priority else None
     )
@@ -144,7 +149,12 @@ TARGETS = (
         _cgroup,
     ),
     TargetSyntax(("xdp",), "xdp:INTERFACE[:generic|driver]", "(generic by default)", _xdp),
-    TargetSyntax(("tc",), "tc:INTERFACE:ingress|egress[:PRIORITY]", "", _tc),
+    TargetSyntax(
+        ("tc",),
+        "tc:INTERFACE:ingress|egress[:PRIORITY]",
+        "a tcx link (6.6+; a clsact filter before,\nor where a PRIORITY is given)",
+        _tc,
+    ),
 )
 # Kinds that no target string can name, and what to do instead.
 UNNAMED = {

@@ -264,7 +264,7 @@ class _ObjectWork:
                             ident,
                             spec.owner,
                             action,
-                            target=attachment.target,
+                            target=declared.target,
                         )
                     )
         return pins

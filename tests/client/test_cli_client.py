@@ -170,6 +170,9 @@ def test_target_syntax(monkeypatch):
         "xdp:eth0:driver",
         "tc:eth0:egress",
         "tc:eth0:ingress:7",
+        "raw_tracepoint:sched_switch",
+        "fentry",
+        "lsm",
     ):
         targets.attach(None, target)  # type: ignore[arg-type]
     assert calls == [
@@ -185,13 +188,19 @@ def test_target_syntax(monkeypatch):
         ("attach_cgroup", ("/sys/fs/cgroup/x", "egress"), {}),
         ("attach_xdp", ("eth0", "generic"), {}),
         ("attach_xdp", ("eth0", "driver"), {}),
+        ("attach_tcx", ("eth0", "egress"), {}),  # None here: then a clsact filter
         ("attach_tc", ("eth0", "egress", None), {}),
         ("attach_tc", ("eth0", "ingress", 7), {}),
+        ("attach_raw_tracepoint", ("sched_switch",), {}),
+        ("attach_tracing", ("fentry",), {}),
+        ("attach_tracing", ("lsm",), {}),
     ]
     for bad, message in (
         ("uprobe:/bin/bash", "expected uprobe:BINARY:SYMBOL"),
         ("kprobe:", "nothing to attach to"),
         ("perf_event:fast", "'fast' is not a number"),
+        ("raw_tracepoint:", "expected raw_tracepoint:NAME"),
+        ("fentry:do_unlinkat", "attaches where it was loaded for: write 'fentry'"),
     ):
         with pytest.raises(AttachError, match=message):
             targets.attach(None, bad)  # type: ignore[arg-type]
