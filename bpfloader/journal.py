@@ -58,6 +58,8 @@ class MessageId(StrEnum):
     MEMLOCK_LOW = "c7aa03af54d34afe84bfa6fe921b592f"
     PROGRAM_ATTACHED = "0bcdb32ca7a04582a1d71236ca500208"
     ATTACHMENT_FAILED = "cf4a864877d64852ad2783068dda23d6"
+    LINK_UPDATED = "78cc547be1b34654937a7bed1366f9cf"
+    LINK_STALE = "821c6d536a8a4078ac64502f381d1e77"
 
 
 FieldValue = str | int | bytes

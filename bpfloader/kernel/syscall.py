@@ -52,6 +52,8 @@ class Cmd(IntEnum):
     MAP_LOOKUP_BATCH = 24
     LINK_CREATE = 28
     LINK_UPDATE = 29
+    LINK_GET_FD_BY_ID = 30
+    LINK_GET_NEXT_ID = 31
     LINK_DETACH = 34
     PROG_BIND_MAP = 35
 

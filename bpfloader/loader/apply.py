@@ -140,6 +140,9 @@ class _ObjectWork:
         self.made_dirs: list[str] = []
         # Links updated in place, each with the program it ran (until committed or rolled back).
         self.updated: list[tuple[Fd, Fd]] = []
+        # A reload's replaced programs: the id of the one pinned before -> its successor.
+        self.replaced: dict[int, LiveProgram] = {}
+        self.declared_links: set[int] = set()  # ids of declared attachments' links, old and new
 
     def run(self, result: ObjectResult) -> None:
         assert self.plan.spec is not None
@@ -154,6 +157,8 @@ class _ObjectWork:
         # Attached once the object's pins are in place; rolled back with them on a failure.
         for live in self.loaded.programs:
             result.pins += self._attach(live)
+        if self.replaced:
+            self._links_of_others()
         if self.staged:
             with self.applier.publishing:
                 self._publish_staged()
@@ -195,6 +200,11 @@ class _ObjectWork:
                 info.verified_insns,
                 section=spec.section,
             )
+        if live.replaces:
+            before = self._open_existing(path, PinKind.PROGRAM)
+            if before is not None:
+                with before:
+                    self.replaced[kprogs.program_info(before.number).id] = live
         self._stage(live.fd, path, spec.owner, replaces=live.replaces)
         return Pin(
             path,
@@ -252,6 +262,7 @@ class _ObjectWork:
                     )
                 for path, link in attachments.link_pin_names(base, index, attachment):
                     replaces = self._pinned(path, PinKind.LINK)
+                    self.declared_links.add(klinks.link_info(link).id)
                     with Fd(os.dup(link)) as fd:
                         self._stage(fd, path, spec.owner, replaces=replaces)
                     action = Action.REPLACE if replaces else Action.CREATE
@@ -294,6 +305,7 @@ class _ObjectWork:
             return None
         with found:
             info = klinks.link_info(found.number)
+            self.declared_links.add(info.id)
             if info.type not in klinks.UPDATABLE:
                 return None
             old = Fd(kprogs.program_fd_by_id(info.prog_id))
@@ -313,11 +325,51 @@ class _ObjectWork:
         return object_name(self.plan.path, libbpf=self.plan.spec.style is ObjectStyle.LIBBPF)
 
     def _pinned(self, path: str, kind: PinKind) -> bool:
+        """Whether a pin of `kind` is at `path` (a link's: its id is then a declared one)."""
         found = self._open_existing(path, kind)
         if found is None:
             return False
-        found.close()
+        with found:
+            if kind is PinKind.LINK:
+                self.declared_links.add(klinks.link_info(found.number).id)
         return True
+
+    def _links_of_others(self) -> None:
+        """Links the loader did not make (`bpfloader attach --pin`, bpftool, a daemon's) that
+        run a program this reload replaced: each gets the new program where its kind of link
+        takes BPF_LINK_UPDATE (undone if the object fails), else a warning that it still runs
+        the old one."""
+        for fd, info in klinks.every_link():
+            with fd:
+                live = self.replaced.get(info.prog_id)
+                if live is None or info.id in self.declared_links:
+                    continue
+                spec, pin = live.plan.spec, live.plan.pin_path
+                if info.type not in klinks.UPDATABLE:
+                    self.reporter.emit(
+                        events.link_stale(
+                            self.plan.path,
+                            pin,
+                            spec.name,
+                            info.id,
+                            info.type_name,
+                            info.prog_id,
+                            live.info.id,
+                        )
+                    )
+                    continue
+                old = Fd(kprogs.program_fd_by_id(info.prog_id))
+                try:
+                    klinks.update_link(fd.number, live.fd.number, old.number)
+                except BaseException:
+                    old.close()
+                    raise
+                self.updated.append((Fd(os.dup(fd.number)), old))
+                self.reporter.emit(
+                    events.link_updated(
+                        self.plan.path, pin, spec.name, info.id, info.prog_id, live.info.id
+                    )
+                )
 
     # -- pins -------------------------------------------------------------------------------
 

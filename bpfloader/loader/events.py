@@ -236,6 +236,36 @@ def attachment_failed(path: str, program: str, target: str, reason: str) -> Even
     )
 
 
+def link_updated(path: str, pin: str, program: str, link: int, old: int, new: int) -> Event:
+    return _event(
+        MessageId.LINK_UPDATED,
+        Priority.NOTICE,
+        f"{path}: link {link}, not the loader's, ran program {show_name(program)} {old}: updated "
+        f"in place, it runs {new} now",
+        BPF_OBJECT=path,
+        BPF_PIN=pin,
+        BPF_PROGRAM=field_name(program),
+        BPF_LINK_ID=link,
+    )
+
+
+def link_stale(
+    path: str, pin: str, program: str, link: int, kind: str, old: int, new: int
+) -> Event:
+    return _event(
+        MessageId.LINK_STALE,
+        Priority.WARNING,
+        f"{path}: link {link} ({kind}), not the loader's, still runs program {show_name(program)} "
+        f"{old}; the pin holds {new} now, and a {kind} link cannot be updated in place: attach "
+        "the new one again, or declare the attachment in the policy file",
+        BPF_OBJECT=path,
+        BPF_PIN=pin,
+        BPF_PROGRAM=field_name(program),
+        BPF_LINK_ID=link,
+        BPF_LINK_TYPE=kind,
+    )
+
+
 def btf_refused(path: str, message: str) -> Event:
     return _event(MessageId.BTF_REFUSED, Priority.WARNING, message, BPF_OBJECT=path)
 

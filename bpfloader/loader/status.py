@@ -16,9 +16,11 @@ The JSON form (`status --json`) is a stable interface, documented in README.md:
            (the last three: programs; a program's name is its function's, `section` its
            code section, which says which `$` variant is pinned)
     LINK = PIN's first seven fields (`name` the program's, `id` the link's), and
-           {"target": str, "program_id": int | null, "stale": bool}
-           (a declared attachment: where, the program the link runs, and whether that is
-           another than the one pinned now)
+           {"target": str, "program_id": int | null, "stale": bool, "declared": bool}
+           (an attachment: where ("" where it was not declared), the program the link runs,
+           whether that is another than the one pinned now, and whether the policy file
+           declared it; a link pinned under the pin root by someone else that runs one of
+           the object's programs, or one they replaced, is listed too: declared false)
 
 `id`, `uid`, `gid` and `mode` are read live from the pin (null when it is gone or, for the
 id, when this process may not open it or the pin changed while status looked at it); the rest
@@ -76,6 +78,8 @@ MAX_DEPTH = 64
 
 def status_report(state: LoaderState, root: PinRoot, *, rebuilt: bool) -> dict[str, Any]:
     objects = []
+    foreign = foreign_pins(state, root)
+    others = _links_of_others(state, root, foreign)
     for obj in sorted(state.objects.values(), key=lambda o: o.path):
         objects.append(
             {
@@ -86,7 +90,7 @@ def status_report(state: LoaderState, root: PinRoot, *, rebuilt: bool) -> dict[s
                 "sha256": obj.sha256,
                 "maps": [_pin(p, root) for p in obj.pins if p.kind is PinKind.MAP],
                 "programs": [_pin(p, root) for p in obj.pins if p.kind is PinKind.PROGRAM],
-                "links": _links(obj.pins, root),
+                "links": _links(obj.pins, root) + others.get(obj.path, []),
                 "skipped": [
                     {"kind": s.kind.value, "name": s.name, "reason": s.reason} for s in obj.skipped
                 ],
@@ -98,8 +102,70 @@ def status_report(state: LoaderState, root: PinRoot, *, rebuilt: bool) -> dict[s
         "source_dir": state.source_dir,
         "state": "rebuilt" if rebuilt else "recorded",
         "objects": objects,
-        "foreign_pins": foreign_pins(state, root),
+        "foreign_pins": [p for p in foreign if p not in _listed(others)],
     }
+
+
+def _listed(others: dict[str, list[dict[str, Any]]]) -> set[str]:
+    return {link["pin"] for links in others.values() for link in links}
+
+
+def _links_of_others(
+    state: LoaderState, root: PinRoot, foreign: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The link pins among `foreign` (made by `bpfloader attach --pin`, bpftool, ...) that run
+    a program of a loaded object, by object: the program pinned now, or one it replaced (same
+    name and type: stale)."""
+    programs: dict[int, tuple[str, str]] = {}  # live program id -> (object, program name)
+    names: dict[tuple[str, int], tuple[str, str, int]] = {}  # (kernel name, type) -> ... + id
+    for obj in state.objects.values():
+        for pin in obj.pins:
+            if pin.kind is not PinKind.PROGRAM:
+                continue
+            info = _program_at(pin.path, root)
+            if info is not None:
+                programs[info.id] = (obj.path, pin.name)
+                names[(info.name, info.type)] = (obj.path, pin.name, info.id)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for path in foreign:
+        if path.endswith("/"):
+            continue
+        running = _link_program(path, root)
+        if running is None:
+            continue
+        owner = programs.get(running)
+        pinned = None
+        if owner is None:
+            try:
+                fd = kprogs.program_fd_by_id(running)
+            except OSError:
+                continue
+            try:
+                info = kprogs.program_info(fd)
+            finally:
+                os.close(fd)
+            match = names.get((info.name, info.type))
+            if match is None:
+                continue
+            owner, pinned = match[:2], match[2]
+        entry = _pin(Pin(path, PinKind.LINK, owner[1]), root)
+        entry.update(target="", program_id=running, stale=pinned is not None, declared=False)
+        found.setdefault(owner[0], []).append(entry)
+    return found
+
+
+def _program_at(path: str, root: PinRoot) -> kprogs.ProgramInfo | None:
+    try:
+        with root.parent_of(path) as (directory, name):
+            fd = kpins.open_pinned_at(directory.number, name, readonly=True)
+    except (OSError, LoaderError):
+        return None
+    try:
+        return kprogs.program_info(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _pin(pin: Pin, root: PinRoot) -> dict[str, Any]:
@@ -150,6 +216,7 @@ def _links(pins: list[Pin], root: PinRoot) -> list[dict[str, Any]]:
             target=pin.target,
             program_id=running,
             stale=running is not None and pinned is not None and running != pinned,
+            declared=True,
         )
         found.append(entry)
     return found
@@ -296,9 +363,9 @@ def format_status(report: dict[str, Any]) -> str:
             if link["stale"]:
                 pinned = next(p["id"] for p in obj["programs"] if p["name"] == link["name"])
                 state = f"  stale: runs program {link['program_id']}, the pin holds {pinned}"
+            target = show_name(link["target"]) if link["declared"] else "(not declared)"
             lines.append(
-                f"  link    {where}  id {ident}  {show_name(link['target'])}  "
-                f"program {link['program_id']}{state}"
+                f"  link    {where}  id {ident}  {target}  program {link['program_id']}{state}"
             )
         for skip in obj["skipped"]:
             name, why = show_name(skip["name"]), one_line(skip["reason"])

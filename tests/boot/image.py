@@ -57,6 +57,7 @@ OBJECTS = [
     *((source, f"etc/bpf/{source.stem}.o") for source in sorted(REPO.glob("etc/bpf/*.c"))),
     (REPO / "tests/bpf/boot_kprobe.c", "etc/bpf/boot_kprobe.o"),
     (REPO / "tests/bpf/bad_verifier.c", "etc/bpf/bad_verifier.o"),  # rejected by the verifier
+    (REPO / "tests/bpf/boot_attached.c", "etc/bpf/boot_attached.o"),  # with boot_attached.policy
     (REPO / "tests/bpf/good_last.c", "usr/share/bpfloader-boot-test/added/good_last.o"),
     (
         REPO / "tests/bpf/bad_critical_verifier.c",
@@ -73,6 +74,7 @@ LIBBPF_OBJECTS = [
 ]
 GUEST_UNITS = [
     "bpfloader-boot-reader.service",
+    "bpfloader-boot-bpfprogram.service",
     "bpfloader-boot-check.service",
     "bpfloader-boot-critical.service",
 ]
@@ -276,6 +278,7 @@ def _install_project(root: Path, objects: Path, steps: _Steps) -> None:
         shutil.move(built, root / target)
     for script in ("check.py", "reader.py"):
         shutil.copy(GUEST / script, root / "usr/share/bpfloader-boot-test" / script)
+    shutil.copy(GUEST / "boot_attached.policy", root / "etc/bpf/boot_attached.policy")
     for unit in GUEST_UNITS:
         shutil.copy(GUEST / unit, root / "etc/systemd/system" / unit)
     steps.run("systemctl", f"--root={root}", "enable", "bpfloader.service", *GUEST_UNITS)

@@ -36,6 +36,8 @@ MAIN_CHECKS = [
     "kprobe",  # the kprobe example attached and counting
     "memlock",  # with RLIMIT_MEMLOCK at 0 the loader loads; it raises the limit only before 5.11
     "ksyms",  # a module's kfunc (fd_array) and a typed per-CPU variable, loaded and run
+    "declared_attachments",  # a policy's tracepoint and cgroup attachments, made at boot
+    "bpfprogram_unit",  # a unit's own BPFProgram=egress:PIN counts its traffic
     "catalog",  # the journal catalog is installed
     "units_verify",  # systemd-analyze verify is clean for our units
     "security",  # systemd-analyze security's exposure stays in bounds

@@ -105,6 +105,7 @@ def test_an_auto_attachment_counts_events_and_its_link_is_pinned_beside_the_prog
             "target": "tracepoint:sched:sched_switch",
             "program_id": program["id"],
             "stale": False,
+            "declared": True,
         }
     ]
 
@@ -257,4 +258,55 @@ def test_a_reload_that_fails_after_an_update_puts_the_old_program_back(
     sent = counts(bpffs)[1]
     in_child(lambda: udp_traffic(5), cgroup)
     assert 5 <= counts(bpffs)[1] - sent < 5000  # the old program counts, one by one
+    bpfloader_cli("unload", "--pin-root", bpffs, check=True)
+
+
+def test_links_made_by_others_are_updated_or_named_stale(
+    compile_bpf, source_dir, bpffs, bpfloader_cli, cgroup
+):
+    """Links pinned by `bpfloader attach --pin` (not declared): listed with the object that
+    runs their program; a reload puts the new program into the cgroup link and warns that the
+    tracepoint's (a perf link) still runs the old one, which status then calls stale."""
+    install(compile_bpf, source_dir, "")
+    bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs, check=True)
+    egress = bpffs / "prog_switches_cgroup_skb_egress_count_egress"
+    switches = bpffs / "prog_switches_tp_sched_sched_switch"
+    by_hand = {"cgroup": bpffs / "hand_cgroup", "tp": bpffs / "hand_tp"}
+    for prog, target, pin in (
+        (egress, f"cgroup:{cgroup}:egress", by_hand["cgroup"]),
+        (switches, "tracepoint:sched:sched_switch", by_hand["tp"]),
+    ):
+        bpfloader_cli("attach", prog, target, "--pin", pin, check=True)
+    before = {k: bpftool("link", "show", "pinned", p) for k, p in by_hand.items()}
+    status = json.loads(bpfloader_cli("status", "--pin-root", bpffs, "--json").stdout)
+    (obj,) = status["objects"]
+    assert {(x["pin"], x["declared"], x["stale"]) for x in obj["links"]} == {
+        (str(by_hand["cgroup"]), False, False),
+        (str(by_hand["tp"]), False, False),
+    }
+    assert status["foreign_pins"] == []
+    install(compile_bpf, source_dir, "", "-DSTEP=1000")
+    run = bpfloader_cli("reload", "--dir", source_dir, "--pin-root", bpffs)
+    assert run.returncode == 0, run.stderr
+    new = {
+        "cgroup": bpftool("prog", "show", "pinned", egress)["id"],
+        "tp": bpftool("prog", "show", "pinned", switches)["id"],
+    }
+    assert (
+        f"link {before['cgroup']['id']}, not the loader's, ran program count_egress "
+        f"{before['cgroup']['prog_id']}: updated in place, it runs {new['cgroup']} now"
+    ) in run.stderr
+    assert (
+        f"link {before['tp']['id']} (perf_event), not the loader's, still runs program "
+        f"count_switches {before['tp']['prog_id']}; the pin holds {new['tp']} now"
+    ) in run.stderr
+    assert bpftool("link", "show", "pinned", by_hand["cgroup"])["prog_id"] == new["cgroup"]
+    text = bpfloader_cli("status", "--pin-root", bpffs).stdout
+    assert (
+        f"  link    {by_hand['tp']}  id {before['tp']['id']}  (not declared)  program "
+        f"{before['tp']['prog_id']}  stale: runs program {before['tp']['prog_id']}, the pin "
+        f"holds {new['tp']}"
+    ) in text.splitlines(), text
+    for pin in by_hand.values():
+        bpfloader_cli("detach", pin, check=True)
     bpfloader_cli("unload", "--pin-root", bpffs, check=True)

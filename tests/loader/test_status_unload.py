@@ -115,6 +115,7 @@ def check_schema(report: Any) -> None:
         for link in obj["links"]:
             check_pin({k: v for k, v in link.items() if k not in LINK_KEYS}, "links")
             assert isinstance(link["target"], str) and type(link["stale"]) is bool
+            assert type(link["declared"]) is bool
             assert link["program_id"] is None or isinstance(link["program_id"], int)
         for skip in obj["skipped"]:
             assert set(skip) == {"kind", "name", "reason"}
@@ -122,7 +123,7 @@ def check_schema(report: Any) -> None:
             assert isinstance(skip["name"], str) and isinstance(skip["reason"], str)
 
 
-LINK_KEYS = ("target", "program_id", "stale")
+LINK_KEYS = ("target", "program_id", "stale", "declared")
 
 
 def documented_keys() -> set[str]:

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -375,6 +376,55 @@ def check_ksyms() -> str:
     )
 
 
+ATTACHED_COUNTS = "/sys/fs/bpf/map_boot_attached_attached_counts"
+DECLARED_LINKS = ["link_boot_attached_count_switches", "link_boot_attached_count_system_egress"]
+PROGRAM_ATTACHED = "0bcdb32ca7a04582a1d71236ca500208"  # bpfloader.journal.MessageId
+
+
+def attached_counts() -> list[int]:
+    with BpfMap.open(ATTACHED_COUNTS, key="I", value="Q", readonly=True) as counts:
+        return [counts[i] for i in range(3)]
+
+
+def loopback_datagrams(count: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _ in range(count):
+            sock.sendto(b"x", ("127.0.0.1", 9))
+
+
+def check_declared_attachments() -> str:
+    """boot_attached.policy's attachments, made by the loader at boot with no other process
+    involved: the tracepoint counts switches, the cgroup program system.slice's datagrams (this
+    checker's among them), and each link is pinned and logged."""
+    problems = pin_problems([(name, 0, ADM, 0o440) for name in DECLARED_LINKS])
+    if problems:
+        raise Failed("; ".join(problems) + f"; the loader said: {loader_journal()}")
+    logged = journal("SYSLOG_IDENTIFIER=bpfloader", f"MESSAGE_ID={PROGRAM_ATTACHED}")
+    if len(logged) < len(DECLARED_LINKS):
+        raise Failed(f"{len(logged)} attachments logged, want {len(DECLARED_LINKS)}")
+    before = attached_counts()
+    loopback_datagrams(20)
+    if not wait_for(lambda: attached_counts()[0] > before[0], 5):
+        raise Failed(f"the tracepoint counted no switch ({before[0]} all along)")
+    sent = attached_counts()[1] - before[1]
+    if sent < 20:
+        raise Failed(f"system.slice's egress counted {sent} of this checker's 20 datagrams")
+    return (
+        f"{before[0]} switches counted since boot; system.slice's egress counted {sent} "
+        f"datagrams; {len(logged)} attachments in the journal"
+    )
+
+
+def check_bpfprogram_unit() -> str:
+    """A unit attaching a pinned program itself (systemd's BPFProgram=egress:PIN): its
+    datagrams counted by the program the loader pinned before it started."""
+    expect_unit("bpfloader-boot-bpfprogram.service", Result="success", ActiveState="active")
+    counted = attached_counts()[2]
+    if counted < 10:
+        raise Failed(f"the unit's program counted {counted} of its 10 datagrams")
+    return f"BPFProgram=egress:PIN: the unit's {counted} datagrams counted"
+
+
 def check_verifier_log() -> str:
     entries = journal("SYSLOG_IDENTIFIER=bpfloader", f"BPF_OBJECT={REJECTED}")
     for entry in entries:
@@ -600,6 +650,8 @@ MAIN = [
     check_kprobe,
     check_memlock,
     check_ksyms,
+    check_declared_attachments,
+    check_bpfprogram_unit,
     check_catalog,
     check_units_verify,
     check_security,
