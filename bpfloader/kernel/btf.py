@@ -17,9 +17,9 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from bpfloader.errors import KernelError, LoaderError
-from bpfloader.kernel.attrs import BtfInfoStruct, BtfLoadAttr, GetIdAttr, InfoAttr
+from bpfloader.kernel.attrs import BtfInfoStruct, BtfLoadAttr, InfoAttr
 from bpfloader.kernel.fd import Fd
-from bpfloader.kernel.syscall import Cmd, bpf
+from bpfloader.kernel.syscall import Cmd, bpf, objects_by_id
 from bpfloader.obj.btf import BtfError, Kind, type_ids_by_name
 
 if TYPE_CHECKING:
@@ -123,36 +123,21 @@ def _read_target() -> TargetBtf:
         raise LoaderError(f"{VMLINUX_BTF}: {e}") from e
 
 
-_BY_ID = "BPF_BTF_GET_FD_BY_ID"
-
-
 def kernel_btf_fds(names: Collection[str]) -> dict[str, Fd]:
     """Fds of the kernel's own BTF objects named `names` (`vmlinux`, or a module's name), found
     by walking the BTF ids: a program that uses a module's kfunc or variable names the
     module's BTF by fd. One that is not there (a module unloaded meanwhile) is a LoaderError."""
     found: dict[str, Fd] = {}
-    attr = GetIdAttr()
     try:
-        while len(found) < len(names):
-            try:
-                bpf(Cmd.BTF_GET_NEXT_ID, attr, operation="BPF_BTF_GET_NEXT_ID")
-            except KernelError as e:
-                if e.errno == errno.ENOENT:
-                    break  # the last one
-                raise
-            attr.id = attr.next_id
-            try:
-                fd = Fd(bpf(Cmd.BTF_GET_FD_BY_ID, GetIdAttr(id=attr.id), operation=_BY_ID))
-            except KernelError as e:
-                if e.errno == errno.ENOENT:
-                    continue  # gone meanwhile
-                raise
+        for fd in objects_by_id(Cmd.BTF_GET_NEXT_ID, Cmd.BTF_GET_FD_BY_ID):
             with contextlib.ExitStack() as unless_kept:
                 unless_kept.callback(fd.close)
                 name = _kernel_btf_name(fd)
                 if name is not None and name in names and name not in found:
                     found[name] = fd
                     unless_kept.pop_all()
+            if len(found) == len(names):
+                break
     except BaseException:
         for fd in found.values():
             fd.close()

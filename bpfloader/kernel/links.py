@@ -15,7 +15,6 @@ from enum import IntEnum
 
 from bpfloader.errors import KernelError
 from bpfloader.kernel.attrs import (
-    GetIdAttr,
     InfoAttr,
     LinkCreateAttr,
     LinkDetachAttr,
@@ -25,7 +24,7 @@ from bpfloader.kernel.attrs import (
     RawTracepointAttr,
 )
 from bpfloader.kernel.fd import Fd
-from bpfloader.kernel.syscall import UNSUPPORTED_ERRNOS, Cmd, bpf
+from bpfloader.kernel.syscall import UNSUPPORTED_ERRNOS, Cmd, bpf, objects_by_id
 
 BPF_F_ALLOW_MULTI = 1 << 1
 BPF_F_REPLACE = 1 << 2
@@ -111,31 +110,14 @@ def detach_link(link_fd: int) -> None:
 
 def every_link() -> Iterator[tuple[Fd, LinkInfo]]:
     """Each BPF link in the kernel (an fd of it, and what it is), by id: the ones made by
-    others too. Links that go away meanwhile are passed over. The caller closes each fd."""
-    attr = GetIdAttr()
-    while True:
-        try:
-            bpf(Cmd.LINK_GET_NEXT_ID, attr, operation="BPF_LINK_GET_NEXT_ID")
-        except KernelError as e:
-            if e.errno == errno.ENOENT:
-                return  # the last one
-            raise
-        attr.id = attr.next_id
-        try:
-            fd = Fd(bpf(Cmd.LINK_GET_FD_BY_ID, GetIdAttr(id=attr.id), operation=_LINK_BY_ID))
-        except KernelError as e:
-            if e.errno == errno.ENOENT:
-                continue
-            raise
+    others too. The caller closes each fd."""
+    for fd in objects_by_id(Cmd.LINK_GET_NEXT_ID, Cmd.LINK_GET_FD_BY_ID):
         try:
             info = link_info(fd.number)
         except BaseException:
             fd.close()
             raise
         yield fd, info
-
-
-_LINK_BY_ID = "BPF_LINK_GET_FD_BY_ID"
 
 
 def link_info(fd: int) -> LinkInfo:

@@ -7,9 +7,14 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Iterator
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from bpfloader.errors import KernelError
+
+if TYPE_CHECKING:
+    from bpfloader.kernel.fd import Fd
 
 # The interpreter's own libc (dlopen(NULL)): find_library would run ldconfig on every start.
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -151,3 +156,25 @@ def statfs_type(path: str) -> int:
     if _libc.statfs(os.fsencode(path), ctypes.byref(buf)) < 0:
         raise KernelError("statfs", ctypes.get_errno(), path)
     return int(buf.f_type) & 0xFFFFFFFF
+
+
+def objects_by_id(next_id: Cmd, fd_by_id: Cmd) -> Iterator[Fd]:
+    """An fd of each kernel object of one kind, by id (BPF_*_GET_NEXT_ID, BPF_*_GET_FD_BY_ID):
+    BTF objects, links. One that goes away meanwhile is passed over. The caller closes each."""
+    from bpfloader.kernel.attrs import GetIdAttr
+    from bpfloader.kernel.fd import Fd
+
+    attr = GetIdAttr()
+    while True:
+        try:
+            bpf(next_id, attr, operation=f"BPF_{next_id.name}")
+        except KernelError as e:
+            if e.errno == errno.ENOENT:
+                return  # the last one
+            raise
+        attr.id = attr.next_id
+        try:
+            yield Fd(bpf(fd_by_id, GetIdAttr(id=attr.id), operation=f"BPF_{fd_by_id.name}"))
+        except KernelError as e:
+            if e.errno != errno.ENOENT:
+                raise

@@ -308,13 +308,7 @@ class _ObjectWork:
             self.declared_links.add(info.id)
             if info.type not in klinks.UPDATABLE:
                 return None
-            old = Fd(kprogs.program_fd_by_id(info.prog_id))
-            try:
-                klinks.update_link(found.number, live.fd.number, old.number)
-            except BaseException:
-                old.close()
-                raise
-            self.updated.append((Fd(os.dup(found.number)), old))
+            self._update(found, info, live)
         owner = self.applier.root.owner_of(path)
         return Pin(path, PinKind.LINK, spec.name, info.id, owner, Action.UPDATE, target=target)
 
@@ -333,6 +327,17 @@ class _ObjectWork:
             if kind is PinKind.LINK:
                 self.declared_links.add(klinks.link_info(found.number).id)
         return True
+
+    def _update(self, link: Fd, info: klinks.LinkInfo, live: LiveProgram) -> None:
+        """Put `live`'s program into the link (BPF_LINK_UPDATE, only while it runs the one it
+        ran), keeping what it ran for a roll back."""
+        old = Fd(kprogs.program_fd_by_id(info.prog_id))
+        try:
+            klinks.update_link(link.number, live.fd.number, old.number)
+        except BaseException:
+            old.close()
+            raise
+        self.updated.append((Fd(os.dup(link.number)), old))
 
     def _links_of_others(self) -> None:
         """Links the loader did not make (`bpfloader attach --pin`, bpftool, a daemon's) that
@@ -358,13 +363,7 @@ class _ObjectWork:
                         )
                     )
                     continue
-                old = Fd(kprogs.program_fd_by_id(info.prog_id))
-                try:
-                    klinks.update_link(fd.number, live.fd.number, old.number)
-                except BaseException:
-                    old.close()
-                    raise
-                self.updated.append((Fd(os.dup(fd.number)), old))
+                self._update(fd, info, live)
                 self.reporter.emit(
                     events.link_updated(
                         self.plan.path, pin, spec.name, info.id, info.prog_id, live.info.id

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.client.test_attach_cgroup import cgroup  # noqa: F401 (a fixture: a cgroup of its own)
+from tests.client.test_attach_netdev import veth  # noqa: F401 (a fixture: two namespaces, a veth)
 from tests.conftest import TESTS, Compile
 
 # How Android builds its objects: -g, then BTF kept and the rest of the debug data stripped

@@ -7,18 +7,16 @@ is not optional failing its object with nothing left behind; the policy errors."
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bpfloader.client import BpfMap
-from tests.client.test_attach_cgroup import cgroup2_root, in_child, udp_traffic
+from tests.client.test_attach_cgroup import in_child, udp_traffic
 from tests.conftest import pins_in
 from tests.libbpf_support import bpftool, libbpf_object
 from tests.loader.test_status_unload import check_schema, documented_keys, produced_keys
@@ -133,27 +131,26 @@ def test_a_reload_puts_the_new_program_in_place_and_unload_detaches(
 def test_several_targets_a_cgroup_and_an_optional_one_that_fails(
     compile_bpf, source_dir, bpffs, bpfloader_cli, cgroup
 ):
-    if True:
-        policy = (
-            "[program.count_switches]\n"
-            'attach = ["tracepoint:sched:sched_switch", "tracepoint:sched:sched_wakeup"]\n'
-            "[program.count_egress]\n"
-            f'attach = ["cgroup:{cgroup}:egress"]\n'
-            "[program.pass]\n"
-            'attach = [{target = "xdp:bpfloader-none0", optional = true}]\n'
-        )
-        install(compile_bpf, source_dir, policy)
-        run = bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs)
-        assert run.returncode == 0, run.stderr
-        assert {p for p in pins_in(bpffs) if p.startswith("link_")} == {
-            "link_switches_count_switches",
-            "link_switches_count_switches_2",
-            "link_switches_count_egress",
-        }
-        assert "program pass not attached to xdp:bpfloader-none0 (optional)" in run.stderr
-        in_child(lambda: udp_traffic(5), cgroup)
-        assert counts(bpffs)[1] >= 5  # the cgroup's datagrams, through the declared link
-        bpfloader_cli("unload", "--pin-root", bpffs, check=True)
+    policy = (
+        "[program.count_switches]\n"
+        'attach = ["tracepoint:sched:sched_switch", "tracepoint:sched:sched_wakeup"]\n'
+        "[program.count_egress]\n"
+        f'attach = ["cgroup:{cgroup}:egress"]\n'
+        "[program.pass]\n"
+        'attach = [{target = "xdp:bpfloader-none0", optional = true}]\n'
+    )
+    install(compile_bpf, source_dir, policy)
+    run = bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs)
+    assert run.returncode == 0, run.stderr
+    assert {p for p in pins_in(bpffs) if p.startswith("link_")} == {
+        "link_switches_count_switches",
+        "link_switches_count_switches_2",
+        "link_switches_count_egress",
+    }
+    assert "program pass not attached to xdp:bpfloader-none0 (optional)" in run.stderr
+    in_child(lambda: udp_traffic(5), cgroup)
+    assert counts(bpffs)[1] >= 5  # the cgroup's datagrams, through the declared link
+    bpfloader_cli("unload", "--pin-root", bpffs, check=True)
 
 
 def test_an_attachment_that_fails_fails_its_object_and_leaves_nothing(
@@ -204,16 +201,6 @@ def test_the_policy_knows_every_kind_of_target_the_client_attaches():
     from bpfloader.loader.attachments import KINDS
 
     assert sorted(KINDS) == sorted(kind for row in targets.TARGETS for kind in row.kinds)
-
-
-@pytest.fixture
-def cgroup() -> Iterator[str]:
-    path = os.path.join(cgroup2_root(), f"bpfloader-attach-{os.getpid()}")
-    os.mkdir(path)
-    try:
-        yield path
-    finally:
-        os.rmdir(path)
 
 
 def test_a_reload_updates_a_cgroup_link_in_place(

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bpfloader.client import BpfMap
-from tests.client.test_attach_netdev import Veth, inside, veth  # noqa: F401 (the fixture)
+from tests.client.test_attach_netdev import Veth, inside
 from tests.conftest import REPO
 from tests.libbpf_support import bpftool
 
@@ -116,7 +116,7 @@ def test_no_packet_and_no_event_goes_uncounted_across_reloads(
     source_dir,
     bpffs,
     state_dir,
-    veth,  # noqa: F811
+    veth,
 ):
     versions = [compile_bpf(COUNTERS, "counters.o", "-g", f"-DVERSION={v}") for v in (1, 2)]
     shutil.copy(versions[0], source_dir / "counters.o")

@@ -17,6 +17,7 @@ with Debian 11's 5.10 kernel, where the old-kernel policy has something to do.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -282,37 +283,34 @@ MAP_CREATE_PROBE = (
 )
 
 
+@contextlib.contextmanager
+def private_load(objects: list[str], *prefix: str) -> Iterator[tuple[Path, str]]:
+    """`bpfloader load` of `objects` into a bpffs of the check's own (its state beside), run
+    after `prefix` (prlimit ...): the pins' directory, unmounted after the block, and what the
+    loader said."""
+    work = Path(tempfile.mkdtemp(prefix="private-load-"))
+    (work / "objects").mkdir()
+    pins = work / "pins"
+    pins.mkdir()
+    for obj in objects:
+        shutil.copy(obj, work / "objects")
+    run("mount", "-t", "bpf", "bpf", str(pins))
+    try:
+        where = ["--dir", str(work / "objects"), "--pin-root", str(pins)]
+        where += ["--state-dir", str(work / "state"), "--log-target", "console"]
+        yield pins, run(*prefix, "bpfloader", "load", *where)
+    finally:
+        run("umount", str(pins))
+
+
 def check_memlock() -> str:
     """RLIMIT_MEMLOCK at 0: kernels before 5.11 charge maps to it, so there a plain map create
     must fail with EPERM and the loader must raise the limit and load all the same; on later
     kernels both work and the loader leaves the limit alone."""
     kernel = tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
     probe = run("prlimit", "--memlock=0:0", "--", sys.executable, "-c", MAP_CREATE_PROBE).strip()
-    work = Path(tempfile.mkdtemp(prefix="memlock-"))
-    objects, pins = work / "objects", work / "pins"
-    objects.mkdir()
-    pins.mkdir()
-    shutil.copy("/etc/bpf/myschedtp.o", objects)
-    run("mount", "-t", "bpf", "bpf", str(pins))
-    try:
-        said = run(
-            "prlimit",
-            "--memlock=0:0",
-            "--",
-            "bpfloader",
-            "load",
-            "--dir",
-            str(objects),
-            "--pin-root",
-            str(pins),
-            "--state-dir",
-            str(work / "state"),
-            "--log-target",
-            "console",
-        )
+    with private_load(["/etc/bpf/myschedtp.o"], "prlimit", "--memlock=0:0", "--") as (pins, said):
         pinned = sorted(os.listdir(pins))
-    finally:
-        run("umount", str(pins))
     raised = "raised it from 0 bytes" in said
     if kernel < (5, 11):
         want_probe, want_raised = "BPF_MAP_CREATE failed: EPERM", True
@@ -337,35 +335,15 @@ def check_ksyms() -> str:
     run("modprobe", "nf_conntrack")
     if not os.path.exists("/sys/kernel/btf/nf_conntrack"):
         raise Failed("nf_conntrack is loaded but has no BTF (/sys/kernel/btf/nf_conntrack)")
-    work = Path(tempfile.mkdtemp(prefix="ksyms-"))
-    objects, pins = work / "objects", work / "pins"
-    objects.mkdir()
-    pins.mkdir()
-    shutil.copy(KSYMS_OBJECT, objects)
-    run("mount", "-t", "bpf", "bpf", str(pins))
-    said = ""
-    try:
-        said = run(
-            "bpfloader",
-            "load",
-            "--dir",
-            str(objects),
-            "--pin-root",
-            str(pins),
-            "--state-dir",
-            str(work / "state"),
-            "--log-target",
-            "console",
-        )
+    with private_load([KSYMS_OBJECT]) as (pins, said):
         packet = bytes(14) + bytes(50)
-        with Program.open(f"{pins}/prog_ksyms_module_tc_ct_lookup") as prog:
-            looked_up = prog.test_run(packet).retval
-        with Program.open(f"{pins}/prog_ksyms_module_tc_this_cpu") as prog:
-            cpu = prog.test_run(packet).retval - 100
-    except (Failed, OSError) as e:
-        raise Failed(f"{e}; the loader said {said[-600:]!r}") from None
-    finally:
-        run("umount", str(pins))
+        try:
+            with Program.open(f"{pins}/prog_ksyms_module_tc_ct_lookup") as prog:
+                looked_up = prog.test_run(packet).retval
+            with Program.open(f"{pins}/prog_ksyms_module_tc_this_cpu") as prog:
+                cpu = prog.test_run(packet).retval - 100
+        except OSError as e:
+            raise Failed(f"{e}; the loader said {said[-600:]!r}") from None
     if looked_up != ENOENT:
         raise Failed(f"bpf_skb_ct_lookup of an all-zero tuple returned {looked_up}, want ENOENT")
     if not 0 <= cpu < os.cpu_count():
