@@ -54,11 +54,12 @@ class Applier:
         reporter: Reporter,
         mode: LoadMode = BOOT,
         publishing: Callable[[ObjectResult], None] | None = None,
-        recorded_targets: Mapping[str, str] | None = None,
+        recorded: Mapping[str, Pin] | None = None,
     ):
         self.root = root
-        # The links of declared attachments the state records, by pin path: their targets.
-        self.recorded_targets = recorded_targets or {}
+        # The pins the state records, by path: a link's target, a program's id (what a
+        # reload compares a declared attachment with, and finds others' links running by).
+        self.recorded = recorded or {}
         self.kern_version = kern_version
         self.dir_mode = dir_mode
         self.reporter = reporter
@@ -200,11 +201,9 @@ class _ObjectWork:
                 info.verified_insns,
                 section=spec.section,
             )
-        if live.replaces:
-            before = self._open_existing(path, PinKind.PROGRAM)
-            if before is not None:
-                with before:
-                    self.replaced[kprogs.program_info(before.number).id] = live
+        before = self.applier.recorded.get(path) if live.replaces else None
+        if before is not None and before.kernel_id:  # 0: a state rebuilt from the pins
+            self.replaced[before.kernel_id] = live
         self._stage(live.fd, path, spec.owner, replaces=live.replaces)
         return Pin(
             path,
@@ -298,7 +297,8 @@ class _ObjectWork:
         a new link must be made instead. Undone if the object then fails."""
         spec = live.plan.spec
         path = base if index == 0 else f"{base}_{index + 1}"
-        if self.applier.recorded_targets.get(path) != target:
+        recorded = self.applier.recorded.get(path)
+        if recorded is None or recorded.target != target:
             return None
         found = self._open_existing(path, PinKind.LINK)
         if found is None:

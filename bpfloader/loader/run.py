@@ -22,7 +22,7 @@ from bpfloader.loader.lock import run_lock
 from bpfloader.loader.parallel import apply_all, default_jobs
 from bpfloader.loader.pin_root import PinRoot
 from bpfloader.loader.plan import Planner
-from bpfloader.loader.results import ObjectResult, Status
+from bpfloader.loader.results import ObjectResult, Pin, Status
 from bpfloader.loader.scan import scan
 from bpfloader.loader.source import (
     DEFAULT_MAX_OBJECT_BYTES,
@@ -302,7 +302,7 @@ class _Run:
             self.reporter,
             LoadMode(replace=self.reloading, recreate=self.recreate),
             lambda result: record_publishing(state_dir, result),
-            recorded_targets(self.previous),
+            recorded_pins(self.previous),
         )
 
     def _apply(self, planned: PlannedObject, reporter: Reporter) -> ObjectResult:
@@ -336,15 +336,8 @@ def _marker(result: RunResult, pin_root: str) -> dict[str, object]:
     }
 
 
-def recorded_targets(state: LoaderState | None) -> dict[str, str]:
-    """The target of each declared attachment's link the state records, by pin path."""
-    from bpfloader.obj.bpftypes import PinKind
-
+def recorded_pins(state: LoaderState | None) -> dict[str, Pin]:
+    """Every pin the state records, by path."""
     if state is None:
         return {}
-    return {
-        pin.path: pin.target
-        for obj in state.objects.values()
-        for pin in obj.pins
-        if pin.kind is PinKind.LINK
-    }
+    return {pin.path: pin for obj in state.objects.values() for pin in obj.pins}
