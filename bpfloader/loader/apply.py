@@ -261,11 +261,11 @@ class _ObjectWork:
                     )
                 for path, link in attachments.link_pin_names(base, index, attachment):
                     replaces = self._pinned(path, PinKind.LINK)
-                    self.declared_links.add(klinks.link_info(link).id)
+                    ident = klinks.link_info(link).id
+                    self.declared_links.add(ident)
                     with Fd(os.dup(link)) as fd:
                         self._stage(fd, path, spec.owner, replaces=replaces)
                     action = Action.REPLACE if replaces else Action.CREATE
-                    ident = klinks.link_info(link).id
                     pins.append(
                         Pin(
                             path,
@@ -281,7 +281,7 @@ class _ObjectWork:
 
     def _kept_links(self, base: str, index: int, spec: ProgramSpec, target: str) -> list[Pin]:
         """The link pinned for attachment `index` of a program kept as it was ([] if none)."""
-        path = base if index == 0 else f"{base}_{index + 1}"
+        path = attachments.link_pin_path(base, index)
         found = self._open_existing(path, PinKind.LINK)
         if found is None:
             return []
@@ -296,7 +296,7 @@ class _ObjectWork:
         link stays, with its id: nothing between the two programs goes unhandled); None where
         a new link must be made instead. Undone if the object then fails."""
         spec = live.plan.spec
-        path = base if index == 0 else f"{base}_{index + 1}"
+        path = attachments.link_pin_path(base, index)
         recorded = self.applier.recorded.get(path)
         if recorded is None or recorded.target != target:
             return None

@@ -151,9 +151,14 @@ def attach(program_fd: int, pin: str, target: str) -> Attachment:
         return attach_target(program, target)
 
 
+def link_pin_path(base: str, index: int) -> str:
+    """The pin of a program's attachment number `index` (from 0): `base`, `base_2`, ..."""
+    return base if index == 0 else f"{base}_{index + 1}"
+
+
 def link_pin_names(base: str, index: int, attachment: Attachment) -> list[tuple[str, int]]:
-    """(pin name, link fd) of each link of a program's attachment number `index` (from 0)."""
-    stem = base if index == 0 else f"{base}_{index + 1}"
+    """(pin path, link fd) of each link of a program's attachment number `index` (from 0)."""
+    stem = link_pin_path(base, index)
     if len(attachment.links) == 1:
         return [(stem, attachment.links[0][1])]
     return [(f"{stem}_{name}", fd) for name, fd in attachment.links]

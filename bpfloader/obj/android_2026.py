@@ -186,12 +186,14 @@ def read_prog_defs(elf: ElfObject) -> dict[str, ProgDef]:
         (kind, attach, uid, gid, min_kver, max_kver, optional, min_api, max_api, create, pin,
          name_idx) = PROG_DEF.unpack(raw)  # fmt: skip
         what = f"program def '{symbol.name}'"
-        if kind not in ProgType._value2member_map_:
-            raise _error(f"{what}: unknown program type {kind}", PROGS_SECTION)
+        try:
+            prog_type = ProgType(kind)
+        except ValueError as e:
+            raise _error(f"{what}: unknown program type {kind}", PROGS_SECTION) from e
         location = _location(create, pin, name_idx, "prog", what)
         gates = Gates(min_kver, max_kver, min_api_level=min_api, max_api_level=max_api)
         owner = _owner(uid, gid, PROGRAM_PIN_MODE, what, PROGS_SECTION)
-        defs[symbol.name] = ProgDef(ProgType(kind), attach, owner, gates, bool(optional), location)
+        defs[symbol.name] = ProgDef(prog_type, attach, owner, gates, bool(optional), location)
     return defs
 
 
