@@ -29,9 +29,12 @@ SWITCHES = """
 #ifndef STEP
 #define STEP 1
 #endif
+#ifndef ENTRIES
+#define ENTRIES 2
+#endif
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 2);
+    __uint(max_entries, ENTRIES);
     __type(key, __u32);
     __type(value, __u64);
 } switches SEC(".maps");
@@ -296,4 +299,35 @@ def test_links_made_by_others_are_updated_or_named_stale(
     ) in text.splitlines(), text
     for pin in by_hand.values():
         bpfloader_cli("detach", pin, check=True)
+    bpfloader_cli("unload", "--pin-root", bpffs, check=True)
+
+
+def test_a_recreated_map_leaves_no_program_attached_that_writes_the_old_one(
+    compile_bpf, source_dir, bpffs, bpfloader_cli, cgroup
+):
+    """--recreate-incompatible-maps: the map made anew, every declared link (updated in place,
+    or made anew) runs the program that writes the new map."""
+    policy = (
+        '[program.count_switches]\nattach = "auto"\n'
+        f'[program.count_egress]\nattach = ["cgroup:{cgroup}:egress"]\n'
+    )
+    install(compile_bpf, source_dir, policy)
+    bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs, check=True)
+    old_map = bpftool("map", "show", "pinned", bpffs / "map_switches_switches")["id"]
+    install(compile_bpf, source_dir, policy, "-DENTRIES=4")  # incompatible: max_entries
+    run = bpfloader_cli(
+        "reload", "--recreate-incompatible-maps", "--dir", source_dir, "--pin-root", bpffs
+    )
+    assert run.returncode == 0, run.stderr
+    new_map = bpftool("map", "show", "pinned", bpffs / "map_switches_switches")["id"]
+    assert new_map != old_map
+    for link, program in (
+        ("link_switches_count_switches", "prog_switches_tp_sched_sched_switch"),
+        ("link_switches_count_egress", "prog_switches_cgroup_skb_egress_count_egress"),
+    ):
+        runs = bpftool("link", "show", "pinned", bpffs / link)["prog_id"]
+        assert bpftool("prog", "show", "id", runs)["map_ids"] == [new_map], link
+        assert runs == bpftool("prog", "show", "pinned", bpffs / program)["id"], link
+    in_child(lambda: udp_traffic(5), cgroup)
+    assert counts(bpffs)[1] >= 5  # into the new map
     bpfloader_cli("unload", "--pin-root", bpffs, check=True)
