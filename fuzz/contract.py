@@ -168,6 +168,26 @@ def check_ksyms(spec: ObjectSpec, kallsyms: str) -> None:
         raise ContractViolation(f"ksyms resolution raised {where_raised(e)}: {e!r}") from e
 
 
+POLICY_PATH = "fuzz.policy"
+
+
+def check_policy(text: bytes, spec: ObjectSpec) -> None:
+    """The policy file's contract (loader/policy.py): parsing a text, then applying it to
+    `spec`, succeeds or raises a one-line LoaderError; nothing else is raised."""
+    from bpfloader.errors import LoaderError
+    from bpfloader.loader.policy import apply_policy, parse_policy
+
+    try:
+        apply_policy(spec, parse_policy(text, POLICY_PATH))
+    except LoaderError as e:
+        if "\n" in str(e):
+            raise ContractViolation(f"policy error is not one line: {e!r}") from e
+    except (InputTimeout, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        raise ContractViolation(f"policy file raised {where_raised(e)}: {e!r}") from e
+
+
 SAMPLE_CONFIG = 'CONFIG_BPF=y\nCONFIG_HZ=250\nCONFIG_NR_CPUS=0x100\nCONFIG_LOCALVERSION="-x"\n'
 FACTS = kconfig.KernelFacts(version=0x060C00, bpf_cookie=True, syscall_wrapper=True)
 
