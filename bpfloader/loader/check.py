@@ -150,6 +150,12 @@ def _describe(plan: ObjectPlan) -> list[str]:
                     f"{kind:4} {item.pin_path}  {owner.uid}:{owner.gid} {owner.mode:04o}"
                     + variant_note(item)
                 )
+    for program in plan.programs:  # declared attachments: made by load, not by check
+        if program.action is not Action.SKIP:
+            lines += [
+                f"attach {program.spec.name} to {a.target}" + (" (optional)" if a.optional else "")
+                for a in program.spec.attach
+            ]
     return lines
 
 

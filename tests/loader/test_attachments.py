@@ -331,3 +331,16 @@ def test_a_recreated_map_leaves_no_program_attached_that_writes_the_old_one(
     in_child(lambda: udp_traffic(5), cgroup)
     assert counts(bpffs)[1] >= 5  # into the new map
     bpfloader_cli("unload", "--pin-root", bpffs, check=True)
+
+
+def test_check_names_the_declared_attachments(compile_bpf, source_dir, bpfloader_cli):
+    policy = (
+        '[program.count_switches]\nattach = "auto"\n'
+        '[program.pass]\nattach = [{target = "xdp:eth0", optional = true}]\n'
+    )
+    install(compile_bpf, source_dir, policy)
+    run = bpfloader_cli("check", source_dir / "switches.o")
+    assert run.returncode == 0, run.stdout
+    lines = run.stdout.splitlines()
+    assert "  attach count_switches to tracepoint:sched:sched_switch" in lines
+    assert "  attach pass to xdp:eth0 (optional)" in lines
