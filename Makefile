@@ -1,5 +1,5 @@
 # Convenience targets; each one installs what it needs through scripts/bootstrap (run as root).
-.PHONY: setup demo test lint ci install fuzz bench
+.PHONY: setup demo test lint ci install fuzz fuzz-policy bench
 
 # `make install [DESTDIR=root] [PREFIX=/usr/local] [PYTHON=/usr/bin/python3]`: the package, the
 # systemd units, the journal catalog, /etc/default/bpfloader (see scripts/install).
@@ -37,6 +37,14 @@ fuzz: setup
 	.venv/bin/python fuzz/build_seeds.py build/fuzz/seeds
 	mkdir -p build/fuzz/corpus
 	PYTHONPATH=. .venv/bin/python fuzz/fuzz_reader.py build/fuzz/corpus build/fuzz/seeds \
+		-runs=$(FUZZ_RUNS) -print_final_stats=1 $(FUZZ_ARGS)
+
+# `make fuzz-policy [FUZZ_RUNS=...] [FUZZ_ARGS=...]`: the policy file's reader, likewise (seeds
+# in fuzz/policy_seeds; the short run in CI is tests/loader/test_policy_fuzz.py).
+fuzz-policy: setup
+	.venv/bin/pip install -q -e '.[fuzz]'
+	mkdir -p build/fuzz/policy_corpus
+	PYTHONPATH=. .venv/bin/python fuzz/fuzz_policy.py build/fuzz/policy_corpus fuzz/policy_seeds \
 		-runs=$(FUZZ_RUNS) -print_final_stats=1 $(FUZZ_ARGS)
 
 # `make bench [BENCH_ARGS="--rounds 11 --json build/bench/result.json --profile"]`: bpfloader
