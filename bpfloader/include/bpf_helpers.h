@@ -218,11 +218,14 @@ static long (*bpf_skb_load_bytes_relative)(const void *skb, unsigned int offset,
 #define DEFINE_BPF_MAP_KVER_UGM(the_map, TYPE, K, V, n, minkver, maxkver, usr, grp, md)          \
     DEFINE_BPF_MAP_EXT(the_map, TYPE, K, V, n, 0, usr, grp, md, "", "", false, minkver, maxkver,  \
                        BPFLOADER_MIN_VER, BPFLOADER_MAX_VER, 0)
-#define DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, usr, grp, md) \
-    DEFINE_BPF_MAP_KVER_UGM(the_map, TYPE, K, V, n, KVER_NONE, KVER_INF, usr, grp, md)
 #define DEFINE_BPF_SHARED_MAP_UGM(the_map, TYPE, K, V, n, usr, grp, md)                          \
     DEFINE_BPF_MAP_EXT(the_map, TYPE, K, V, n, 0, usr, grp, md, "", "", true, KVER_NONE,          \
                        KVER_INF, BPFLOADER_MIN_VER, BPFLOADER_MAX_VER, 0)
+#endif
+
+/* Both formats: each layout defines DEFINE_BPF_MAP_KVER_UGM; these wrappers expand through it. */
+#define DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, usr, grp, md) \
+    DEFINE_BPF_MAP_KVER_UGM(the_map, TYPE, K, V, n, KVER_NONE, KVER_INF, usr, grp, md)
 #define DEFINE_BPF_MAP(the_map, TYPE, K, V, n) \
     DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, AID_ROOT, AID_ROOT, 0600)
 #define DEFINE_BPF_MAP_RO(the_map, TYPE, K, V, n, gid) \
@@ -233,7 +236,6 @@ static long (*bpf_skb_load_bytes_relative)(const void *skb, unsigned int offset,
     DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, AID_ROOT, gid, 0640)
 #define DEFINE_BPF_MAP_GRW(the_map, TYPE, K, V, n, gid) \
     DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, AID_ROOT, gid, 0660)
-#endif
 
 /* ---- local storage, spin locks, timers ----------------------------------------------------- */
 

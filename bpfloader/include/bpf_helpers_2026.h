@@ -191,18 +191,6 @@ _Static_assert(sizeof(struct bpf_prog_def) == 180, "bpf_prog_def must be 180 byt
 #define DEFINE_BPF_MAP_KVER_UGM(the_map, TYPE, K, V, n, minkver, maxkver, usr, grp, md)          \
     DEFINE_BPF_MAP_EXT(the_map, TYPE, K, V, n, 0, usr, grp, md, "", DEFAULT_BPF_PIN_SUBDIR,      \
                        minkver, maxkver, BPFLOADER_MIN_API, BPFLOADER_MAX_API)
-#define DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, usr, grp, md) \
-    DEFINE_BPF_MAP_KVER_UGM(the_map, TYPE, K, V, n, KVER_NONE, KVER_INF, usr, grp, md)
-#define DEFINE_BPF_MAP(the_map, TYPE, K, V, n) \
-    DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, AID_ROOT, AID_ROOT, 0600)
-#define DEFINE_BPF_MAP_RO(the_map, TYPE, K, V, n, gid) \
-    DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, AID_ROOT, gid, 0440)
-#define DEFINE_BPF_MAP_GWO(the_map, TYPE, K, V, n, gid) \
-    DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, AID_ROOT, gid, 0620)
-#define DEFINE_BPF_MAP_GRO(the_map, TYPE, K, V, n, gid) \
-    DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, AID_ROOT, gid, 0640)
-#define DEFINE_BPF_MAP_GRW(the_map, TYPE, K, V, n, gid) \
-    DEFINE_BPF_MAP_UGM(the_map, TYPE, K, V, n, AID_ROOT, gid, 0660)
 
 #define DEFINE_BPF_SK_STORAGE(the_map, ValueType, usr, grp, md)                                  \
     DEFINE_BPF_MAP_EXT(the_map, SK_STORAGE, int, ValueType, 0, BPF_F_NO_PREALLOC, usr, grp, md,  \
