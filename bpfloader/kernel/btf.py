@@ -138,15 +138,13 @@ def kernel_btf_fds(names: Collection[str]) -> dict[str, Fd]:
                     unless_kept.pop_all()
             if len(found) == len(names):
                 break
+        missing = sorted(set(names) - set(found))
+        if missing:
+            raise LoaderError(f"the kernel has no BTF named {missing[0]} (a module unloaded?)")
     except BaseException:
         for fd in found.values():
             fd.close()
         raise
-    missing = sorted(set(names) - set(found))
-    if missing:
-        for fd in found.values():
-            fd.close()
-        raise LoaderError(f"the kernel has no BTF named {missing[0]} (a module unloaded?)")
     return found
 
 
