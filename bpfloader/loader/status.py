@@ -80,7 +80,9 @@ def status_report(state: LoaderState, root: PinRoot, *, rebuilt: bool) -> dict[s
     objects = []
     foreign = foreign_pins(state, root)
     others = _links_of_others(state, root, foreign)
+    listed = {link["pin"] for links in others.values() for link in links}
     for obj in sorted(state.objects.values(), key=lambda o: o.path):
+        programs = [_pin(p, root) for p in obj.pins if p.kind is PinKind.PROGRAM]
         objects.append(
             {
                 "path": obj.path,
@@ -89,8 +91,8 @@ def status_report(state: LoaderState, root: PinRoot, *, rebuilt: bool) -> dict[s
                 "critical": obj.critical,
                 "sha256": obj.sha256,
                 "maps": [_pin(p, root) for p in obj.pins if p.kind is PinKind.MAP],
-                "programs": [_pin(p, root) for p in obj.pins if p.kind is PinKind.PROGRAM],
-                "links": _links(obj.pins, root) + others.get(obj.path, []),
+                "programs": programs,
+                "links": _links(obj.pins, programs, root) + others.get(obj.path, []),
                 "skipped": [
                     {"kind": s.kind.value, "name": s.name, "reason": s.reason} for s in obj.skipped
                 ],
@@ -102,12 +104,8 @@ def status_report(state: LoaderState, root: PinRoot, *, rebuilt: bool) -> dict[s
         "source_dir": state.source_dir,
         "state": "rebuilt" if rebuilt else "recorded",
         "objects": objects,
-        "foreign_pins": [p for p in foreign if p not in _listed(others)],
+        "foreign_pins": [p for p in foreign if p not in listed],
     }
-
-
-def _listed(others: dict[str, list[dict[str, Any]]]) -> set[str]:
-    return {link["pin"] for links in others.values() for link in links}
 
 
 def _links_of_others(
@@ -115,17 +113,8 @@ def _links_of_others(
 ) -> dict[str, list[dict[str, Any]]]:
     """The link pins among `foreign` (made by `bpfloader attach --pin`, bpftool, ...) that run
     a program of a loaded object, by object: the program pinned now, or one it replaced (same
-    name and type: stale)."""
-    programs: dict[int, tuple[str, str]] = {}  # live program id -> (object, program name)
-    names: dict[tuple[str, int], tuple[str, str, int]] = {}  # (kernel name, type) -> ... + id
-    for obj in state.objects.values():
-        for pin in obj.pins:
-            if pin.kind is not PinKind.PROGRAM:
-                continue
-            info = _program_at(pin.path, root)
-            if info is not None:
-                programs[info.id] = (obj.path, pin.name)
-                names[(info.name, info.type)] = (obj.path, pin.name, info.id)
+    name and type: stale). The pinned programs are read only once a link is among them."""
+    live: _LivePrograms | None = None
     found: dict[str, list[dict[str, Any]]] = {}
     for path in foreign:
         if path.endswith("/"):
@@ -133,6 +122,9 @@ def _links_of_others(
         running = _link_program(path, root)
         if running is None:
             continue
+        if live is None:
+            live = _live_programs(state, root)
+        programs, names = live
         owner = programs.get(running)
         pinned = None
         if owner is None:
@@ -152,6 +144,25 @@ def _links_of_others(
         entry.update(target="", program_id=running, stale=pinned is not None, declared=False)
         found.setdefault(owner[0], []).append(entry)
     return found
+
+
+# live program id -> (object, program name); (kernel name, type) -> (object, program name, id)
+_LivePrograms = tuple[dict[int, tuple[str, str]], dict[tuple[str, int], tuple[str, str, int]]]
+
+
+def _live_programs(state: LoaderState, root: PinRoot) -> _LivePrograms:
+    """The programs pinned now for the state's objects, by kernel id and by name and type."""
+    programs: dict[int, tuple[str, str]] = {}
+    names: dict[tuple[str, int], tuple[str, str, int]] = {}
+    for obj in state.objects.values():
+        for pin in obj.pins:
+            if pin.kind is not PinKind.PROGRAM:
+                continue
+            info = _program_at(pin.path, root)
+            if info is not None:
+                programs[info.id] = (obj.path, pin.name)
+                names[(info.name, info.type)] = (obj.path, pin.name, info.id)
+    return programs, names
 
 
 def _program_at(path: str, root: PinRoot) -> kprogs.ProgramInfo | None:
@@ -198,20 +209,17 @@ def _pin(pin: Pin, root: PinRoot) -> dict[str, Any]:
     return entry
 
 
-def _links(pins: list[Pin], root: PinRoot) -> list[dict[str, Any]]:
+def _links(pins: list[Pin], programs: list[dict[str, Any]], root: PinRoot) -> list[dict[str, Any]]:
     """The links of an object's declared attachments, each with the program it runs and
-    whether that is still the one pinned for it."""
-    programs: dict[str, int | None] = {}
+    whether that is still the one pinned for it (`programs`: the object's program entries)."""
+    pinned_ids = {program["name"]: program["id"] for program in programs}
     found = []
-    for pin in pins:
-        if pin.kind is PinKind.PROGRAM:
-            programs[pin.name] = _pin(pin, root)["id"]
     for pin in pins:
         if pin.kind is not PinKind.LINK:
             continue
         entry = _pin(pin, root)
         running = _link_program(pin.path, root) if entry["present"] else None
-        pinned = programs.get(pin.name)
+        pinned = pinned_ids.get(pin.name)
         entry.update(
             target=pin.target,
             program_id=running,
