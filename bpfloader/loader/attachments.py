@@ -73,6 +73,8 @@ _AUTO_LIBBPF = {
 }
 # Android's section prefixes that name their target the same way.
 _AUTO_ANDROID = ("tracepoint", "kprobe", "kretprobe")
+# Kinds whose target is the program's BTF attach point, not a name after the '/'.
+_TRACING = ("fentry", "fexit", "fmod_ret", "tp_btf", "lsm")
 
 
 class AttachmentError(LoaderError):
@@ -136,9 +138,6 @@ def auto_target(spec: ProgramSpec, libbpf: bool) -> str:
     if written == "tracepoint":
         return "tracepoint:" + name.replace("/", ":", 1)
     return f"{written}:{name}"
-
-
-_TRACING = ("fentry", "fexit", "fmod_ret", "tp_btf", "lsm")
 
 
 def attach(program_fd: int, pin: str, target: str) -> Attachment:
