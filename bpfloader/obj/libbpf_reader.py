@@ -206,22 +206,8 @@ class _Reader:
         symbol = reloc.symbol
         name = symbol.name or "(unnamed)"
         if symbol.section is None:
-            offset = self.kconfig_offsets.get(name)
-            if symbol.shndx == SHN_UNDEF and offset is not None and self.kconfig_map:
-                return MapReference(0, self.kconfig_map.name, offset)  # libbpf ignores the addend
-            ksym = self.ksyms.named(name) if self.ksyms is not None else None
-            if symbol.shndx == SHN_UNDEF and ksym is not None:
-                call = reloc.type == R_BPF_64_32
-                if call and ksym.kind is not KsymKind.FUNCTION:
-                    raise ObjectFormatError(
-                        f"{place} calls '{name}', a {ksym.kind.value} of the kernel, not a kfunc"
-                    )
-                return ExternReference(0, name, call)
             if symbol.shndx == SHN_UNDEF:
-                raise ObjectFormatError(
-                    f"{place} refers to '{name}', which the object does not define, and the "
-                    "object's BTF does not declare it __kconfig or __ksym (compile with clang -g)"
-                )
+                return self._extern(reloc, name, place)
             raise ObjectFormatError(
                 f"{place} refers to '{name}' in {SPECIAL_SECTION_INDEXES[symbol.shndx]}"
             )
@@ -257,6 +243,25 @@ class _Reader:
         raise ObjectFormatError(
             f"{place} refers to '{name}' in section '{target.name}', which holds neither maps "
             "nor global data"
+        )
+
+    def _extern(self, reloc: Relocation, name: str, place: str) -> MapReference | ExternReference:
+        """A symbol the object does not define: a `__kconfig` variable (an address in the
+        kconfig map) or a `__ksym` variable or kfunc, as the object's BTF declares it."""
+        offset = self.kconfig_offsets.get(name)
+        if offset is not None and self.kconfig_map:
+            return MapReference(0, self.kconfig_map.name, offset)  # libbpf ignores the addend
+        ksym = self.ksyms.named(name) if self.ksyms is not None else None
+        if ksym is not None:
+            call = reloc.type == R_BPF_64_32
+            if call and ksym.kind is not KsymKind.FUNCTION:
+                raise ObjectFormatError(
+                    f"{place} calls '{name}', a {ksym.kind.value} of the kernel, not a kfunc"
+                )
+            return ExternReference(0, name, call)
+        raise ObjectFormatError(
+            f"{place} refers to '{name}', which the object does not define, and the "
+            "object's BTF does not declare it __kconfig or __ksym (compile with clang -g)"
         )
 
 
