@@ -94,6 +94,7 @@ GLOBAL_DATA: Version = (5, 2)  # BPF_PSEUDO_MAP_VALUE, BPF_MAP_FREEZE
 MMAPABLE_MAPS: Version = (5, 5)  # BPF_F_MMAPABLE, which global data maps carry
 SUBPROGRAM_CALLS: Version = (4, 16)  # bpf-to-bpf calls
 SLEEPABLE_PROGRAMS: Version = (5, 10)
+STRUCT_OPS_LINKS: Version = (6, 4)  # BPF_F_LINK struct_ops maps (`.struct_ops.link`)
 BPF_COOKIE: Version = (5, 15)  # bpf_get_attach_cookie: LINUX_HAS_BPF_COOKIE
 
 

@@ -56,6 +56,7 @@ class LinkType(IntEnum):
 UPDATABLE = frozenset(
     {LinkType.CGROUP, LinkType.NETNS, LinkType.XDP, LinkType.TCX, LinkType.NETKIT}
 )
+BPF_STRUCT_OPS = 44  # the attach type of a struct_ops map's link (its "program" is the map)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class LinkInfo:
     id: int
     type: int
     prog_id: int
+    map_id: int = 0  # a struct_ops link's: the map it registers
 
     @property
     def type_name(self) -> str:
@@ -88,7 +90,8 @@ def open_raw_tracepoint(name: str, prog_fd: int) -> int:
 
 def update_link(link_fd: int, new_prog_fd: int, old_prog_fd: int | None = None) -> None:
     """Make the link run `new_prog_fd` (instead of `old_prog_fd`, where given: refused where it
-    runs another by then). Refused for a kind of link that cannot be updated: see UPDATABLE."""
+    runs another by then). Refused for a kind of link that cannot be updated: see UPDATABLE. A
+    struct_ops link takes map fds in the same places: it registers the new map instead."""
     attr = LinkUpdateAttr(
         link_fd=link_fd,
         new_prog_fd=new_prog_fd,
@@ -124,7 +127,10 @@ def link_info(fd: int) -> LinkInfo:
     info = LinkInfoStruct()
     attr = InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
     bpf(Cmd.OBJ_GET_INFO_BY_FD, attr, operation="BPF_OBJ_GET_INFO_BY_FD (link)")
-    return LinkInfo(id=info.id, type=info.type, prog_id=info.prog_id)
+    map_id = 0
+    if info.type == LinkType.STRUCT_OPS:
+        map_id = int.from_bytes(bytes(info.details[:4]), "little")
+    return LinkInfo(id=info.id, type=info.type, prog_id=info.prog_id, map_id=map_id)
 
 
 @functools.cache

@@ -51,9 +51,12 @@ def create_map(
     btf_fd: int = 0,
     btf_key_type_id: int = 0,
     btf_value_type_id: int = 0,
+    btf_vmlinux_value_type_id: int = 0,
     map_extra: int = 0,
 ) -> int:
-    """A new map; `inner_map_fd` is a map of maps' template, `btf_*` its types' BTF."""
+    """A new map; `inner_map_fd` is a map of maps' template, `btf_*` its types' BTF (a
+    struct_ops map's value type is the kernel's: `btf_vmlinux_value_type_id`, with `btf_fd`
+    the object's BTF all the same)."""
     attr = MapCreateAttr(
         map_type=map_type,
         key_size=key_size,
@@ -66,6 +69,7 @@ def create_map(
         btf_fd=btf_fd,
         btf_key_type_id=btf_key_type_id,
         btf_value_type_id=btf_value_type_id,
+        btf_vmlinux_value_type_id=btf_vmlinux_value_type_id,
         map_extra=map_extra,
     )
     return bpf(Cmd.MAP_CREATE, attr)
@@ -74,6 +78,13 @@ def create_map(
 def freeze(fd: int) -> None:
     """Make the map read-only for user space from now on (BPF_MAP_FREEZE)."""
     bpf(Cmd.MAP_FREEZE, MapElemAttr(map_fd=fd))
+
+
+def map_fd_by_id(map_id: int) -> int:
+    """An fd of the map with id `map_id` (BPF_MAP_GET_FD_BY_ID; root's)."""
+    from bpfloader.kernel.attrs import GetIdAttr
+
+    return bpf(Cmd.MAP_GET_FD_BY_ID, GetIdAttr(id=map_id), operation="BPF_MAP_GET_FD_BY_ID")
 
 
 def map_info(fd: int) -> MapInfo:

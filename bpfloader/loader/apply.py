@@ -9,6 +9,7 @@ either has all its pins or none, and no process ever sees a pin with the wrong o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from bpfloader.errors import KernelError, LoaderError
 from bpfloader.journal import Priority, Reporter
 from bpfloader.kernel import links as klinks
+from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import programs as kprogs
 from bpfloader.kernel.fd import Fd
 from bpfloader.kernel.syscall import kernel_seconds
@@ -29,6 +31,7 @@ from bpfloader.loader.kernel_objects import (
     LiveProgram,
     LoadedObject,
     LoadMode,
+    write_struct_ops,
 )
 from bpfloader.loader.limits import open_files_error
 from bpfloader.loader.naming import object_name
@@ -39,6 +42,8 @@ from bpfloader.loader.source import PlannedObject
 from bpfloader.obj.bpftypes import PinKind
 from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.spec import ObjectStyle, ProgramSpec
+from bpfloader.obj.struct_ops import section_of as struct_ops_section
+from bpfloader.obj.struct_ops import target_of as struct_ops_target
 
 
 class Applier:
@@ -144,6 +149,11 @@ class _ObjectWork:
         # A reload's replaced programs: the id of the one pinned before -> its successor.
         self.replaced: dict[int, LiveProgram] = {}
         self.declared_links: set[int] = set()  # ids of declared attachments' links, old and new
+        # struct_ops maps without a link: the pinned ones a reload replaces (unregistered just
+        # before their successors register), and those registered by this load (a roll back
+        # unregisters them).
+        self.unregistering: dict[str, Fd] = {}
+        self.registered: list[Fd] = []
 
     def run(self, result: ObjectResult) -> None:
         assert self.plan.spec is not None
@@ -158,6 +168,9 @@ class _ObjectWork:
         # Attached once the object's pins are in place; rolled back with them on a failure.
         for live in self.loaded.programs:
             result.pins += self._attach(live)
+        for live_map in self.loaded.maps:
+            if live_map.plan.spec.struct_ops is not None:
+                result.pins += self._register(live_map)
         if self.replaced:
             self._links_of_others()
         if self.staged:
@@ -175,6 +188,7 @@ class _ObjectWork:
 
     def _map(self, live: LiveMap) -> Pin:
         spec, path = live.plan.spec, live.plan.pin_path
+        target = struct_ops_target(spec)
         if not live.created:
             owner = self.applier.root.owner_of(path)
             if self.applier.mode.replace and owner != spec.owner:
@@ -182,10 +196,25 @@ class _ObjectWork:
                 # changing the pin in place would show a mix of old and new in between.
                 self._stage(live.fd, path, spec.owner, replaces=True)
                 owner = spec.owner
-            return Pin(path, PinKind.MAP, spec.name, live.info.id, owner, Action.REUSE)
+            return Pin(
+                path, PinKind.MAP, spec.name, live.info.id, owner, Action.REUSE, target=target
+            )
+        if live.replaces and live.struct_ops is not None and not live.registered_by_link:
+            old = self._open_existing(path, PinKind.MAP)
+            if old is not None:
+                self.unregistering[spec.name] = old
         self._stage(live.fd, path, spec.owner, replaces=live.replaces)
         action = Action.REPLACE if live.replaces else Action.CREATE
-        return Pin(path, PinKind.MAP, spec.name, live.info.id, spec.owner, action, note=live.note)
+        return Pin(
+            path,
+            PinKind.MAP,
+            spec.name,
+            live.info.id,
+            spec.owner,
+            action,
+            note=live.note,
+            target=target,
+        )
 
     def _program(self, live: LiveProgram) -> Pin:
         spec, path, info = live.plan.spec, live.plan.pin_path, live.info
@@ -312,6 +341,81 @@ class _ObjectWork:
         owner = self.applier.root.owner_of(path)
         return Pin(path, PinKind.LINK, spec.name, info.id, owner, Action.UPDATE, target=target)
 
+    # -- struct_ops maps ----------------------------------------------------------------------
+
+    def _register(self, live: LiveMap) -> list[Pin]:
+        """Register a struct_ops map: by a link pinned beside the map (`link_FILENAME_MAP`; a
+        reload puts the new map into that same link, BPF_LINK_UPDATE, so the kernel's struct
+        is never without an implementation), or, for a `.struct_ops` map, by writing its value
+        (a reload then unregisters the old map just before: those cannot be swapped)."""
+        spec, path = live.plan.spec, live.plan.pin_path
+        target = struct_ops_target(spec)
+        if not live.registered_by_link:
+            if live.created:
+                old = self.unregistering.get(spec.name)
+                if old is not None:
+                    kmaps.delete(old.number, bytes(spec.key_size))
+                write_struct_ops(live)
+                self.registered.append(Fd(os.dup(live.fd.number)))
+                self.reporter.emit(
+                    events.struct_ops_registered(self.plan.path, spec.name, target, live.info.id)
+                )
+            return []
+        link_path = attachments.link_pin_base(path, self.object_name, spec.name)
+        found = self._open_existing(link_path, PinKind.LINK)
+        if found is not None:
+            with found:
+                info = klinks.link_info(found.number)
+                self.declared_links.add(info.id)
+                owner = self.applier.root.owner_of(link_path)
+                if not live.created and info.map_id == live.info.id:
+                    return [
+                        Pin(
+                            link_path,
+                            PinKind.LINK,
+                            spec.name,
+                            info.id,
+                            owner,
+                            Action.REUSE,
+                            target=target,
+                        )
+                    ]
+                recorded = self.applier.recorded.get(link_path)
+                if live.created and recorded is not None and recorded.target == target:
+                    old = Fd(kmaps.map_fd_by_id(info.map_id))
+                    try:
+                        klinks.update_link(found.number, live.fd.number, old.number)
+                    except BaseException:
+                        old.close()
+                        raise
+                    self.updated.append((Fd(os.dup(found.number)), old))
+                    return [
+                        Pin(
+                            link_path,
+                            PinKind.LINK,
+                            spec.name,
+                            info.id,
+                            owner,
+                            Action.UPDATE,
+                            target=target,
+                        )
+                    ]
+        try:
+            link = Fd(klinks.create_link(live.fd.number, 0, klinks.BPF_STRUCT_OPS))
+        except KernelError as e:
+            assert spec.struct_ops is not None
+            raise e.explained(
+                f"struct_ops map '{spec.name}': the kernel refused to register it as a struct "
+                f"{spec.struct_ops.type_name} ({e.reason}: a name already taken?)",
+                section=struct_ops_section(spec),
+            ) from e
+        with link:
+            ident = klinks.link_info(link.number).id
+            self.declared_links.add(ident)
+            self._stage(link, link_path, spec.owner, replaces=found is not None)
+        action = Action.REPLACE if found is not None else Action.CREATE
+        return [Pin(link_path, PinKind.LINK, spec.name, ident, spec.owner, action, target=target)]
+
     @property
     def object_name(self) -> str:
         """FILENAME of its link pins, by its format's rule (naming.object_name)."""
@@ -406,6 +510,7 @@ class _ObjectWork:
     def _commit(self) -> None:
         """Everything is in place: drop the pins that were swapped out."""
         self._drop_updated()
+        self._drop_registered()
         for item in self.published:
             if item.replaces:
                 self.applier.root.unstage(item.staged)
@@ -420,6 +525,10 @@ class _ObjectWork:
         for link, old in reversed(self.updated):  # each link back to the program it ran
             klinks.update_link(link.number, old.number)
         self._drop_updated()
+        for registered in self.registered:  # unregistered: their pins are about to go
+            with contextlib.suppress(KernelError):
+                kmaps.delete(registered.number, bytes(4))
+        self._drop_registered()
         for item in reversed(self.published):
             if item.replaces:
                 root.take_back(item.staged, item.final)
@@ -437,5 +546,11 @@ class _ObjectWork:
             old.close()
         self.updated = []
 
+    def _drop_registered(self) -> None:
+        for fd in (*self.registered, *self.unregistering.values()):
+            fd.close()
+        self.registered, self.unregistering = [], {}
+
     def close(self) -> None:
         self.loaded.close()
+        self._drop_registered()

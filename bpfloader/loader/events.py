@@ -13,6 +13,7 @@ from bpfloader.errors import KernelError, LoaderError, show_name, verifier_error
 from bpfloader.journal import VERIFIER_LOG_FIELD, Event, FieldValue, MessageId, Priority
 from bpfloader.loader.results import Action
 from bpfloader.obj.bpftypes import PinKind
+from bpfloader.obj.struct_ops import TARGET_PREFIX as STRUCT_OPS_TARGET
 
 if TYPE_CHECKING:
     from bpfloader.loader.results import ObjectResult, Pin
@@ -236,6 +237,20 @@ def attachment_failed(path: str, program: str, target: str, reason: str) -> Even
     )
 
 
+def struct_ops_registered(path: str, map_name: str, target: str, map_id: int) -> Event:
+    """A `.struct_ops` map registered by its value (one with a link: its pin's event)."""
+    return _event(
+        MessageId.STRUCT_OPS_REGISTERED,
+        Priority.INFO,
+        f"{path}: registered struct_ops map {show_name(map_name)} (id {map_id}) as "
+        f"{show_name(target)}",
+        BPF_OBJECT=path,
+        BPF_MAP=field_name(map_name),
+        BPF_MAP_ID=map_id,
+        BPF_ATTACH_TARGET=field_name(target),
+    )
+
+
 def link_updated(path: str, pin: str, program: str, link: int, old: int, new: int) -> Event:
     return _event(
         MessageId.LINK_UPDATED,
@@ -307,6 +322,13 @@ def _kernel_object_event(path: str, pin: Pin) -> Event:
     action = pin.action
     if pin.kind is PinKind.MAP:
         fields.update(BPF_MAP=field_name(pin.name), BPF_MAP_ID=pin.kernel_id)
+        if action is Action.REPLACE and pin.target.startswith(STRUCT_OPS_TARGET):
+            return Event(
+                MessageId.MAP_CREATED,
+                Priority.INFO,
+                f"replaced struct_ops map {name} (id {pin.kernel_id}): {pin.note}",
+                fields,
+            )
         if action is Action.REPLACE:
             return Event(
                 MessageId.MAP_RECREATED,
@@ -324,6 +346,21 @@ def _kernel_object_event(path: str, pin: Pin) -> Event:
         return Event(
             MessageId.MAP_CREATED, Priority.INFO, f"created map {name} (id {pin.kernel_id})", fields
         )
+    if pin.kind is PinKind.LINK and pin.target.startswith(STRUCT_OPS_TARGET):
+        fields.update(
+            BPF_MAP=field_name(pin.name),
+            BPF_LINK_ID=pin.kernel_id,
+            BPF_ATTACH_TARGET=field_name(pin.target),
+        )
+        target, link = show_name(pin.target), pin.kernel_id
+        messages = {
+            Action.REUSE: f"kept struct_ops map {name} registered as {target} (link {link})",
+            Action.UPDATE: f"updated link {link} in place: {target} is the new {name} now",
+        }
+        message = messages.get(
+            action, f"registered struct_ops map {name} as {target} (link {link})"
+        )
+        return Event(MessageId.STRUCT_OPS_REGISTERED, Priority.INFO, message, fields)
     if pin.kind is PinKind.LINK:
         fields.update(
             BPF_PROGRAM=field_name(pin.name),

@@ -34,12 +34,13 @@ from bpfloader.loader.plan import (
     variant_outcome,
 )
 from bpfloader.loader.results import Action, Skipped
-from bpfloader.obj import core, kconfig, ksyms
+from bpfloader.obj import core, kconfig, ksyms, struct_ops
 from bpfloader.obj.bpftypes import (
     BPF_F_MMAPABLE,
     BPF_F_SLEEPABLE,
     MapType,
     PinKind,
+    ProgType,
     kernel_map_flags,
     map_facts,
 )
@@ -49,6 +50,7 @@ from bpfloader.obj.insn import calls_subprograms
 from bpfloader.obj.ksyms import KsymPatch, Ksyms
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
+from bpfloader.obj.struct_ops import BPF_F_LINK, KernelStructOps
 
 U32_MAX = 0xFFFFFFFF
 OPTIONAL_FAILED = "optional program failed to load: "
@@ -72,6 +74,14 @@ class LiveMap:
     created: bool
     replaces: bool = False  # made in place of an incompatible pinned map (a reload recreating)
     note: str = ""  # why it was recreated
+    # A struct_ops map made now: what the kernel takes for it, and its value (the programs'
+    # fds in place), written by `register` where no link registers it.
+    struct_ops: KernelStructOps | None = None
+    struct_ops_value: bytes = b""
+
+    @property
+    def registered_by_link(self) -> bool:
+        return bool(self.plan.spec.flags & BPF_F_LINK)
 
 
 @dataclass
@@ -156,6 +166,8 @@ class KernelObjects:
         self.btf: Fd | None = None
         self._core: Mapping[int, Resolution] | None = None  # CO-RE, resolved at the first use
         self._externs: ResolvedExterns | None = None  # `__ksym`, resolved at the first use
+        self._struct_ops: dict[str, KernelStructOps] = {}  # by map: as this kernel takes them
+        self._struct_ops_attach: dict[str, tuple[int, int]] = {}  # program -> its btf id, member
 
     def load(
         self, plan: ObjectPlan, pinned: Pinned = nothing_pinned, mode: LoadMode = BOOT
@@ -165,6 +177,7 @@ class KernelObjects:
         loaded = LoadedObject(skipped=[s for s in planned_skips(plan) if s.kind is PinKind.MAP])
         try:
             self._load_btf()
+            self._resolve_struct_ops(plan)
             map_fds: dict[str, int] = {}
             for map_plan in plan.maps:
                 if map_plan.action is not Action.SKIP:
@@ -173,7 +186,7 @@ class KernelObjects:
                     map_fds[map_plan.spec.name] = live_map.fd.number
             winners: dict[str, str] = {}  # pin path -> the section pinned there (`$` variants)
             for program_plan in plan.programs:
-                why = variant_outcome(program_plan, winners)
+                why = variant_outcome(program_plan, winners) or self._left_out(program_plan)
                 live = self._program(program_plan, map_fds, pinned, mode) if why is None else why
                 if isinstance(live, LiveProgram):
                     loaded.programs.append(live)
@@ -186,6 +199,7 @@ class KernelObjects:
                     )
                     loaded.skipped.append(skip)
             self._fill_slots(loaded, map_fds)
+            self._fill_struct_ops(loaded)
         except BaseException:
             loaded.close()
             raise
@@ -219,6 +233,8 @@ class KernelObjects:
     def _map(self, plan: MapPlan, pinned: Pinned, mode: LoadMode) -> LiveMap:
         """The pinned map where the plan found one that still fits the declaration; else a
         new one (where a reload may recreate an incompatible one)."""
+        if plan.spec.struct_ops is not None:
+            return self._struct_ops_map(plan, pinned, mode)
         spec = self._filled(plan.spec)
         existing = None if plan.action is Action.CREATE else pinned(plan.pin_path, PinKind.MAP)
         note = ""
@@ -365,6 +381,128 @@ class KernelObjects:
                         section=self.obj.maps_section,
                     ) from e
 
+    # -- struct_ops maps ---------------------------------------------------------------------
+
+    def _resolve_struct_ops(self, plan: ObjectPlan) -> None:
+        """The object's struct_ops maps laid out for this kernel (its BTF read once per run),
+        and from them each struct_ops program's attach_btf_id and member."""
+        specs = {
+            m.spec.name: m.spec
+            for m in plan.maps
+            if m.spec.struct_ops is not None and m.action is not Action.SKIP
+        }
+        if not specs:
+            return
+        try:
+            kernel = kbtf.kernel_target().vmlinux
+            for name, spec in specs.items():
+                assert spec.struct_ops is not None
+                self._struct_ops[name] = struct_ops.resolve(name, spec.struct_ops, kernel)
+            self._struct_ops_attach = struct_ops.program_attach(self._struct_ops, specs)
+        except LoaderError as e:
+            e.where(file=self.obj.path)
+            raise
+
+    def _left_out(self, plan: ProgramPlan) -> str | None:
+        """Why a struct_ops program is not loaded: every map it is in sets it in a member this
+        kernel's struct lacks (libbpf's rule: allowed while the member is otherwise zero)."""
+        spec = plan.spec
+        if spec.type != ProgType.STRUCT_OPS or spec.name in self._struct_ops_attach:
+            return None
+        for kernel in self._struct_ops.values():
+            member = kernel.dropped.get(spec.name)
+            if member is not None:
+                return f"fills member '{member}', which this kernel's struct lacks"
+        return None
+
+    def _struct_ops_map(self, plan: MapPlan, pinned: Pinned, mode: LoadMode) -> LiveMap:
+        """A struct_ops map holds no data, only its programs: a pinned one is kept where its
+        programs are kept (`load`), and made anew with new programs (a reload)."""
+        kernel = self._struct_ops[plan.spec.name]
+        spec = dataclasses.replace(plan.spec, value_size=kernel.value_size)
+        existing = None if plan.action is Action.CREATE else pinned(plan.pin_path, PinKind.MAP)
+        note = ""
+        if existing is not None:
+            try:
+                info = kmaps.map_info(existing.number)
+                note = incompatibility(plan.pin_path, spec, info)
+            except BaseException:
+                existing.close()
+                raise
+            if not note and not mode.replace:
+                return LiveMap(plan, existing, info, created=False)
+            existing.close()
+            if not mode.replace:
+                raise PlanError(note, section=self.obj.maps_section)
+            note = note or "made anew with the new programs"
+        fd = self._create_struct_ops(spec, kernel)
+        try:
+            info = kmaps.map_info(fd.number)
+        except BaseException:
+            fd.close()
+            raise
+        return LiveMap(
+            plan,
+            fd,
+            info,
+            created=True,
+            replaces=existing is not None,
+            note=note,
+            struct_ops=kernel,
+        )
+
+    def _create_struct_ops(self, spec: MapSpec, kernel: KernelStructOps) -> Fd:
+        where = struct_ops.section_of(spec)
+        if not self._btf_fd:
+            raise LoaderError(
+                f"struct_ops map '{spec.name}' needs the object's BTF, which the kernel refused "
+                "(see the warning before this)",
+                section=where,
+            )
+        try:
+            return Fd(
+                kmaps.create_map(
+                    spec.kernel_name or spec.name,
+                    spec.type,
+                    spec.key_size,
+                    spec.value_size,
+                    spec.max_entries,
+                    spec.flags,
+                    btf_fd=self._btf_fd,
+                    btf_vmlinux_value_type_id=kernel.value_type_id,
+                )
+            )
+        except KernelError as e:
+            needs = features.map_type_need(spec.type)
+            if spec.flags & BPF_F_LINK:
+                needs.append(("struct_ops maps registered by a link", features.STRUCT_OPS_LINKS))
+            lacking = features.unsupported(e, *needs)
+            why = lacking.need if lacking else e.reason
+            raise (lacking or e).explained(
+                f"struct_ops map '{spec.name}': {why}", section=where
+            ) from e
+
+    def _fill_struct_ops(self, loaded: LoadedObject) -> None:
+        """Each struct_ops map made now gets its value, its programs' fds in place. One that
+        a link registers is written now, and the kernel checks it as its struct's (a callback
+        it requires missing, a name it knows); another is registered when written: `register`,
+        once its pins are published."""
+        prog_fds = {p.plan.spec.name: p.fd.number for p in loaded.programs}
+        for live in loaded.maps:
+            kernel = live.struct_ops
+            if kernel is None:
+                continue
+            name = live.plan.spec.name
+            missing = sorted({p for _, p in kernel.slots} - set(prog_fds))
+            if missing:
+                raise LoaderError(
+                    f"struct_ops map '{name}': program '{missing[0]}' is not loaded here",
+                    section=struct_ops.section_of(live.plan.spec),
+                )
+            live.struct_ops_value = kernel.value(prog_fds)
+            if live.registered_by_link:
+                write_struct_ops(live)
+
     # -- programs ---------------------------------------------------------------------------
 
     def _program(
@@ -442,11 +580,13 @@ class KernelObjects:
         return self._externs
 
     def load_program(self, spec: ProgramSpec, map_fds: Mapping[str, int]) -> kprogs.LoadedProgram:
-        attach_btf_id = (
-            kbtf.vmlinux_type_id(spec.attach_target, spec.attach_target_kind)
-            if spec.attach_target
-            else 0
-        )
+        expected_attach_type = spec.expected_attach_type
+        if spec.type == ProgType.STRUCT_OPS:
+            attach_btf_id, expected_attach_type = self._struct_ops_attach[spec.name]
+        elif spec.attach_target:
+            attach_btf_id = kbtf.vmlinux_type_id(spec.attach_target, spec.attach_target_kind)
+        else:
+            attach_btf_id = 0
         btf_fd = self._btf_fd
         externs = self.externs(spec)
         code = relocate(spec, map_fds, self.core_relocated(spec), externs.patches)
@@ -454,7 +594,7 @@ class KernelObjects:
             loaded = kprogs.load_program(
                 name=spec.kernel_name or spec.name,
                 prog_type=spec.type,
-                expected_attach_type=spec.expected_attach_type,
+                expected_attach_type=expected_attach_type,
                 instructions=code,
                 license=self.obj.license,
                 kern_version=self.kern_version,
@@ -610,6 +750,24 @@ def _no_address(error: KernelError) -> str:
         f"extern '{name}' ({ksyms.KSYMS_SECTION}): the kernel cannot find its address (a kernel "
         "built without CONFIG_KALLSYMS_ALL knows only the addresses of functions)"
     )
+
+
+def write_struct_ops(live: LiveMap) -> None:
+    """Write a struct_ops map's value: the kernel checks it as an instance of its struct, and,
+    for a map no link registers, registers it."""
+    spec, kernel = live.plan.spec, live.struct_ops
+    assert kernel is not None
+    try:
+        kmaps.update(live.fd.number, bytes(spec.key_size), live.struct_ops_value)
+    except KernelError as e:
+        ops = spec.struct_ops
+        assert ops is not None
+        raise e.explained(
+            f"struct_ops map '{spec.name}': the kernel refused it as a struct {ops.type_name} "
+            f"({e.reason}: a callback the kernel requires is missing, or a value it checks is "
+            "wrong or taken, such as the name; the kernel's log says which)",
+            section=struct_ops.section_of(spec),
+        ) from e
 
 
 def incompatibility(path: str, spec: MapSpec, info: kmaps.MapInfo) -> str:

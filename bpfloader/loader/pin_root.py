@@ -39,6 +39,7 @@ from bpfloader.loader.naming import STAGING_DIR
 from bpfloader.loader.trust import directory_problem, root_only_problem
 from bpfloader.obj.bpftypes import PinKind
 from bpfloader.obj.ownership import Ownership
+from bpfloader.obj.struct_ops import TARGET_PREFIX as STRUCT_OPS_TARGET
 
 if TYPE_CHECKING:
     from bpfloader.loader.state import LoaderState
@@ -385,6 +386,12 @@ class PinRoot:
         still the kernel object recorded (`expected` adds the ids a killed run was publishing
         there): a pin another process put in its place is left and reported."""
         owners = {pin.path: obj.path for obj in previous.objects.values() for pin in obj.pins}
+        registered = {
+            pin.path
+            for obj in previous.objects.values()
+            for pin in obj.pins
+            if pin.kind is PinKind.MAP and pin.target.startswith(STRUCT_OPS_TARGET)
+        }
         ids: dict[str, set[int]] = {}
         for obj in previous.objects.values():
             for pin in obj.pins:
@@ -401,6 +408,8 @@ class PinRoot:
             if problem:
                 reporter.emit(events.pin_not_removed(path, problem))
                 continue
+            if path in registered:
+                self._unregister(path)
             self.remove_pin(path)
             removed.append(path)
             reporter.emit(events.pin_removed(path, owners[path]))
@@ -408,6 +417,23 @@ class PinRoot:
         for path in sorted(set(previous.objects) - set(state.objects)):
             reporter.emit(events.object_removed(path))
         return removed
+
+    def _unregister(self, path: str) -> None:
+        """Unregister the struct_ops map pinned at `path` where its value registered it (a
+        `.struct_ops` map: it holds itself registered, pinned or not, until then); one a link
+        registers goes with its link's pin."""
+        from bpfloader.kernel import maps as kmaps
+        from bpfloader.obj.bpftypes import MapType
+        from bpfloader.obj.struct_ops import BPF_F_LINK, KEY_SIZE
+
+        with (
+            self.parent_of(path) as (directory, name),
+            Fd(kpins.open_pinned_at(directory.number, name)) as fd,
+        ):
+            info = kmaps.map_info(fd.number)
+            if info.type == MapType.STRUCT_OPS and not info.flags & BPF_F_LINK:
+                with contextlib.suppress(KernelError):  # not registered (any more)
+                    kmaps.delete(fd.number, bytes(KEY_SIZE))
 
     def _not_recorded(self, path: str, ids: set[int]) -> str | None:
         """Why the entry at `path` is not the pin a state recorded ('' when it is; None when

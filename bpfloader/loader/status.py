@@ -16,11 +16,14 @@ The JSON form (`status --json`) is a stable interface, documented in README.md:
            (the last three: programs; a program's name is its function's, `section` its
            code section, which says which `$` variant is pinned)
     LINK = PIN's first seven fields (`name` the program's, `id` the link's), and
-           {"target": str, "program_id": int | null, "stale": bool, "declared": bool}
+           {"target": str, "program_id": int | null, "map_id": int | null, "stale": bool,
+            "declared": bool}
            (an attachment: where ("" where it was not declared), the program the link runs,
            whether that is another than the one pinned now, and whether the policy file
            declared it; a link pinned under the pin root by someone else that runs one of
-           the object's programs, or one they replaced, is listed too: declared false)
+           the object's programs, or one they replaced, is listed too: declared false. A
+           struct_ops map's link: `name` the map's, target `struct_ops:TYPE`, `map_id` the
+           map it registers (program_id null), stale when that is not the map pinned now)
 
 `id`, `uid`, `gid` and `mode` are read live from the pin (null when it is gone or, for the
 id, when this process may not open it or the pin changed while status looked at it); the rest
@@ -68,6 +71,7 @@ from bpfloader.loader.state import (
 )
 from bpfloader.loader.state_dir import StateDir
 from bpfloader.obj.bpftypes import PinKind
+from bpfloader.obj.struct_ops import TARGET_PREFIX as STRUCT_OPS_TARGET
 
 STATUS_FORMAT = 1
 KERNEL_ENTRIES = {"maps.debug", "progs.debug"}  # preloaded by the kernel in every bpffs
@@ -83,6 +87,7 @@ def status_report(state: LoaderState, root: PinRoot, *, rebuilt: bool) -> dict[s
     listed = {link["pin"] for links in others.values() for link in links}
     for obj in sorted(state.objects.values(), key=lambda o: o.path):
         programs = [_pin(p, root) for p in obj.pins if p.kind is PinKind.PROGRAM]
+        maps = [_pin(p, root) for p in obj.pins if p.kind is PinKind.MAP]
         objects.append(
             {
                 "path": obj.path,
@@ -90,9 +95,9 @@ def status_report(state: LoaderState, root: PinRoot, *, rebuilt: bool) -> dict[s
                 "reason": obj.reason,
                 "critical": obj.critical,
                 "sha256": obj.sha256,
-                "maps": [_pin(p, root) for p in obj.pins if p.kind is PinKind.MAP],
+                "maps": maps,
                 "programs": programs,
-                "links": _links(obj.pins, programs, root) + others.get(obj.path, []),
+                "links": _links(obj.pins, programs, maps, root) + others.get(obj.path, []),
                 "skipped": [
                     {"kind": s.kind.value, "name": s.name, "reason": s.reason} for s in obj.skipped
                 ],
@@ -119,9 +124,10 @@ def _links_of_others(
     for path in foreign:
         if path.endswith("/"):
             continue
-        running = _link_program(path, root)
-        if running is None:
+        link = _link_info(path, root)
+        if link is None or not link.prog_id:
             continue
+        running = link.prog_id
         if live is None:
             live = _live_programs(state, root)
         programs, names = live
@@ -141,7 +147,9 @@ def _links_of_others(
                 continue
             owner, pinned = match[:2], match[2]
         entry = _pin(Pin(path, PinKind.LINK, owner[1]), root)
-        entry.update(target="", program_id=running, stale=pinned is not None, declared=False)
+        entry.update(
+            target="", program_id=running, map_id=None, stale=pinned is not None, declared=False
+        )
         found.setdefault(owner[0], []).append(entry)
     return found
 
@@ -209,20 +217,31 @@ def _pin(pin: Pin, root: PinRoot) -> dict[str, Any]:
     return entry
 
 
-def _links(pins: list[Pin], programs: list[dict[str, Any]], root: PinRoot) -> list[dict[str, Any]]:
+def _links(
+    pins: list[Pin], programs: list[dict[str, Any]], maps: list[dict[str, Any]], root: PinRoot
+) -> list[dict[str, Any]]:
     """The links of an object's declared attachments, each with the program it runs and
-    whether that is still the one pinned for it (`programs`: the object's program entries)."""
-    pinned_ids = {program["name"]: program["id"] for program in programs}
+    whether that is still the one pinned for it (`programs`: the object's program entries);
+    a struct_ops map's link, with the map it registers (`maps`: the object's map entries)."""
+    pinned_programs = {program["name"]: program["id"] for program in programs}
+    pinned_maps = {m["name"]: m["id"] for m in maps}
     found = []
     for pin in pins:
         if pin.kind is not PinKind.LINK:
             continue
         entry = _pin(pin, root)
-        running = _link_program(pin.path, root) if entry["present"] else None
-        pinned = pinned_ids.get(pin.name)
+        info = _link_info(pin.path, root) if entry["present"] else None
+        registers = pin.target.startswith(STRUCT_OPS_TARGET)
+        if registers:
+            running = info.map_id if info is not None else None
+            pinned = pinned_maps.get(pin.name)
+        else:
+            running = info.prog_id if info is not None else None
+            pinned = pinned_programs.get(pin.name)
         entry.update(
             target=pin.target,
-            program_id=running,
+            program_id=None if registers else running,
+            map_id=running if registers else None,
             stale=running is not None and pinned is not None and running != pinned,
             declared=True,
         )
@@ -230,14 +249,14 @@ def _links(pins: list[Pin], programs: list[dict[str, Any]], root: PinRoot) -> li
     return found
 
 
-def _link_program(path: str, root: PinRoot) -> int | None:
+def _link_info(path: str, root: PinRoot) -> klinks.LinkInfo | None:
     try:
         with root.parent_of(path) as (directory, name):
             fd = kpins.open_pinned_at(directory.number, name)  # a link takes no read-only flag
     except (OSError, LoaderError):
         return None
     try:
-        return klinks.link_info(fd).prog_id
+        return klinks.link_info(fd)
     except OSError:
         return None
     finally:
@@ -367,14 +386,16 @@ def format_status(report: dict[str, Any]) -> str:
                 lines.append(f"  link    {where}  MISSING")
                 continue
             ident = "?" if link["id"] is None else link["id"]
+            kind, running = "program", link["program_id"]
+            if link.get("map_id") is not None:  # a struct_ops map's link
+                kind, running = "map", link["map_id"]
             state = ""
             if link["stale"]:
-                pinned = next(p["id"] for p in obj["programs"] if p["name"] == link["name"])
-                state = f"  stale: runs program {link['program_id']}, the pin holds {pinned}"
+                pinned = next(p["id"] for p in obj[f"{kind}s"] if p["name"] == link["name"])
+                what = "registers" if kind == "map" else "runs"
+                state = f"  stale: {what} {kind} {running}, the pin holds {pinned}"
             target = show_name(link["target"]) if link["declared"] else "(not declared)"
-            lines.append(
-                f"  link    {where}  id {ident}  {target}  program {link['program_id']}{state}"
-            )
+            lines.append(f"  link    {where}  id {ident}  {target}  {kind} {running}{state}")
         for skip in obj["skipped"]:
             name, why = show_name(skip["name"]), one_line(skip["reason"])
             lines.append(f"  skipped {skip['kind']} {name}: {why}")

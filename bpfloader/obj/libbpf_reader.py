@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from itertools import pairwise
 
 from bpfloader.errors import ObjectFormatError
-from bpfloader.obj.bpftypes import INSN_SIZE, R_BPF_64_32
+from bpfloader.obj.bpftypes import INSN_SIZE, R_BPF_64_32, ProgType
 from bpfloader.obj.btf_maps import MAPS_SECTION, read_btf_maps
 from bpfloader.obj.core import object_core
 from bpfloader.obj.defs import LEGACY_MAPS_SECTION, read_legacy_maps
@@ -45,6 +45,8 @@ from bpfloader.obj.spec import (
     ObjectStyle,
     ProgramSpec,
 )
+from bpfloader.obj.struct_ops import SECTIONS as STRUCT_OPS_SECTIONS
+from bpfloader.obj.struct_ops import read_struct_ops
 
 
 def read_libbpf_object(
@@ -93,7 +95,6 @@ class _Reader:
         maps = (*self.legacy_maps.values(), *self.btf_maps, *self.data_maps.values())
         if self.kconfig_map is not None:
             maps = (*maps, self.kconfig_map)
-        _check_unique_names(maps)
         functions = self._functions()
         linker = Linker(self.elf, functions, self._classify, self.ext)
         programs = tuple(self._program(fn, linker) for fn in functions if fn.is_program)
@@ -105,6 +106,9 @@ class _Reader:
             ):
                 spans.setdefault(section, []).extend((start, end))  # aliases once
             core = object_core(self.btf, self.ext.core_relos, spans)
+        maps = (*maps, *self._struct_ops_maps(functions))
+        _check_unique_names(maps)
+        _check_struct_ops_programs(programs, maps)
         functions_loaded = {p.name for p in programs}
         for spec in self.btf_maps:
             for slot in spec.slots:
@@ -125,6 +129,19 @@ class _Reader:
             kconfig=self.kconfig,
             ksyms=self.ksyms,
         )
+
+    def _struct_ops_maps(self, functions: list[Function]) -> list[MapSpec]:
+        """The variables of `.struct_ops` and `.struct_ops.link`, each a struct_ops map."""
+        starts = {(f.section.index, f.start * INSN_SIZE): f.name for f in functions if f.is_program}
+        found: list[MapSpec] = []
+        for name in STRUCT_OPS_SECTIONS:
+            section = self.elf.section(name)
+            if section is not None and section.size:
+                relocations = self.elf.relocations(section.index)
+                found += read_struct_ops(
+                    self.btf, section, relocations, lambda index, at: starts.get((index, at))
+                )
+        return found
 
     # -- programs -----------------------------------------------------------------------------
 
@@ -273,6 +290,27 @@ def _check_no_overlap(functions: list[Symbol], section: str) -> None:
         if start < end:
             raise ObjectFormatError(
                 f"functions '{first.name}' and '{second.name}' overlap", section=section
+            )
+
+
+def _check_struct_ops_programs(
+    programs: tuple[ProgramSpec, ...], maps: tuple[MapSpec, ...]
+) -> None:
+    """A struct_ops program is verified as the member of a kernel struct that a struct_ops map
+    gives it: one in no such map cannot load (libbpf fails it too)."""
+    used = {p for m in maps if m.struct_ops is not None for p in m.struct_ops.programs}
+    for program in programs:
+        if program.type == ProgType.STRUCT_OPS and program.name not in used:
+            raise ObjectFormatError(
+                f"struct_ops program '{program.name}' is in no struct_ops map (a variable of "
+                f"{STRUCT_OPS_SECTIONS[0]} or {STRUCT_OPS_SECTIONS[1]} whose member points at it)",
+                section=program.section,
+            )
+        if program.type != ProgType.STRUCT_OPS and program.name in used:
+            raise ObjectFormatError(
+                f"program '{program.name}' is in a struct_ops map but is not a struct_ops "
+                'program (SEC("struct_ops/..."))',
+                section=program.section,
             )
 
 

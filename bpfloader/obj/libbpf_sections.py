@@ -91,6 +91,10 @@ SECTION_DEFS: tuple[SectionDef, ...] = (
     _d("lsm_cgroup", P.LSM, A.LSM_CGROUP, target=KernelTarget.LSM_HOOK),
     _d("iter", P.TRACING, A.TRACE_ITER, target=KernelTarget.ITER),
     _d("iter.s", P.TRACING, A.TRACE_ITER, target=KernelTarget.ITER, flags=_S),
+    # attach_btf_id and the expected attach type come from the struct_ops map that holds the
+    # program (obj/struct_ops.py), found in the kernel's BTF at load.
+    _d("struct_ops", P.STRUCT_OPS, named=True),
+    _d("struct_ops.s", P.STRUCT_OPS, named=True, flags=_S),
     _d("syscall", P.SYSCALL, flags=_S),
     _d("xdp.frags/devmap", P.XDP, A.XDP_DEVMAP, flags=BPF_F_XDP_HAS_FRAGS),
     _d("xdp/devmap", P.XDP, A.XDP_DEVMAP),
@@ -166,8 +170,6 @@ def program_kind(section: str) -> ProgramKind | None:
 # (name, whether `/NAME` may follow). A program in one is refused in these words, not as a
 # section libbpf does not know.
 UNSUPPORTED: tuple[tuple[str, bool], ...] = (
-    ("struct_ops", True),
-    ("struct_ops.s", True),
     ("freplace", True),
     ("ksyscall", True),
     ("kretsyscall", True),

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from bpfloader.obj.core import CoreRelocation, ObjectCore
     from bpfloader.obj.kconfig import Kconfig
     from bpfloader.obj.ksyms import Ksyms
+    from bpfloader.obj.struct_ops import StructOps
 
 DEFAULT_LOADER_MIN = 0
 DEFAULT_LOADER_MAX = 0x10000
@@ -77,6 +78,7 @@ class MapSpec:
     numa_node: int = 0
     map_extra: int = 0
     pin_path: str = ""  # under the pin root, where the object says it whole (2026 format)
+    struct_ops: StructOps | None = None  # a struct_ops map: what it implements (obj/struct_ops.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,7 @@ def test_an_auto_attachment_counts_events_and_its_link_is_pinned_beside_the_prog
             "mode": "0440",
             "target": "tracepoint:sched:sched_switch",
             "program_id": program["id"],
+            "map_id": None,
             "stale": False,
             "declared": True,
         }

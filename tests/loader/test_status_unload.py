@@ -117,13 +117,14 @@ def check_schema(report: Any) -> None:
             assert isinstance(link["target"], str) and type(link["stale"]) is bool
             assert type(link["declared"]) is bool
             assert link["program_id"] is None or isinstance(link["program_id"], int)
+            assert link["map_id"] is None or isinstance(link["map_id"], int)
         for skip in obj["skipped"]:
             assert set(skip) == {"kind", "name", "reason"}
             assert skip["kind"] in ("map", "program")
             assert isinstance(skip["name"], str) and isinstance(skip["reason"], str)
 
 
-LINK_KEYS = ("target", "program_id", "stale", "declared")
+LINK_KEYS = ("target", "program_id", "map_id", "stale", "declared")
 
 
 def documented_keys() -> set[str]:

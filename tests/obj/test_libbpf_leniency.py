@@ -176,10 +176,8 @@ def test_a_policy_type_is_refused_for_android_objects(compile_bpf):
 @pytest.mark.parametrize(
     ("section", "name"),
     [
-        ("struct_ops/my_ops", "struct_ops"),
-        ("struct_ops.s/sleepy", "struct_ops.s"),
-        ("struct_ops", "struct_ops"),
         ("freplace/handler", "freplace"),
+        ("ksyscall/openat", "ksyscall"),
         ("tcx/ingress", "tcx/ingress"),
         ("uprobe.multi/libc.so.6:*", "uprobe.multi"),
         ("netfilter", "netfilter"),
