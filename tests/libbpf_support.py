@@ -138,12 +138,13 @@ def assert_same_programs_and_maps(ours: Loaded, theirs: Loaded, *, btf: bool = F
 _IDS = re.compile(r"(map\[id:)\d+|(\bid )\d+")
 
 
-def xlated(pin: Path) -> str:
-    """The program as the kernel holds it, with source lines (its line_info) and function
-    names (its func_info), map ids left out."""
+def xlated(pin: Path | int) -> str:
+    """The program (pinned at `pin`, or of that id) as the kernel holds it, with source lines
+    (its line_info) and function names (its func_info), map ids left out."""
+    where = ("id", str(pin)) if isinstance(pin, int) else ("pinned", pin)
     return _IDS.sub(
         lambda m: (m.group(1) or m.group(2)) + "N",
-        bpftool_text("prog", "dump", "xlated", "pinned", pin),
+        bpftool_text("prog", "dump", "xlated", *where),
     )
 
 

@@ -47,6 +47,7 @@ class Cmd(IntEnum):
     PROG_ATTACH = 8
     PROG_DETACH = 9
     PROG_TEST_RUN = 10
+    MAP_GET_NEXT_ID = 12
     PROG_GET_FD_BY_ID = 13
     MAP_GET_FD_BY_ID = 14
     OBJ_GET_INFO_BY_FD = 15

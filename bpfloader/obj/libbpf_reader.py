@@ -137,9 +137,12 @@ class _Reader:
         for name in STRUCT_OPS_SECTIONS:
             section = self.elf.section(name)
             if section is not None and section.size:
-                relocations = self.elf.relocations(section.index)
                 found += read_struct_ops(
-                    self.btf, section, relocations, lambda index, at: starts.get((index, at))
+                    self.btf,
+                    section,
+                    self.elf.symbols_in(section.index),
+                    self.elf.relocations(section.index),
+                    lambda index, at: starts.get((index, at)),
                 )
         return found
 
@@ -300,16 +303,17 @@ def _check_struct_ops_programs(
     gives it: one in no such map cannot load (libbpf fails it too)."""
     used = {p for m in maps if m.struct_ops is not None for p in m.struct_ops.programs}
     for program in programs:
-        if program.type == ProgType.STRUCT_OPS and program.name not in used:
-            raise ObjectFormatError(
-                f"struct_ops program '{program.name}' is in no struct_ops map (a variable of "
-                f"{STRUCT_OPS_SECTIONS[0]} or {STRUCT_OPS_SECTIONS[1]} whose member points at it)",
-                section=program.section,
-            )
         if program.type != ProgType.STRUCT_OPS and program.name in used:
             raise ObjectFormatError(
                 f"program '{program.name}' is in a struct_ops map but is not a struct_ops "
                 'program (SEC("struct_ops/..."))',
+                section=program.section,
+            )
+    for program in programs:
+        if program.type == ProgType.STRUCT_OPS and program.name not in used:
+            raise ObjectFormatError(
+                f"struct_ops program '{program.name}' is in no struct_ops map (a variable of "
+                f"{STRUCT_OPS_SECTIONS[0]} or {STRUCT_OPS_SECTIONS[1]} whose member points at it)",
                 section=program.section,
             )
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from bpfloader.errors import LoaderError, ObjectFormatError
 from bpfloader.obj.bpftypes import MapType
 from bpfloader.obj.btf import Btf, BtfError, BtfType, Kind, Member
-from bpfloader.obj.elf import Relocation, Section
+from bpfloader.obj.elf import STT_OBJECT, Relocation, Section, Symbol
 from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.spec import MapSpec
 
@@ -72,12 +72,14 @@ class StructOps:
 def read_struct_ops(
     btf: Btf | None,
     section: Section,
+    symbols: Iterable[Symbol],
     relocations: Iterable[Relocation],
     program_at: Callable[[int, int], str | None],
 ) -> list[MapSpec]:
     """The struct_ops maps of section `section` (`.struct_ops` or `.struct_ops.link`): one per
-    variable of its DATASEC. `program_at(section index, byte offset)` names the program that
-    starts there (None: none does)."""
+    variable of its DATASEC, found where the section's symbol of that name says (the
+    compiler leaves the DATASEC's offsets 0, as libbpf's fix-up knows). `program_at(section
+    index, byte offset)` names the program that starts there (None: none does)."""
     where = section.name
     if btf is None:
         raise ObjectFormatError(
@@ -87,6 +89,7 @@ def read_struct_ops(
     if datasec is None:
         raise ObjectFormatError(f"the object's BTF has no DATASEC {where}", section=where)
     data = section.data
+    offsets = {s.name: s.value for s in symbols if s.type == STT_OBJECT}
     try:
         variables = []
         for var in datasec.sec_vars:
@@ -102,13 +105,18 @@ def read_struct_ops(
                     f"'{var_type.name}' is of an anonymous struct: the kernel's is found by name",
                     section=where,
                 )
-            if var.offset + struct.size_or_type > len(data):
+            offset = offsets.get(var_type.name)
+            if offset is None:
                 raise ObjectFormatError(
-                    f"'{var_type.name}' ({struct.size_or_type} bytes at {var.offset}) is beyond "
+                    f"'{var_type.name}' has no symbol in the section", section=where
+                )
+            if offset + struct.size_or_type > len(data):
+                raise ObjectFormatError(
+                    f"'{var_type.name}' ({struct.size_or_type} bytes at {offset}) is beyond "
                     f"the section's {len(data)} bytes",
                     section=where,
                 )
-            variables.append((var_type.name, var.offset, struct))
+            variables.append((var_type.name, offset, struct))
         programs = _programs_by_offset(btf, variables, relocations, program_at, where)
         return [
             _map_spec(btf, name, offset, struct, data, programs, where)
