@@ -25,6 +25,7 @@ from bpfloader.journal import Priority, open_reporter
 from bpfloader.version import ANDROID_API_LEVEL, ANDROID_API_LEVELS, __version__
 
 if TYPE_CHECKING:
+    from bpfloader.client.attachment import Attachment
     from bpfloader.loader.run import LoadOptions
 
 EXIT_OK, EXIT_CRITICAL, EXIT_SETUP, EXIT_FAILED = 0, 1, 2, 3
@@ -473,7 +474,14 @@ def _define_attach(commands: Commands, name: str, help_text: str) -> None:
     attach.add_argument(
         "--pin",
         metavar="LINK_PATH",
-        help="pin the BPF link there and exit: the program stays attached after this command",
+        help="pin the BPF link there and exit: the program stays attached after this command. "
+        "Where the state records the program's object, the link is recorded with it: status "
+        "lists it, reload keeps it on the new program, unload detaches it",
+    )
+    attach.add_argument(
+        "--state-dir",
+        default="/run/bpfloader",
+        help="the state that records the program's object (default /run/bpfloader)",
     )
 
 
@@ -523,6 +531,7 @@ def _client_command(args: argparse.Namespace) -> int:
         if args.pin:
             attached.pin(args.pin)
             print(f"{one_line(attached.target)}: pinned at {one_line(args.pin)} (link {links})")
+            print(f"{one_line(args.pin)}: {one_line(_record(args, attached))}", file=sys.stderr)
         else:
             print(
                 f"{one_line(attached.target)}: attached (link {links}) until interrupted",
@@ -530,6 +539,16 @@ def _client_command(args: argparse.Namespace) -> int:
             )
             signal.sigwait(interrupts)
     return EXIT_OK
+
+
+def _record(args: argparse.Namespace, attached: Attachment) -> str:
+    """The link `attach --pin` made, recorded with its program's object (by_hand.py)."""
+    if len(attached.links) != 1:
+        return "not recorded: held by one link per CPU (a directory of pins)"
+    from bpfloader.loader.by_hand import record_link
+
+    (link_id,) = attached.link_ids()
+    return record_link(args.state_dir, args.program, args.pin, attached.target, link_id)
 
 
 # name -> (help, what adds its arguments), in the order --help lists them

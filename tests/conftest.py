@@ -131,7 +131,11 @@ def bpfloader_cli(state_dir: Path) -> Callable[..., Run]:
 
     def run(*args: str | Path, check: bool = False) -> Run:
         argv = [str(a) for a in args]
-        if argv[:1] and argv[0] in (*RUN_COMMANDS, "status") and "--state-dir" not in argv:
+        if (
+            argv[:1]
+            and argv[0] in (*RUN_COMMANDS, "status", "attach")
+            and "--state-dir" not in argv
+        ):
             argv += ["--state-dir", str(state_dir)]
         if argv[:1] and argv[0] in RUN_COMMANDS and "--log-target" not in argv:
             argv += ["--log-target", "console"]

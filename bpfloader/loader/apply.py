@@ -10,6 +10,7 @@ either has all its pins or none, and no process ever sees a pin with the wrong o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -60,11 +61,13 @@ class Applier:
         mode: LoadMode = BOOT,
         publishing: Callable[[ObjectResult], None] | None = None,
         recorded: Mapping[str, Pin] | None = None,
+        by_hand: Mapping[str, list[Pin]] | None = None,
     ):
         self.root = root
         # The pins the state records, by path: a link's target, a program's id (what a
         # reload compares a declared attachment with, and finds others' links running by).
         self.recorded = recorded or {}
+        self.by_hand = by_hand or {}  # links `bpfloader attach --pin` recorded, by object
         self.kern_version = kern_version
         self.dir_mode = dir_mode
         self.reporter = reporter
@@ -168,6 +171,7 @@ class _ObjectWork:
         # Attached once the object's pins are in place; rolled back with them on a failure.
         for live in self.loaded.programs:
             result.pins += self._attach(live)
+        result.pins += self._links_by_hand()
         for live_map in self.loaded.maps:
             if live_map.plan.spec.struct_ops is not None:
                 result.pins += self._register(live_map)
@@ -307,6 +311,63 @@ class _ObjectWork:
                         )
                     )
         return pins
+
+    def _links_by_hand(self) -> list[Pin]:
+        """The links `bpfloader attach --pin` made for the object's programs (by_hand.py):
+        kept while they run the program pinned now; a replaced program's is updated in place
+        where its kind of link allows, else attached anew to its recorded target and swapped
+        in at its pin (overlap), as a declared attachment is. One whose pin is gone, or whose
+        program the object no longer has, is forgotten (its pin, if any, then goes)."""
+        programs = {live.plan.spec.name: live for live in self.loaded.programs}
+        pins: list[Pin] = []
+        for recorded in self.applier.by_hand.get(self.plan.path, []):
+            live = programs.get(recorded.name)
+            found = self._open_existing(recorded.path, PinKind.LINK)
+            if found is None:
+                continue
+            with found:
+                info = klinks.link_info(found.number)
+                self.declared_links.add(info.id)
+                if live is None:
+                    continue
+                kept = dataclasses.replace(
+                    recorded,
+                    kernel_id=info.id,
+                    owner=self.applier.root.owner_of(recorded.path),
+                    action=Action.REUSE,
+                )
+                if info.prog_id == live.info.id or not live.replaces:
+                    pins.append(kept)
+                    continue
+                if info.type in klinks.UPDATABLE:
+                    self._update(found, info, live)
+                    pins.append(dataclasses.replace(kept, action=Action.UPDATE))
+                    continue
+            pins.append(self._attached_anew(live, recorded, kept))
+        return pins
+
+    def _attached_anew(self, live: LiveProgram, recorded: Pin, kept: Pin) -> Pin:
+        """The new program attached to `recorded`'s target, its link staged to replace the old
+        at the pin; where that cannot be done, the old link kept, running the old program, and
+        a warning saying so."""
+        spec = live.plan.spec
+        try:
+            attachment = attachments.attach(live.fd.number, live.plan.pin_path, recorded.target)
+        except (LoaderError, OSError) as e:
+            reason = e.reason if isinstance(e, LoaderError) else str(e)
+            self.reporter.emit(
+                events.attachment_failed(self.plan.path, spec.name, recorded.target, reason)
+            )
+            return kept
+        with attachment:
+            if len(attachment.links) != 1:
+                return kept
+            link = attachment.links[0][1]
+            ident = klinks.link_info(link).id
+            self.declared_links.add(ident)
+            with Fd(os.dup(link)) as fd:
+                self._stage(fd, recorded.path, kept.owner, replaces=True)
+        return dataclasses.replace(kept, kernel_id=ident, action=Action.REPLACE)
 
     def _kept_links(self, base: str, index: int, spec: ProgramSpec, target: str) -> list[Pin]:
         """The link pinned for attachment `index` of a program kept as it was ([] if none)."""

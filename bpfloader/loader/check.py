@@ -19,7 +19,7 @@ from bpfloader.loader.plan import ObjectPlan, Planner, SourceObject, variant_not
 from bpfloader.loader.policy import apply_policy, policy_types, read_policy
 from bpfloader.loader.results import Action
 from bpfloader.loader.source import cannot_read
-from bpfloader.obj import core, ksyms
+from bpfloader.obj import core, ksyms, struct_ops
 from bpfloader.obj.bpftypes import PinKind
 from bpfloader.obj.core import ObjectCore, TargetBtf
 from bpfloader.obj.kconfig import Kconfig
@@ -79,6 +79,8 @@ def check_object(
             result.lines += _kconfig_lines(plan.spec.kconfig)
         if ksyms_ is not None:
             result.lines += _ksym_lines(ksyms_, target)
+        if target is not None:
+            result.lines += _struct_ops_lines(plan, target)
         if kernel:
             _load(plan, env, result)
     except LoaderError as e:
@@ -156,6 +158,29 @@ def _describe(plan: ObjectPlan) -> list[str]:
                 f"attach {program.spec.name} to {a.target}" + (" (optional)" if a.optional else "")
                 for a in program.spec.attach
             ]
+    for m in plan.maps:  # struct_ops maps: registered by load, not by check
+        ops = m.spec.struct_ops
+        if ops is not None and m.action is not Action.SKIP:
+            how = "a link" if ops.link else "its value"
+            lines.append(
+                f"register {m.spec.name} as struct {ops.type_name} (by {how}): "
+                + ", ".join(f"{x.name}={x.program}" for x in ops.members if x.program)
+            )
+    return lines
+
+
+def _struct_ops_lines(plan: ObjectPlan, target: TargetBtf) -> list[str]:
+    """The struct_ops maps laid out against `target`'s struct (its members by name)."""
+    lines = []
+    for m in plan.maps:
+        ops = m.spec.struct_ops
+        if ops is not None and m.action is not Action.SKIP:
+            laid = struct_ops.resolve(m.spec.name, ops, target.vmlinux)
+            left = f"; left out (members {target.name} lacks): {', '.join(laid.dropped)}"
+            lines.append(
+                f"struct_ops {m.spec.name}: bpf_struct_ops_{ops.type_name} of {laid.value_size} "
+                f"bytes in {target.name}" + (left if laid.dropped else "")
+            )
     return lines
 
 

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 from bpfloader.errors import KernelError, LoaderError, show_name, verifier_error
 from bpfloader.journal import VERIFIER_LOG_FIELD, Event, FieldValue, MessageId, Priority
 from bpfloader.loader.results import Action
-from bpfloader.obj.bpftypes import PinKind
-from bpfloader.obj.struct_ops import TARGET_PREFIX as STRUCT_OPS_TARGET
+from bpfloader.obj.bpftypes import STRUCT_OPS_TARGET, PinKind
 
 if TYPE_CHECKING:
     from bpfloader.loader.results import ObjectResult, Pin

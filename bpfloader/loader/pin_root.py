@@ -37,9 +37,8 @@ from bpfloader.kernel.fd import Fd
 from bpfloader.loader import dirfd, events
 from bpfloader.loader.naming import STAGING_DIR
 from bpfloader.loader.trust import directory_problem, root_only_problem
-from bpfloader.obj.bpftypes import PinKind
+from bpfloader.obj.bpftypes import STRUCT_OPS_TARGET, PinKind
 from bpfloader.obj.ownership import Ownership
-from bpfloader.obj.struct_ops import TARGET_PREFIX as STRUCT_OPS_TARGET
 
 if TYPE_CHECKING:
     from bpfloader.loader.state import LoaderState

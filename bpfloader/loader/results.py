@@ -57,6 +57,7 @@ class Pin:
     note: str = ""  # why a map was recreated
     section: str = ""  # programs: the code section, which says the `$` variant pinned
     target: str = ""  # links: where the program is attached (`bpfloader attach`'s syntax)
+    declared: bool = True  # links: False for one made by hand (`bpfloader attach --pin`)
 
     @property
     def made(self) -> bool:

@@ -49,6 +49,7 @@ from bpfloader.loader.state import (
 )
 from bpfloader.loader.state_dir import StateDir
 from bpfloader.locations import DEFAULT_STATE_DIR
+from bpfloader.obj.bpftypes import PinKind
 from bpfloader.version import ANDROID_API_LEVEL, LOADER_VERSION
 
 if TYPE_CHECKING:
@@ -303,6 +304,7 @@ class _Run:
             LoadMode(replace=self.reloading, recreate=self.recreate),
             lambda result: record_publishing(state_dir, result),
             recorded_pins(self.previous),
+            links_by_hand(self.previous),
         )
 
     def _apply(self, planned: PlannedObject, reporter: Reporter) -> ObjectResult:
@@ -334,6 +336,18 @@ def _marker(result: RunResult, pin_root: str) -> dict[str, object]:
         "skipped": result.count(Status.SKIPPED),
         "failed": result.count(Status.FAILED),
     }
+
+
+def links_by_hand(state: LoaderState | None) -> dict[str, list[Pin]]:
+    """The links `bpfloader attach --pin` made that the state records, by object."""
+    if state is None:
+        return {}
+    found: dict[str, list[Pin]] = {}
+    for obj in state.objects.values():
+        for pin in obj.pins:
+            if pin.kind is PinKind.LINK and not pin.declared:
+                found.setdefault(obj.path, []).append(pin)
+    return found
 
 
 def recorded_pins(state: LoaderState | None) -> dict[str, Pin]:

@@ -72,8 +72,9 @@ def environment_key(env: Environment) -> str:
     )
 
 
-def read_state(state_dir: StateDir, pin_root: str) -> LoaderState | None:
-    """The recorded state for `pin_root`; None if there is none; StateError if unusable."""
+def read_state(state_dir: StateDir, pin_root: str | None) -> LoaderState | None:
+    """The recorded state for `pin_root` (None: whichever the state is for); None if there is
+    none; StateError if unusable."""
     path = state_dir.file(STATE_FILE)
     try:
         raw = state_dir.read(STATE_FILE)
@@ -86,7 +87,7 @@ def read_state(state_dir: StateDir, pin_root: str) -> LoaderState | None:
         state = _from_json(data)
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise StateError(f"{path}: {type(e).__name__}: {e}") from e
-    if state.pin_root != pin_root:
+    if pin_root is not None and state.pin_root != pin_root:
         return None  # another pin root's record: nothing about this one
     return state
 
@@ -116,12 +117,13 @@ def _pin_from_json(pin: dict[str, Any]) -> Pin:
         load_seconds=None if load_usec is None else load_usec / 1e6,
         section=pin.get("section", ""),
         target=pin.get("target", ""),
+        declared=pin.get("declared", True),
     )
 
 
 def _pin_to_json(pin: Pin) -> dict[str, Any]:
-    """Format 1's fields (times in microseconds there), plus a program's section and a link's
-    target."""
+    """Format 1's fields (times in microseconds there), plus a program's section, a link's
+    target, and `declared: false` for a link made by hand (by_hand.py)."""
     data: dict[str, Any] = {
         "path": pin.path,
         "kind": pin.kind.value,
@@ -137,6 +139,8 @@ def _pin_to_json(pin: Pin) -> dict[str, Any]:
         data["section"] = pin.section
     if pin.target:
         data["target"] = pin.target
+    if not pin.declared:
+        data["declared"] = False
     return data
 
 
@@ -309,11 +313,14 @@ def _in_pin_root(path: str, pin_root: str) -> bool:
 
 def without_missing_pins(state: LoaderState, is_pin: Callable[[str], bool]) -> LoaderState:
     """`state` where an object with a recorded pin no longer there has no known hash: a reload
-    does not leave it alone."""
-    objects = {
-        path: obj if all(is_pin(pin.path) for pin in obj.pins) else replace(obj, sha256=None)
-        for path, obj in state.objects.items()
-    }
+    does not leave it alone. A link made by hand (`bpfloader attach --pin`) that was unpinned
+    (`bpfloader detach`) is only forgotten: the object is what it was."""
+    objects = {}
+    for path, obj in state.objects.items():
+        pins = [p for p in obj.pins if p.declared or is_pin(p.path)]
+        if len(pins) != len(obj.pins):
+            obj = replace(obj, pins=pins)
+        objects[path] = obj if all(is_pin(p.path) for p in pins) else replace(obj, sha256=None)
     return replace(state, objects=objects)
 
 

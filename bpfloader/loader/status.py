@@ -70,8 +70,7 @@ from bpfloader.loader.state import (
     with_interrupted,
 )
 from bpfloader.loader.state_dir import StateDir
-from bpfloader.obj.bpftypes import PinKind
-from bpfloader.obj.struct_ops import TARGET_PREFIX as STRUCT_OPS_TARGET
+from bpfloader.obj.bpftypes import STRUCT_OPS_TARGET, PinKind
 
 STATUS_FORMAT = 1
 KERNEL_ENTRIES = {"maps.debug", "progs.debug"}  # preloaded by the kernel in every bpffs
@@ -243,7 +242,7 @@ def _links(
             program_id=None if registers else running,
             map_id=running if registers else None,
             stale=running is not None and pinned is not None and running != pinned,
-            declared=True,
+            declared=pin.declared,
         )
         found.append(entry)
     return found

@@ -155,6 +155,9 @@ BPF_F_MMAPABLE = 1 << 10
 
 # Map flags the kernel itself changes, which a pinned map's info then shows differently from
 # the flags it was created with.
+# What the pins of a struct_ops map record as their target: `struct_ops:tcp_congestion_ops`.
+STRUCT_OPS_TARGET = "struct_ops:"
+
 BPF_F_RDONLY = 1 << 3  # of the fd only: the kernel does not keep these two in the map
 BPF_F_WRONLY = 1 << 4
 BPF_F_RDONLY_PROG = 1 << 7  # added to every DEVMAP and DEVMAP_HASH (kernel/bpf/devmap.c)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from bpfloader.errors import LoaderError, ObjectFormatError
-from bpfloader.obj.bpftypes import MapType
+from bpfloader.obj.bpftypes import STRUCT_OPS_TARGET, MapType
 from bpfloader.obj.btf import Btf, BtfError, BtfType, Kind, Member
 from bpfloader.obj.elf import STT_OBJECT, Relocation, Section, Symbol
 from bpfloader.obj.ownership import Ownership
@@ -368,13 +368,10 @@ def _section(ops: StructOps | None) -> str:
     return STRUCT_OPS_LINK_SECTION if ops is not None and ops.link else STRUCT_OPS_SECTION
 
 
-TARGET_PREFIX = "struct_ops:"
-
-
 def target_of(spec: MapSpec) -> str:
     """What a struct_ops map's pins record as their target: `struct_ops:TYPE` ('' for other
     maps)."""
-    return TARGET_PREFIX + spec.struct_ops.type_name if spec.struct_ops is not None else ""
+    return STRUCT_OPS_TARGET + spec.struct_ops.type_name if spec.struct_ops is not None else ""
 
 
 def section_of(spec: MapSpec) -> str:

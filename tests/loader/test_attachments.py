@@ -252,55 +252,99 @@ def test_a_reload_that_fails_after_an_update_puts_the_old_program_back(
     bpfloader_cli("unload", "--pin-root", bpffs, check=True)
 
 
-def test_links_made_by_others_are_updated_or_named_stale(
+def test_links_made_by_hand_are_recorded_and_kept_on_the_new_program(
     compile_bpf, source_dir, bpffs, bpfloader_cli, cgroup
 ):
-    """Links pinned by `bpfloader attach --pin` (not declared): listed with the object that
-    runs their program; a reload puts the new program into the cgroup link and warns that the
-    tracepoint's (a perf link) still runs the old one, which status then calls stale."""
+    """Links pinned by `bpfloader attach --pin` are recorded with the object whose program
+    they run (not declared): a reload puts the new program into the cgroup link (in place)
+    and attaches it anew to the tracepoint, swapping the pin (a perf link cannot be updated);
+    unload detaches both. A link pinned by someone else (the client library, no state) is
+    listed with the object too, and a reload warns that it still runs the old program, which
+    status then calls stale."""
     install(compile_bpf, source_dir, "")
     bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs, check=True)
     egress = bpffs / "prog_switches_cgroup_skb_egress_count_egress"
     switches = bpffs / "prog_switches_tp_sched_sched_switch"
     by_hand = {"cgroup": bpffs / "hand_cgroup", "tp": bpffs / "hand_tp"}
-    for prog, target, pin in (
-        (egress, f"cgroup:{cgroup}:egress", by_hand["cgroup"]),
-        (switches, "tracepoint:sched:sched_switch", by_hand["tp"]),
-    ):
-        bpfloader_cli("attach", prog, target, "--pin", pin, check=True)
+    targets = {"cgroup": f"cgroup:{cgroup}:egress", "tp": "tracepoint:sched:sched_switch"}
+    for kind, prog in (("cgroup", egress), ("tp", switches)):
+        run = bpfloader_cli("attach", prog, targets[kind], "--pin", by_hand[kind], check=True)
+        assert f"{by_hand[kind]}: recorded with {source_dir}/switches.o" in run.stderr
     before = {k: bpftool("link", "show", "pinned", p) for k, p in by_hand.items()}
     status = json.loads(bpfloader_cli("status", "--pin-root", bpffs, "--json").stdout)
     (obj,) = status["objects"]
-    assert {(x["pin"], x["declared"], x["stale"]) for x in obj["links"]} == {
-        (str(by_hand["cgroup"]), False, False),
-        (str(by_hand["tp"]), False, False),
+    assert {(x["pin"], x["target"], x["declared"], x["stale"]) for x in obj["links"]} == {
+        (str(by_hand[k]), targets[k], False, False) for k in by_hand
     }
     assert status["foreign_pins"] == []
+
     install(compile_bpf, source_dir, "", "-DSTEP=1000")
-    run = bpfloader_cli("reload", "--dir", source_dir, "--pin-root", bpffs)
-    assert run.returncode == 0, run.stderr
+    run = bpfloader_cli("reload", "--dir", source_dir, "--pin-root", bpffs, check=True)
     new = {
         "cgroup": bpftool("prog", "show", "pinned", egress)["id"],
         "tp": bpftool("prog", "show", "pinned", switches)["id"],
     }
+    after = {k: bpftool("link", "show", "pinned", p) for k, p in by_hand.items()}
+    assert after["cgroup"]["id"] == before["cgroup"]["id"]  # the same link, updated
+    assert after["cgroup"]["prog_id"] == new["cgroup"]
+    assert after["tp"]["id"] != before["tp"]["id"]  # a new link in its place
+    assert after["tp"]["prog_id"] == new["tp"]
+    assert f"updated link {before['cgroup']['id']} at {targets['cgroup']} in place" in run.stderr
     assert (
-        f"link {before['cgroup']['id']}, not the loader's, ran program count_egress "
-        f"{before['cgroup']['prog_id']}: updated in place, it runs {new['cgroup']} now"
+        f"attached the new count_switches to {targets['tp']} (link {after['tp']['id']}), then "
+        "let the old link go"
     ) in run.stderr
+    assert "not the loader's" not in run.stderr
+    assert wait_for_switches(bpffs) >= 1000  # the new program counts through the new link
+
+    # A link of someone else's, pinned without the state knowing it (another tracepoint: a
+    # program attaches to one tracepoint once).
+    from bpfloader.client import Program
+
+    other = bpffs / "other_tp"
+    with (
+        Program.open(str(switches)) as prog,
+        prog.attach("tracepoint:sched:sched_wakeup") as attached,
+    ):
+        attached.pin(str(other))
+    other_link = bpftool("link", "show", "pinned", other)
+    install(compile_bpf, source_dir, "", "-DSTEP=2000")
+    run = bpfloader_cli("reload", "--dir", source_dir, "--pin-root", bpffs, check=True)
+    newest = bpftool("prog", "show", "pinned", switches)["id"]
     assert (
-        f"link {before['tp']['id']} (perf_event), not the loader's, still runs program "
-        f"count_switches {before['tp']['prog_id']}; the pin holds {new['tp']} now"
+        f"link {other_link['id']} (perf_event), not the loader's, still runs program "
+        f"count_switches {other_link['prog_id']}; the pin holds {newest} now"
     ) in run.stderr
-    assert bpftool("link", "show", "pinned", by_hand["cgroup"])["prog_id"] == new["cgroup"]
     text = bpfloader_cli("status", "--pin-root", bpffs).stdout
     assert (
-        f"  link    {by_hand['tp']}  id {before['tp']['id']}  (not declared)  program "
-        f"{before['tp']['prog_id']}  stale: runs program {before['tp']['prog_id']}, the pin "
-        f"holds {new['tp']}"
+        f"  link    {other}  id {other_link['id']}  (not declared)  program "
+        f"{other_link['prog_id']}  stale: runs program {other_link['prog_id']}, the pin "
+        f"holds {newest}"
     ) in text.splitlines(), text
-    for pin in by_hand.values():
-        bpfloader_cli("detach", pin, check=True)
+    assert bpftool("link", "show", "pinned", by_hand["tp"])["prog_id"] == newest
+
     bpfloader_cli("unload", "--pin-root", bpffs, check=True)
+    assert not by_hand["cgroup"].exists() and not by_hand["tp"].exists()  # detached
+    bpfloader_cli("detach", other, check=True)
+
+
+def test_a_link_detached_by_hand_is_forgotten_and_its_object_left_alone(
+    compile_bpf, source_dir, bpffs, bpfloader_cli
+):
+    """`bpfloader detach` of a recorded link: the next reload forgets it and leaves the
+    unchanged object as it is (its programs are not loaded again)."""
+    install(compile_bpf, source_dir, "")
+    bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs, check=True)
+    switches = bpffs / "prog_switches_tp_sched_sched_switch"
+    link = bpffs / "hand_tp"
+    bpfloader_cli("attach", switches, "tracepoint:sched:sched_switch", "--pin", link, check=True)
+    program = bpftool("prog", "show", "pinned", switches)["id"]
+    bpfloader_cli("detach", link, check=True)
+    run = bpfloader_cli("reload", "--dir", source_dir, "--pin-root", bpffs, check=True)
+    assert "unchanged" in run.stderr, run.stderr
+    assert bpftool("prog", "show", "pinned", switches)["id"] == program
+    (obj,) = json.loads(bpfloader_cli("status", "--pin-root", bpffs, "--json").stdout)["objects"]
+    assert obj["links"] == []
 
 
 def test_a_recreated_map_leaves_no_program_attached_that_writes_the_old_one(

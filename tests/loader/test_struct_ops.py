@@ -304,3 +304,19 @@ def program(value: str) -> tuple[dict, str]:
     prog_id = int(value.split("/prog_id:")[1])
     shown = bpftool("prog", "show", "id", prog_id)
     return {f: shown.get(f) for f in PROGRAM_FIELDS}, xlated(prog_id)
+
+
+def test_check_says_how_each_struct_ops_map_is_registered(compile_bpf, vmlinux_dir, bpfloader_cli):
+    obj = build(compile_bpf, vmlinux_dir, "bpfl_check", "-DLINK")
+    run = bpfloader_cli("check", obj, "--target-btf", "/sys/kernel/btf/vmlinux", check=True)
+    lines = run.stdout.splitlines()
+    assert (
+        "  register cc as struct tcp_congestion_ops (by a link): ssthresh=cc_ssthresh, "
+        "cong_avoid=cc_cong_avoid, undo_cwnd=cc_undo_cwnd, init=cc_init"
+    ) in lines, run.stdout
+    size = bpftool("btf", "dump", "file", "/sys/kernel/btf/vmlinux")
+    (value,) = [t for t in size["types"] if t["name"] == "bpf_struct_ops_tcp_congestion_ops"]
+    assert (
+        f"  struct_ops cc: bpf_struct_ops_tcp_congestion_ops of {value['size']} bytes in "
+        "/sys/kernel/btf/vmlinux"
+    ) in lines, run.stdout
