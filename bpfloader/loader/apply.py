@@ -441,8 +441,9 @@ class _ObjectWork:
                             target=target,
                         )
                     ]
-                recorded = self.applier.recorded.get(link_path)
-                if live.created and recorded is not None and recorded.target == target:
+                # The link at this map's link pin registers its earlier version (a state
+                # rebuilt from the pins knows no target: the pin's place says it is ours).
+                if live.created and info.type == klinks.LinkType.STRUCT_OPS and info.map_id:
                     old = Fd(kmaps.map_fd_by_id(info.map_id))
                     try:
                         klinks.update_link(found.number, live.fd.number, old.number)

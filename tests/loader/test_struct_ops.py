@@ -320,3 +320,21 @@ def test_check_says_how_each_struct_ops_map_is_registered(compile_bpf, vmlinux_d
         f"  struct_ops cc: bpf_struct_ops_tcp_congestion_ops of {value['size']} bytes in "
         "/sys/kernel/btf/vmlinux"
     ) in lines, run.stdout
+
+
+def test_a_lost_state_still_updates_the_link_in_place(
+    compile_bpf, vmlinux_dir, cc_name, source_dir, bpffs, state_dir, bpfloader_cli
+):
+    """A state rebuilt from the pins knows no link target: the link at the map's link pin is
+    still the one to update (making a second one would collide with the name it registers)."""
+    install(build(compile_bpf, vmlinux_dir, cc_name, "-DLINK"), source_dir)
+    bpfloader_cli("load", "--dir", source_dir, "--pin-root", bpffs, check=True)
+    link_id = pin_id("link", bpffs / "link_cc_cc")
+    (state_dir / "state.json").unlink()
+    install(build(compile_bpf, vmlinux_dir, cc_name, "-DLINK", "-DVERSION=1"), source_dir)
+    run = bpfloader_cli("reload", "--dir", source_dir, "--pin-root", bpffs, check=True)
+    assert f"updated link {link_id} in place" in run.stderr, run.stderr
+    assert pin_id("link", bpffs / "link_cc_cc") == link_id
+    assert cc_name in available()
+    bpfloader_cli("unload", "--pin-root", bpffs, check=True)
+    assert cc_name not in available()
