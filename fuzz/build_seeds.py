@@ -2,10 +2,14 @@
 
 Usage: python fuzz/build_seeds.py OUT_DIR
 Android-format sources go through `bpfloader build`; libbpf-style ones (tests/bpf/libbpf_*.c,
-the CO-RE ones, tests/bpf/core/*.c, and the `__ksym` ones, tests/bpf/ksyms/*.c) through plain
-clang with -g and a vmlinux.h of this kernel, as the tests build them. A source that does not
-compile (some are meant not to) is skipped. The reader bombs (tests/obj/bombs.py) are added in small
-copies of their shapes (under -max_len), so that mutations start from them too.
+the CO-RE ones, tests/bpf/core/*.c, the `__ksym` ones, tests/bpf/ksyms/*.c, and the struct_ops
+ones, tests/bpf/struct_ops/*.c, named struct_ops_*.o) through plain clang with -g and a vmlinux.h
+of this kernel, as the tests build them. A seed longer than the fuzzer's -max_len (those
+compiled against vmlinux.h: most of their bytes are DWARF) loses its DWARF (llvm-strip
+--strip-debug; .BTF and .BTF.ext stay): libFuzzer would cut it at -max_len, before its section
+headers. A source that does not compile (some are meant not to) is skipped. The reader bombs
+(tests/obj/bombs.py) are added in small copies of their shapes (under -max_len), so that
+mutations start from them too.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from fuzz.contract import MAX_LEN  # noqa: E402
 from tests.obj.bombs import BOMBS  # noqa: E402
 
 # Each bomb's scale for a seed of about 30-90 KiB (the fuzzer's -max_len is 128 KiB).
@@ -28,7 +33,11 @@ LIBBPF_CFLAGS = ["-O2", "-g", "-target", "bpf", "-idirafter", "/usr/include/x86_
 # header's size (28 bytes), with and without the fields libbpf 0.x refused.
 LIBBPF_VARIANTS = {
     "libbpf_legacy_maps": (["-DDEF_WORDS=7"], ["-DDEF_WORDS=7", "-DNONZERO_EXTRA"]),
+    # in .struct_ops.link rather than .struct_ops; without a member the kernel requires
+    "struct_ops_cc": (["-DLINK"], ["-DNO_UNDO_CWND"]),
 }
+LIBBPF_PREFIXES = ("libbpf_", "core_", "ksyms_")
+STRUCT_OPS = "struct_ops"  # tests/bpf/struct_ops/NAME.c: seed struct_ops_NAME.o
 
 
 def _vmlinux_h(include: Path) -> list[str]:
@@ -55,14 +64,18 @@ def _build_seeds(out: Path, vmlinux: list[str]) -> list[Path]:
     sources += sorted((ROOT / "tests" / "bpf" / "core").glob("*.c"))
     sources += sorted((ROOT / "tests" / "bpf" / "ksyms").glob("*.c"))
     sources += sorted((ROOT / "tests" / "bpf" / "android2026").glob("*.c"))
+    sources += sorted((ROOT / "tests" / "bpf" / STRUCT_OPS).glob("*.c"))
     built = []
     for src in sources:
-        if src.name.startswith(("libbpf_", "core_", "ksyms_")):
-            for i, extra in enumerate(([], *LIBBPF_VARIANTS.get(src.stem, ()))):
-                obj = out / (f"{src.stem}.o" if not i else f"{src.stem}_{i}.o")
+        struct_ops = src.parent.name == STRUCT_OPS
+        if struct_ops or src.name.startswith(LIBBPF_PREFIXES):
+            stem = f"{STRUCT_OPS}_{src.stem}" if struct_ops else src.stem
+            for i, extra in enumerate(([], *LIBBPF_VARIANTS.get(stem, ()))):
+                obj = out / (f"{stem}.o" if not i else f"{stem}_{i}.o")
                 cmd = ["clang", *LIBBPF_CFLAGS, *extra, *vmlinux, "-c", str(src), "-o", str(obj)]
                 done = subprocess.run(cmd, capture_output=True)
                 if done.returncode == 0:
+                    _strip_if_long(obj)
                     built.append(obj)
             continue
         for flags in ([], ["-g"]):  # -g adds .BTF and .BTF.ext to Android-format objects
@@ -79,6 +92,15 @@ def _build_seeds(out: Path, vmlinux: list[str]) -> list[Path]:
         obj.write_bytes(build(BOMB_SEED_SCALES.get(name, BOMB_SEED_SCALE)))
         built.append(obj)
     return built
+
+
+def _strip_if_long(obj: Path) -> None:
+    """OBJ without its DWARF if it is longer than the fuzzer's -max_len; a warning if it still
+    is (or llvm-strip is missing): libFuzzer will cut it."""
+    if obj.stat().st_size > MAX_LEN:
+        subprocess.run(["llvm-strip", "--strip-debug", str(obj)], capture_output=True)
+    if obj.stat().st_size > MAX_LEN:
+        print(f"{obj.name}: {obj.stat().st_size} bytes, over -max_len {MAX_LEN}", file=sys.stderr)
 
 
 if __name__ == "__main__":

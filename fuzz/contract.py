@@ -19,14 +19,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bpfloader.errors import ObjectFormatError
-from bpfloader.obj import core, kconfig, ksyms
+from bpfloader.errors import LoaderError, ObjectFormatError
+from bpfloader.obj import core, kconfig, ksyms, struct_ops
+from bpfloader.obj.btf import Btf, BtfError, parse_btf
 from bpfloader.obj.reader import read_object
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import ObjectSpec
 
 PATH = "fuzz.o"
 CATCH_ALL = "malformed ELF ("
+MAX_LEN = 128 * 1024  # the long run's -max_len: libFuzzer cuts a longer seed there
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -100,7 +102,8 @@ def _frame(frame: traceback.FrameSummary) -> str:
 def check(data: bytes) -> str | None:
     """Run the reader on `data`; raise ContractViolation if it breaks the contract. Returns
     a finding (where the original exception was raised) when the catch-all was needed. An
-    object with CO-RE relocations is relocated too (`check_core`)."""
+    object with CO-RE relocations is relocated too (`check_core`), its externs resolved
+    (`check_kconfig`, `check_ksyms`) and its struct_ops maps laid out (`check_struct_ops`)."""
     try:
         spec = read_object(data, PATH)
     except ObjectFormatError as e:
@@ -120,6 +123,7 @@ def check(data: bytes) -> str | None:
         check_kconfig(spec.kconfig, SAMPLE_CONFIG)
     if spec.ksyms is not None:
         check_ksyms(spec, SAMPLE_KALLSYMS)
+    check_struct_ops(spec)
     return None
 
 
@@ -166,6 +170,80 @@ def check_ksyms(spec: ObjectSpec, kallsyms: str) -> None:
         raise
     except BaseException as e:
         raise ContractViolation(f"ksyms resolution raised {where_raised(e)}: {e!r}") from e
+
+
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+FAKE_PROG_FD = 3  # every program's fd in a struct_ops map's value
+_kernel_btf: list[Btf | None] = []
+
+
+def kernel_btf() -> Btf | None:
+    """The running kernel's BTF (VMLINUX_BTF), parsed once per process; None where it cannot
+    be read or parsed. The harnesses ask for it before their first input, so that no input's
+    time or memory budget pays for it."""
+    if not _kernel_btf:
+        try:
+            _kernel_btf.append(parse_btf(VMLINUX_BTF.read_bytes()))
+        except (OSError, BtfError):
+            _kernel_btf.append(None)
+    return _kernel_btf[0]
+
+
+def check_struct_ops(spec: ObjectSpec) -> None:
+    """The struct_ops contract on what the reader took: laying each struct_ops map out against
+    the kernel's BTF as the loader does (`kernel_btf`: the mutated object's members matched by
+    name against real kernel types; the object's own BTF where the kernel's cannot be read),
+    then each program's attach btf id and member (`program_attach`), then the map's value with
+    FAKE_PROG_FD for every program, succeed or raise a one-line LoaderError (StructOpsError:
+    what this kernel cannot take). A value made is the size of the kernel's value type, with
+    the fd in each program's slot; only programs of the object get an attach id."""
+    specs = {m.name: m for m in spec.maps if m.struct_ops is not None}
+    if not specs:
+        return
+    kernel = kernel_btf()
+    if kernel is None:
+        if spec.btf is None:
+            return
+        try:
+            kernel = parse_btf(spec.btf)
+        except BtfError:
+            return  # no BTF to lay the maps out against
+    try:
+        resolved: dict[str, struct_ops.KernelStructOps] = {}
+        for name, map_spec in specs.items():
+            assert map_spec.struct_ops is not None
+            resolved[name] = struct_ops.resolve(name, map_spec.struct_ops, kernel)
+        attach = struct_ops.program_attach(resolved, specs)
+        fds = {p.name: FAKE_PROG_FD for p in spec.programs}
+        values = {name: layout.value(fds) for name, layout in resolved.items()}
+        value_sizes = {
+            name: kernel.type(r.value_type_id).size_or_type for name, r in resolved.items()
+        }
+    except LoaderError as e:
+        if "\n" in str(e):
+            raise ContractViolation(f"struct_ops error is not one line: {e!r}") from e
+        return
+    except (InputTimeout, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        raise ContractViolation(f"struct_ops layout raised {where_raised(e)}: {e!r}") from e
+    fd = FAKE_PROG_FD.to_bytes(struct_ops.POINTER_SIZE, "little")
+    for name, layout in resolved.items():
+        value = values[name]
+        if not len(value) == layout.value_size == value_sizes[name]:
+            raise ContractViolation(
+                f"struct_ops map '{name}': a value of {len(value)} bytes (value_size "
+                f"{layout.value_size}), not the kernel's {value_sizes[name]}"
+            )
+        for offset, program in layout.slots:
+            if value[offset : offset + len(fd)] != fd:
+                raise ContractViolation(
+                    f"struct_ops map '{name}': program '{program}' is not at byte {offset} of "
+                    "the value"
+                )
+    strangers = set(attach) - {p.name for p in spec.programs}
+    if strangers:
+        raise ContractViolation(f"attach ids for programs not in the object: {sorted(strangers)}")
 
 
 POLICY_PATH = "fuzz.policy"

@@ -6,12 +6,14 @@
 Each input has a time and a memory budget: a per-input alarm (FUZZ_TIMEOUT seconds, default 2;
 libFuzzer's own -timeout backs it up) and what it may add to the process's peak resident memory
 (FUZZ_INPUT_MEMORY_MB, default 64; inputs are at most 128 KiB, -max_len), the process as a whole
-under RLIMIT_AS (FUZZ_MEMORY_MB, default 2048). An input over either budget, and any other
-contract violation (an exception other than ObjectFormatError, an error that is not one line
-naming the file), crashes the run and libFuzzer saves the input. Inputs that only
-read_object's catch-all turned into ObjectFormatError are findings, not crashes: each distinct
-place is logged once to stderr, with the input saved under FUZZ_FINDINGS (default
-fuzz/findings/), and the counts per place are rewritten to FUZZ_FINDINGS/counts.json.
+under RLIMIT_AS (FUZZ_MEMORY_MB, default 2048); the kernel's BTF, which struct_ops maps are laid
+out against (fuzz/contract.py `check_struct_ops`), is parsed once before the first input. An
+input over either budget, and any other contract violation (an exception other than
+ObjectFormatError, an error that is not one line naming the file), crashes the run and
+libFuzzer saves the input. Inputs that only read_object's catch-all turned into
+ObjectFormatError are findings, not crashes: each distinct place is logged once to stderr, with
+the input saved under FUZZ_FINDINGS (default fuzz/findings/), and the counts per place are
+rewritten to FUZZ_FINDINGS/counts.json.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["bpfloader"]):
-    from fuzz.contract import InputTimeout, check, memory_budget, mutate, time_limit
+    from fuzz.contract import (
+        MAX_LEN,
+        InputTimeout,
+        check,
+        kernel_btf,
+        memory_budget,
+        mutate,
+        time_limit,
+    )
 
 FINDINGS = Path(os.environ.get("FUZZ_FINDINGS", Path(__file__).parent / "findings"))
 TIMEOUT = float(os.environ.get("FUZZ_TIMEOUT", "2"))
@@ -82,9 +92,10 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     args = list(sys.argv)
     if not any(a.startswith("-max_len=") for a in args):
-        args.append("-max_len=131072")
+        args.append(f"-max_len={MAX_LEN}")
     if not any(a.startswith("-timeout=") for a in args):
         args.append(f"-timeout={int(TIMEOUT) * 2 + 1}")
+    kernel_btf()  # once, outside every input's budgets
     atheris.Setup(args, test_one, custom_mutator=custom_mutator)
     try:
         atheris.Fuzz()

@@ -6,6 +6,7 @@ Each now has its own check and a reason naming the file, the section and the lim
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ from bpfloader.errors import ObjectFormatError
 from bpfloader.obj import btf as btf_mod
 from bpfloader.obj import elf as elf_mod
 from bpfloader.obj.reader import read_object
+from fuzz.contract import ContractViolation, check, kernel_btf
+from tests.core_support import core_flags, generate_vmlinux_h
 from tests.libbpf_support import libbpf_object
 
 PATH = "/etc/bpf/fuzzed.o"
@@ -217,3 +220,38 @@ def test_the_limits_leave_every_example_readable(compile_bpf):
     for source in ("pure_every_field.c", "xdp_drop_port.c", "execsnoop.c"):
         read_object(compile_bpf(source).read_bytes(), PATH)
     read_object(libbpf_object(compile_bpf, "libbpf_globals.c").read_bytes(), PATH)
+
+
+@pytest.fixture(scope="module")
+def struct_ops_cc(compile_bpf, build_dir: Path) -> Elf:
+    directory = build_dir / "vmlinux_reader_fuzz"  # as test_reader_fuzz.py's: one build
+    generate_vmlinux_h(directory)
+    return Elf(compile_bpf("struct_ops/cc.c", None, *core_flags(directory)).read_bytes())
+
+
+def _member_offset_word(obj: Elf, struct_name: str, member: str) -> int:
+    """The file offset of the bit offset word of `member` in the BTF of struct `struct_name`."""
+    start = obj.get(".BTF", "offset")
+    btf = btf_mod.parse_btf(bytes(obj.data[start : start + obj.get(".BTF", "size")]))
+    found = btf.named(btf_mod.Kind.STRUCT, struct_name)
+    assert found is not None
+    index = next(i for i, m in enumerate(found.members) if m.name == member)
+    return start + btf.header_len + btf.type_off + found.record + 12 + 12 * index + 8
+
+
+@pytest.mark.xfail(
+    raises=ContractViolation,
+    strict=True,
+    reason="open finding: read_struct_ops takes a member that ends past its struct, and "
+    "struct_ops.resolve lays out a value shorter than the kernel's bpf_struct_ops_TYPE",
+)
+@pytest.mark.parametrize("bit_offset", [0x1000, 190 * 8], ids=["past", "straddling"])
+def test_a_struct_ops_member_past_its_struct(struct_ops_cc, bit_offset):
+    # found by the struct_ops run of test_reader_fuzz.py: `name` (16 bytes) moved to byte 512
+    # of the 192-byte tcp_congestion_ops gave a value of 240 bytes, not 256; moved to byte
+    # 190, one of 254 bytes
+    if kernel_btf() is None:
+        pytest.skip("the layout is checked against this kernel's BTF, which cannot be read")
+    at = _member_offset_word(struct_ops_cc, "tcp_congestion_ops", "name")
+    struct.pack_into("<I", struct_ops_cc.data, at, bit_offset)
+    assert check(bytes(struct_ops_cc.data)) is None  # or refused: either keeps the contract
