@@ -177,11 +177,19 @@ def _map_spec(
         bitfield, bit_offset = _bitfield(struct, member.bit_offset)
         mtype = btf.resolve(member.type)
         offset = bit_offset // 8
+        size = btf.size_of(member.type)  # a bitfield's: that of its integer type
+        end = bit_offset + bitfield if bitfield else (offset + size) * 8
+        if end > struct.size_or_type * 8:
+            raise ObjectFormatError(
+                f"'{name}': member '{member.name}' (bits {bit_offset}..{end}) is beyond its "
+                f"struct's {struct.size_or_type} bytes",
+                section=where,
+            )
         members.append(
             StructOpsMember(
                 name=member.name,
                 offset=offset,
-                size=btf.size_of(member.type),  # a bitfield's: that of its integer type
+                size=size,
                 kind=mtype.kind,
                 bitfield=bool(bitfield),
                 program=programs.get(start + offset, ""),

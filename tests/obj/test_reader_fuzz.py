@@ -17,9 +17,8 @@ import pytest
 
 from bpfloader.obj.btf import parse_btf
 from bpfloader.obj.elf import ElfObject
-from bpfloader.obj.reader import read_object
 from bpfloader.obj.struct_ops import SECTIONS as STRUCT_OPS_SECTIONS
-from fuzz.contract import PATH, ContractViolation, check, kernel_btf, mutate, time_limit
+from fuzz.contract import check, kernel_btf, mutate, time_limit
 from tests.core_support import core_flags, generate_vmlinux_h
 from tests.libbpf_support import libbpf_object
 
@@ -88,38 +87,18 @@ def test_the_struct_ops_seeds_lay_out_against_this_kernel(struct_ops_seeds):
 
 
 def test_mutated_struct_ops_objects_keep_the_contract(struct_ops_seeds):
-    """As findings_of_mutations, every other input by `_struct_ops_word`; but an input with a
-    struct_ops member past its struct's end is passed over, not failed on: an open finding of
-    bpfloader/obj/struct_ops.py (the value laid out is shorter than the kernel's), which
-    test_reader_fuzz_regressions.py::test_a_struct_ops_member_past_its_struct xfails on until
-    it is fixed. Any other violation fails."""
+    """As findings_of_mutations, every other input by `_struct_ops_word`."""
     kernel_btf()  # parsed once, before the first input's time limit
     rng = random.Random(STRUCT_OPS_SEED)
     findings: dict[str, int] = {}
     for i in range(STRUCT_OPS_MUTATIONS):
         base = rng.choice(struct_ops_seeds)
         data = _struct_ops_word(base, rng) if i % 2 else mutate(base, rng)
-        try:
-            with time_limit(PER_INPUT_SECONDS):
-                finding = check(data)
-        except ContractViolation:
-            if not _member_past_its_struct(data):
-                raise
-            continue
+        with time_limit(PER_INPUT_SECONDS):
+            finding = check(data)
         if finding is not None:
             findings[finding] = findings.get(finding, 0) + 1
     assert findings == {}, "inputs that only the catch-all turned into ObjectFormatError"
-
-
-def _member_past_its_struct(data: bytes) -> bool:
-    """Whether a struct_ops map of `data` has a member that ends past its struct."""
-    spec = read_object(data, PATH)
-    return any(
-        m.offset + m.size > len(ops.data)
-        for ops in (s.struct_ops for s in spec.maps)
-        if ops is not None
-        for m in ops.members
-    )
 
 
 def _struct_ops_word(data: bytes, rng: random.Random) -> bytes:

@@ -14,7 +14,7 @@ from bpfloader.errors import ObjectFormatError
 from bpfloader.obj import btf as btf_mod
 from bpfloader.obj import elf as elf_mod
 from bpfloader.obj.reader import read_object
-from fuzz.contract import ContractViolation, check, kernel_btf
+from fuzz.contract import check, kernel_btf
 from tests.core_support import core_flags, generate_vmlinux_h
 from tests.libbpf_support import libbpf_object
 
@@ -239,19 +239,19 @@ def _member_offset_word(obj: Elf, struct_name: str, member: str) -> int:
     return start + btf.header_len + btf.type_off + found.record + 12 + 12 * index + 8
 
 
-@pytest.mark.xfail(
-    raises=ContractViolation,
-    strict=True,
-    reason="open finding: read_struct_ops takes a member that ends past its struct, and "
-    "struct_ops.resolve lays out a value shorter than the kernel's bpf_struct_ops_TYPE",
-)
 @pytest.mark.parametrize("bit_offset", [0x1000, 190 * 8], ids=["past", "straddling"])
 def test_a_struct_ops_member_past_its_struct(struct_ops_cc, bit_offset):
     # found by the struct_ops run of test_reader_fuzz.py: `name` (16 bytes) moved to byte 512
     # of the 192-byte tcp_congestion_ops gave a value of 240 bytes, not 256; moved to byte
-    # 190, one of 254 bytes
-    if kernel_btf() is None:
-        pytest.skip("the layout is checked against this kernel's BTF, which cannot be read")
+    # 190, one of 254 bytes. Refused now, on one line.
+    assert kernel_btf() is not None  # the layout is checked against this kernel's BTF
     at = _member_offset_word(struct_ops_cc, "tcp_congestion_ops", "name")
     struct.pack_into("<I", struct_ops_cc.data, at, bit_offset)
-    assert check(bytes(struct_ops_cc.data)) is None  # or refused: either keeps the contract
+    data = bytes(struct_ops_cc.data)
+    assert check(data) is None
+    with pytest.raises(ObjectFormatError) as refused:
+        read_object(data, PATH)
+    assert (
+        f"member 'name' (bits {bit_offset}..{bit_offset + 128}) is beyond its struct's 192 "
+        "bytes" in str(refused.value)
+    )
