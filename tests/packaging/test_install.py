@@ -26,13 +26,18 @@ UNITS = [
     "bpfloader.path",
 ]
 MAX_OFFLINE_EXPOSURE = 3.0
+OFFLINE = ["unshare", "--map-root-user", "--net", "--"]  # a network namespace with no network
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`make install DESTDIR=...` offline: in a network namespace of its own, without a network
+    (Debian's setuptools builds the package; nothing is fetched from PyPI)."""
     root = tmp_path_factory.mktemp("destdir")
     done = subprocess.run(
-        ["make", "-C", str(REPO), "install", f"DESTDIR={root}"], capture_output=True, text=True
+        [*OFFLINE, "make", "-C", str(REPO), "install", f"DESTDIR={root}"],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, f"make install failed:\n{done.stdout}\n{done.stderr}"
     yield root
