@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, Compile, pins_in
+from tests.packaging.conftest import OFFLINE
 
 UNITS = [
     "bpfloader.service",
@@ -26,7 +27,6 @@ UNITS = [
     "bpfloader.path",
 ]
 MAX_OFFLINE_EXPOSURE = 3.0
-OFFLINE = ["unshare", "--map-root-user", "--net", "--"]  # a network namespace with no network
 
 
 @pytest.fixture(scope="module")
