@@ -101,7 +101,8 @@ def elf_binary(
         if filler:
             out += table([Sym(FILLER_NAME, TEXT_ADDRESS, STT_OBJECT)])[symbol.size :] * filler
         for s in symbols:
-            at = s.name_offset if s.name_offset is not None else strings.index(s.name.encode())
+            own = b"\0" + s.name.encode() + b"\0"  # the name's own string, not a part of another's
+            at = s.name_offset if s.name_offset is not None else strings.index(own) + 1
             info = s.bind << 4 | s.type
             fields = (
                 (at, info, 0, s.shndx, s.value, 4) if wide else (at, s.value, 4, info, 0, s.shndx)

@@ -137,14 +137,14 @@ class _Binary:
         """A table's bytes as (offset in the table, bytes), at most CHUNK at a time in whole
         `unit`s; each chunk starts with the last `overlap` bytes of the one before."""
         self.check_bounds(table.offset, table.size, what)
-        step = CHUNK - CHUNK % unit
+        step = max(unit, CHUNK - CHUNK % unit)
         tail = b""
         done = 0
         while done < table.size:
             count = min(step, table.size - done)
             chunk = tail + self.bytes_at(table.offset + done, count, what)
             yield done - len(tail), chunk
-            tail = chunk[len(chunk) - overlap :] if overlap else b""
+            tail = chunk[max(0, len(chunk) - overlap) :] if overlap else b""
             done += count
 
 

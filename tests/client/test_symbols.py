@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from bpfloader.client import symbols
 from bpfloader.client.symbols import MAX_NAME_MATCHES, find_function, function_offset
 from bpfloader.errors import AttachError
 from fuzz.contract import check_symbols, memory_budget, mutate, time_limit
@@ -66,14 +67,14 @@ def expected_offsets(data: bytes) -> dict[str, int | None]:
             if sym.name and kind in ("STT_FUNC", "STT_GNU_IFUNC") and shndx != "SHN_UNDEF":
                 weak = sym["st_info"]["bind"] == "STB_WEAK"
                 candidates.setdefault(sym.name, []).append((sym["st_value"], weak))
-        for name, symbols in candidates.items():
+        for name, defined in candidates.items():
             if name in found:
                 continue
-            strong = {address for address, weak in symbols if not weak}
+            strong = {address for address, weak in defined if not weak}
             if len(strong) > 1:
                 found[name] = None
                 continue
-            address = strong.pop() if strong else symbols[0][0]
+            address = strong.pop() if strong else defined[0][0]
             (load,) = [h for h in loads if h.p_vaddr <= address < h.p_vaddr + h.p_filesz]
             found[name] = address - load.p_vaddr + load.p_offset
     return found
@@ -120,6 +121,25 @@ def test_every_elf_class_and_byte_order(bits: int, order: str) -> None:
     start = text_offset(data)
     assert [lookup(data, n) for n in "fgh"] == [start + 0x10, start + 0x20, start + 0x30]
     check_against_pyelftools(data)
+
+
+@pytest.mark.parametrize("chunk", [16, 40, 1000])
+def test_names_and_symbols_across_chunk_boundaries(
+    binaries: dict[str, Path], chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read CHUNK bytes at a time, a name may span two chunks (the overlap keeps it whole) and
+    a chunk of symbols always holds whole symbols, even where one is larger than CHUNK."""
+    monkeypatch.setattr(symbols, "CHUNK", chunk)
+    long_name = "a_name_longer_than_a_chunk_of_the_string_table"
+    functions = [
+        Sym("x", TEXT_ADDRESS),
+        Sym(long_name, TEXT_ADDRESS + 8),
+        Sym("y", TEXT_ADDRESS + 12),
+    ]
+    for bits in (32, 64):
+        data = elf_binary(functions, bits=bits)
+        assert check_against_pyelftools(data) == 3
+    assert check_against_pyelftools(binaries["library.so"].read_bytes()) >= 2
 
 
 A, B = TEXT_ADDRESS + 0x10, TEXT_ADDRESS + 0x20
