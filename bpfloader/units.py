@@ -38,7 +38,7 @@ SYSTEM_PREFIXES = ("/usr", "/usr/local")
 # What the templates say, as `make install` with its default PREFIX would install them.
 TEMPLATE_DOCS = "file:///usr/local/share/doc/bpfloader/"
 TEMPLATE_DEFAULTS = "/etc/default/bpfloader"
-UNSAFE_IN_PATH = re.compile(r"[\s\"'\\%$]|[^\x21-\x7e]")  # what systemd would read otherwise
+UNSAFE_IN_PATH = re.compile(r"[\"'\\%$]|[^\x21-\x7e]")  # what unit files would read otherwise
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,13 @@ class Layout:
         return self.prefix / "share/doc/bpfloader"
 
     @property
+    def system(self) -> bool:
+        """Whether systemd reads units there (else it is a staging directory)."""
+        return str(self.prefix) in SYSTEM_PREFIXES
+
+    @property
     def defaults(self) -> Path:
-        system = str(self.prefix) in SYSTEM_PREFIXES
-        return (Path("/etc") if system else self.prefix / "etc") / "default/bpfloader"
+        return (Path("/etc") if self.system else self.prefix / "etc") / "default/bpfloader"
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ def install(prefix: str) -> Iterator[str]:
     why = hidden_from_service(command)
     if why is not None:
         yield f"warning: bpfloader.service cannot run {command}: {why} (install it in /opt)"
-    if str(where.prefix) in SYSTEM_PREFIXES:
+    if where.system:
         yield "next: journalctl --update-catalog && systemctl daemon-reload"
         yield "then: systemctl enable bpfloader.service (at every boot)"
     else:
