@@ -1,5 +1,5 @@
 # Convenience targets; each one installs what it needs through scripts/bootstrap (run as root).
-.PHONY: setup demo test lint ci install fuzz fuzz-policy bench
+.PHONY: setup demo test lint ci install fuzz fuzz-policy fuzz-symbols bench
 
 # `make install [DESTDIR=root] [PREFIX=/usr/local] [PYTHON=/usr/bin/python3]`: the package, the
 # systemd units, the journal catalog, /etc/default/bpfloader (see scripts/install).
@@ -45,6 +45,15 @@ fuzz-policy: setup
 	.venv/bin/pip install -q -e '.[fuzz]'
 	mkdir -p build/fuzz/policy_corpus
 	PYTHONPATH=. .venv/bin/python fuzz/fuzz_policy.py build/fuzz/policy_corpus fuzz/policy_seeds \
+		-runs=$(FUZZ_RUNS) -print_final_stats=1 $(FUZZ_ARGS)
+
+# `make fuzz-symbols [FUZZ_RUNS=...] [FUZZ_ARGS=...]`: the uprobe symbol reader
+# (bpfloader/client/symbols.py), likewise (the short run in CI is tests/client/test_symbols.py).
+fuzz-symbols: setup
+	.venv/bin/pip install -q -e '.[fuzz]'
+	PYTHONPATH=. .venv/bin/python fuzz/build_seeds.py --binaries build/fuzz/symbol_seeds
+	mkdir -p build/fuzz/symbol_corpus
+	PYTHONPATH=. .venv/bin/python fuzz/fuzz_symbols.py build/fuzz/symbol_corpus build/fuzz/symbol_seeds \
 		-runs=$(FUZZ_RUNS) -print_final_stats=1 $(FUZZ_ARGS)
 
 # `make bench [BENCH_ARGS="--rounds 11 --json build/bench/result.json --profile"]`: bpfloader

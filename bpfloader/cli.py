@@ -324,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command in ("cflags", "build"):
             return _build(args)
+        if args.command == "systemd-units":
+            return _systemd_units(args)
     except LoaderError as e:
         print(f"bpfloader: {e}", file=sys.stderr)
         return EXIT_SETUP
@@ -551,6 +553,31 @@ def _record(args: argparse.Namespace, attached: Attachment) -> str:
     return record_link(args.state_dir, args.program, args.pin, attached.target, link_id)
 
 
+def _define_systemd_units(commands: Commands, name: str, help_text: str) -> None:
+    units = commands.add_parser(
+        name,
+        help=help_text,
+        description="The systemd units, the journal catalog, /etc/default/bpfloader and the "
+        "README, for an installation that neither `make install` nor the .deb set up (pip, a "
+        "virtual environment): the units run this command, by the path it was run by.",
+    )
+    units.add_argument("--install", action="store_true", help="write them (default: print them)")
+    units.add_argument(
+        "--prefix",
+        default="/usr/local",
+        help="under PREFIX/lib/systemd and PREFIX/share/doc (default /usr/local); the defaults "
+        "file in /etc for /usr and /usr/local, else in PREFIX/etc",
+    )
+
+
+def _systemd_units(args: argparse.Namespace) -> int:
+    from bpfloader import units
+
+    for line in units.install(args.prefix) if args.install else units.show(args.prefix):
+        print(line)
+    return EXIT_OK
+
+
 # name -> (help, what adds its arguments), in the order --help lists them
 COMMANDS: dict[str, tuple[str, Callable[[Commands, str, str], None]]] = {
     "load": ("load every object of a directory and pin it", _define_load),
@@ -569,6 +596,10 @@ COMMANDS: dict[str, tuple[str, Callable[[Commands, str, str], None]]] = {
     ),
     "detach": ("detach pinned links and remove their pins", _define_detach),
     "map": ("read pinned maps", _define_map),
+    "systemd-units": (
+        "print or install the systemd units that run this command",
+        _define_systemd_units,
+    ),
 }
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Compile every object the tests build into one (flat) seed directory for the reader fuzzer.
 
 Usage: python fuzz/build_seeds.py OUT_DIR
+       python fuzz/build_seeds.py --binaries OUT_DIR   (the uprobe symbol reader's seeds)
 Android-format sources go through `bpfloader build`; libbpf-style ones (tests/bpf/libbpf_*.c,
 the CO-RE ones, tests/bpf/core/*.c, the `__ksym` ones, tests/bpf/ksyms/*.c, and the struct_ops
 ones, tests/bpf/struct_ops/*.c, named struct_ops_*.o) through plain clang with -g and a vmlinux.h
@@ -10,6 +11,10 @@ compiled against vmlinux.h: most of their bytes are DWARF) loses its DWARF (llvm
 headers. A source that does not compile (some are meant not to) is skipped. The reader bombs
 (tests/obj/bombs.py) are added in small copies of their shapes (under -max_len), so that
 mutations start from them too.
+
+The symbol reader's seeds (`--binaries`, for fuzz/fuzz_symbols.py) are gcc's binaries of
+tests/binary_support.py under 128 KiB, and binaries of every ELF class and byte order written
+there.
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from fuzz.contract import MAX_LEN  # noqa: E402
+from tests.binary_support import (  # noqa: E402
+    STB_WEAK,
+    TEXT_ADDRESS,
+    Sym,
+    build_binaries,
+    elf_binary,
+)
 from tests.obj.bombs import BOMBS  # noqa: E402
 
 # Each bomb's scale for a seed of about 30-90 KiB (the fuzzer's -max_len is 128 KiB).
@@ -103,6 +115,25 @@ def _strip_if_long(obj: Path) -> None:
         print(f"{obj.name}: {obj.stat().st_size} bytes, over -max_len {MAX_LEN}", file=sys.stderr)
 
 
+def build_binary_seeds(out: Path) -> list[Path]:
+    built = list(build_binaries(out, ("pie", "no_pie", "stripped", "library.so")).values())
+    for c_file in out.glob("*.c"):
+        c_file.unlink()  # libFuzzer reads every file of the directory
+    for bits in (32, 64):
+        for order, name in (("<", "lsb"), (">", "msb")):
+            binary = out / f"elf{bits}_{name}"
+            functions = [Sym("f", TEXT_ADDRESS + 16), Sym("f", TEXT_ADDRESS + 32, bind=STB_WEAK)]
+            binary.write_bytes(
+                elf_binary(functions, [Sym("main", TEXT_ADDRESS)], bits=bits, order=order)
+            )
+            built.append(binary)
+    return built
+
+
 if __name__ == "__main__":
-    objects = build_seeds(Path(sys.argv[1]))
-    print(f"{len(objects)} seed objects in {sys.argv[1]}")
+    if sys.argv[1] == "--binaries":
+        binaries = build_binary_seeds(Path(sys.argv[2]))
+        print(f"{len(binaries)} seed binaries in {sys.argv[2]}")
+    else:
+        objects = build_seeds(Path(sys.argv[1]))
+        print(f"{len(objects)} seed objects in {sys.argv[1]}")

@@ -1,12 +1,14 @@
-"""The object reader's contract, checked on one input, and a structure-aware ELF mutator.
+"""The object reader's contract, checked on one input, and a structure-aware ELF mutator; the
+contracts of the other readers of untrusted bytes (the policy file, the uprobe symbol reader).
 
 Shared by fuzz/fuzz_reader.py (atheris, long runs) and tests/obj/test_reader_fuzz.py (a short,
-deterministic run in CI). The contract of `read_object`: every input either parses or raises
-ObjectFormatError whose str() is one line starting with the file name; nothing else is raised,
-nothing hangs (`time_limit`), memory stays bounded (`memory_budget`: what one input may add to
-the process's peak resident memory). An ObjectFormatError made by read_object's catch-all
-("malformed ELF (TypeName: ...)") is not a violation but is reported as a finding: it means
-some check is missing where the bad value was first read.
+deterministic run in CI), and likewise for the others. The contract of `read_object`: every
+input either parses or raises ObjectFormatError whose str() is one line starting with the file
+name; nothing else is raised, nothing hangs (`time_limit`), memory stays bounded
+(`memory_budget`: what one input may add to the process's peak resident memory). An
+ObjectFormatError made by read_object's catch-all ("malformed ELF (TypeName: ...)") is not a
+violation but is reported as a finding: it means some check is missing where the bad value was
+first read.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import random
 import signal
 import struct
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from bpfloader.errors import LoaderError, ObjectFormatError
+from bpfloader.client.symbols import find_function
+from bpfloader.errors import AttachError, LoaderError, ObjectFormatError
 from bpfloader.obj import core, kconfig, ksyms, struct_ops
 from bpfloader.obj.btf import Btf, BtfError, parse_btf
 from bpfloader.obj.reader import read_object
@@ -264,6 +267,33 @@ def check_policy(text: bytes, spec: ObjectSpec) -> None:
         raise
     except BaseException as e:
         raise ContractViolation(f"policy file raised {where_raised(e)}: {e!r}") from e
+
+
+# Functions of the symbol reader's seeds (tests/binary_support.py), and one none has.
+SYMBOL_NAMES = ("main", "bpfloader_probed", "probe_lib", "probe_weak", "f", "absent")
+
+
+def check_symbols(data: bytes, names: Sequence[str] = SYMBOL_NAMES) -> None:
+    """The uprobe symbol reader's contract (client/symbols.py) on one file's bytes, for each
+    of `names`: the function's offset, inside the file, or a one-line AttachError; nothing
+    else is raised."""
+
+    def read(offset: int, count: int) -> bytes:
+        return data[offset : offset + count]
+
+    for name in names:
+        try:
+            offset = find_function(read, len(data), name)
+        except AttachError as e:
+            if "\n" in str(e):
+                raise ContractViolation(f"symbol reader error is not one line: {e!r}") from e
+            continue
+        except (InputTimeout, KeyboardInterrupt):
+            raise
+        except BaseException as e:
+            raise ContractViolation(f"find_function raised {where_raised(e)}: {e!r}") from e
+        if not 0 <= offset < len(data):
+            raise ContractViolation(f"{name!r} at {offset}, outside the file's {len(data)} bytes")
 
 
 SAMPLE_CONFIG = 'CONFIG_BPF=y\nCONFIG_HZ=250\nCONFIG_NR_CPUS=0x100\nCONFIG_LOCALVERSION="-x"\n'

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, Compile, pins_in
+from tests.packaging.conftest import OFFLINE
 
 UNITS = [
     "bpfloader.service",
@@ -30,9 +31,13 @@ MAX_OFFLINE_EXPOSURE = 3.0
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`make install DESTDIR=...` offline: in a network namespace of its own, without a network
+    (Debian's setuptools builds the package; nothing is fetched from PyPI)."""
     root = tmp_path_factory.mktemp("destdir")
     done = subprocess.run(
-        ["make", "-C", str(REPO), "install", f"DESTDIR={root}"], capture_output=True, text=True
+        [*OFFLINE, "make", "-C", str(REPO), "install", f"DESTDIR={root}"],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, f"make install failed:\n{done.stdout}\n{done.stderr}"
     yield root
