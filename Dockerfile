@@ -10,14 +10,13 @@
 FROM debian:bookworm-slim
 
 # clang and llvm compile BPF C; libc6-dev and linux-libc-dev hold the headers bpf_helpers.h
-# includes; python3-pyelftools is the loader's one dependency, python3-systemd gives structured
-# journal events when the host's journald socket is mounted; make and pip install the package.
+# includes; python3-pyelftools is the loader's one dependency (structured journal events, when
+# the host's journald socket is mounted, need nothing more); make and pip install the package.
 # Versions are Debian bookworm's own: pinning them would break on its next point release.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         clang llvm libc6-dev linux-libc-dev make python3 python3-pip python3-pyelftools \
-        python3-systemd \
     && rm -rf /var/lib/apt/lists/*
 
 COPY pyproject.toml README.md Makefile /src/
