@@ -20,6 +20,7 @@ import errno
 import fcntl
 import os
 import sys
+import weakref
 from _socket import AF_UNIX, SCM_RIGHTS, SOCK_DGRAM, SOL_SOCKET, socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -69,6 +70,8 @@ class JournalSocket:
         finally:
             probe.close()
         self._socket = socket(AF_UNIX, SOCK_DGRAM)
+        # Closed when its reporter goes (a test's), or at exit: never left to warn as unclosed.
+        weakref.finalize(self, self._socket.close)
 
     def send(self, fields: Iterable[tuple[str, FieldValue]]) -> None:
         """One entry; OSError where journald cannot be reached (any more)."""
