@@ -10,13 +10,13 @@
 FROM debian:bookworm-slim
 
 # clang and llvm compile BPF C; libc6-dev and linux-libc-dev hold the headers bpf_helpers.h
-# includes; python3-systemd gives structured journal events when the host's journald socket is
-# mounted; make and pip (with Debian's setuptools) install the package.
+# includes; the package has no dependencies (bpfloader speaks the journal's protocol itself,
+# when the host's journald socket is mounted); make and pip (with Debian's setuptools) install it.
 # Versions are Debian bookworm's own: pinning them would break on its next point release.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        clang llvm libc6-dev linux-libc-dev make python3 python3-pip python3-systemd \
+        clang llvm libc6-dev linux-libc-dev make python3 python3-pip \
     && rm -rf /var/lib/apt/lists/*
 
 COPY pyproject.toml setup.py LICENSE README.md Makefile /src/

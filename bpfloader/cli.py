@@ -168,8 +168,8 @@ def _running() -> _ArgumentParser:
         "--log-target",
         choices=("auto", "journal", "console"),
         default="auto",
-        help="where events go: the systemd journal, stderr, or auto (the journal when its "
-        "socket exists, else stderr)",
+        help="where events go: the systemd journal (exit 2 where no journald listens), stderr, "
+        "or auto (the journal when a journald listens on its socket, else stderr)",
     )
     return running
 

@@ -2,16 +2,21 @@
 
 Every event has a fixed MESSAGE_ID per kind, a syslog priority and fields to filter on
 (BPF_OBJECT, BPF_PROGRAM, BPF_MAP, BPF_PIN, BPF_PROG_ID, BPF_MAP_ID, ERRNO, BPF_VERIFIER_LOG).
+In the journal each entry also says which code produced it (CODE_FILE, CODE_LINE, CODE_FUNC).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TextIO
 
-from bpfloader.errors import one_line
+from bpfloader.errors import LoaderError, one_line
+
+if TYPE_CHECKING:
+    from bpfloader.journal_protocol import JournalSocket
 
 
 class Priority(IntEnum):
@@ -65,9 +70,47 @@ class MessageId(StrEnum):
 
 FieldValue = str | int | bytes
 
-JOURNAL_SOCKET = "/run/systemd/journal/socket"
 IDENTIFIER = "bpfloader"
 VERIFIER_LOG_FIELD = "BPF_VERIFIER_LOG"
+
+
+# What journald keeps of a field a client sends: an upper-case name, 64 characters at most, not
+# starting with `_` (journald's own, trusted fields) or a digit. It drops any other silently.
+_FIELD_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+# The fields every journal entry gets from its Event itself, not from its `fields`.
+_ENTRY_FIELDS = frozenset(
+    {
+        "MESSAGE",
+        "MESSAGE_ID",
+        "PRIORITY",
+        "SYSLOG_IDENTIFIER",
+        "CODE_FILE",
+        "CODE_LINE",
+        "CODE_FUNC",
+    }
+)
+_KEPT_NAMES: set[str] = set()  # field names found good (a few dozen, from loader/events.py)
+# Modules that make events on others' behalf: an event's origin is the code that called them.
+_EVENT_MAKERS = frozenset({__name__, "bpfloader.loader.events"})
+
+
+class Origin(NamedTuple):  # a tuple, not a dataclass: one is made for every event, cheaply
+    """The code that produced an event: the journal's CODE_FILE, CODE_LINE and CODE_FUNC."""
+
+    file: str
+    line: int
+    function: str  # qualified: `Class.method`, `function.<locals>.inner`
+
+
+def _caller_origin() -> Origin:
+    """The innermost frame outside the modules that make events: for `reporter.emit(
+    events.program_rejected(...))` in apply.py, that line of apply.py and its function. Taken
+    when the Event is made, so an event held and emitted later (parallel.py's EventBuffer, in
+    another thread) still names the code that produced it."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__") in _EVENT_MAKERS:
+        frame = frame.f_back
+    return Origin(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_qualname)
 
 
 @dataclass(frozen=True)
@@ -78,6 +121,15 @@ class Event:
     priority: Priority
     message: str
     fields: dict[str, FieldValue] = field(default_factory=dict)
+    origin: Origin = field(default_factory=_caller_origin, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.fields.keys() <= _KEPT_NAMES:  # nearly always: the names of earlier events
+            return
+        unkept = [n for n in self.fields if n in _ENTRY_FIELDS or not _FIELD_NAME.fullmatch(n)]
+        if unkept:
+            raise ValueError(f"fields the journal would not keep as given: {unkept}")
+        _KEPT_NAMES.update(self.fields)
 
 
 class Reporter(Protocol):
@@ -105,53 +157,55 @@ class ConsoleReporter:
 
 
 class JournalReporter:
-    """Events as structured journal entries (SYSLOG_IDENTIFIER=bpfloader, MESSAGE_ID, fields).
+    """Events as structured journal entries (SYSLOG_IDENTIFIER=bpfloader, MESSAGE_ID, fields),
+    in journald's native protocol (journal_protocol.py).
 
     Field values go as they are: bytes stay bytes (a verifier log, a section name with odd
-    bytes), and the journal's native protocol carries newlines and NULs intact."""
+    bytes), and the native protocol carries newlines and NULs intact. Raises OSError where no
+    journald listens."""
 
     def __init__(self, min_priority: Priority = Priority.INFO):
-        from systemd import journal  # only where a journal is used
+        from bpfloader.journal_protocol import JournalSocket  # only where a journal is used
 
-        self._send = journal.send
+        self._journal: JournalSocket = JournalSocket()
         self.min_priority = min_priority
         self._fallback = ConsoleReporter(min_priority=min_priority)
 
     def emit(self, event: Event) -> None:
         if event.priority > self.min_priority:
             return
+        origin = event.origin
+        entry = (
+            ("MESSAGE", one_line(event.message)),
+            ("MESSAGE_ID", event.message_id.value),
+            ("PRIORITY", int(event.priority)),
+            ("SYSLOG_IDENTIFIER", IDENTIFIER),
+            ("CODE_FILE", origin.file),
+            ("CODE_LINE", origin.line),
+            ("CODE_FUNC", origin.function),
+            *event.fields.items(),
+        )
         try:
-            self._send(
-                one_line(event.message),
-                MESSAGE_ID=event.message_id.value,
-                PRIORITY=int(event.priority),
-                SYSLOG_IDENTIFIER=IDENTIFIER,
-                **event.fields,
-            )
+            self._journal.send(entry)
         except OSError:
             self._fallback.emit(event)  # journald went away mid-run: the event is not lost
 
 
-def journal_available() -> bool:
-    """Whether a journald listens on its socket (a stale socket file does not count)."""
-    try:
-        import systemd.journal  # noqa: F401
-    except ImportError:
-        return False
-    import socket
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(JOURNAL_SOCKET)
-        except OSError:
-            return False
-    return True
-
-
 def open_reporter(target: str = "auto", min_priority: Priority = Priority.INFO) -> Reporter:
-    """`journal`, `console`, or `auto`: the journal where its socket exists, else stderr."""
-    if target == "journal" or (target == "auto" and journal_available()):
-        return JournalReporter(min_priority)
-    if target in ("console", "auto"):
-        return ConsoleReporter(min_priority=min_priority)
-    raise ValueError(f"unknown log target {target!r}")
+    """`journal`, `console`, or `auto`: the journal where a journald listens on its socket,
+    else stderr. `journal` where none listens is a LoaderError (one line, the CLI's exit 2)."""
+    if target not in ("journal", "console", "auto"):
+        raise ValueError(f"unknown log target {target!r}")
+    if target != "console":
+        try:
+            return JournalReporter(min_priority)
+        except OSError as e:
+            if target == "journal":
+                from bpfloader.journal_protocol import SOCKET
+
+                raise LoaderError(
+                    f"cannot reach systemd-journald: {e.strerror} (--log-target console or "
+                    "auto writes events to stderr)",
+                    file=SOCKET,
+                ) from e
+    return ConsoleReporter(min_priority=min_priority)

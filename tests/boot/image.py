@@ -40,8 +40,6 @@ BASE_PACKAGES = [
     "udev",
     "python3",
     "kmod",
-    "python3-pyelftools",
-    "python3-systemd",  # bpfloader's dependencies, from Debian
 ]
 KERNEL_PACKAGES = ["linux-image-amd64", "initramfs-tools"]
 # A second kernel, older than 5.19: there kernel.unprivileged_bpf_disabled refuses every bpf()
