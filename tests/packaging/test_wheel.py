@@ -20,6 +20,7 @@ import pytest
 from bpfloader import units
 from bpfloader.version import __version__
 from tests.conftest import REPO, Compile, pins_in
+from tests.loader.test_journal import entries, journald  # noqa: F401  (a fixture)
 from tests.packaging.conftest import DEBIAN_PYTHON, OFFLINE, build_wheel, run
 
 UNITS = [
@@ -120,6 +121,39 @@ def test_the_venvs_command_loads(
         "map_myschedtp_cpu_pid_map",
         "prog_myschedtp_tracepoint_sched_sched_switch",
     }
+
+
+@pytest.mark.kernel
+@pytest.mark.usefixtures("journald")
+def test_the_venvs_command_reaches_the_journal(
+    venv: Path,
+    compile_bpf: Compile,
+    source_dir: Path,
+    bpffs: Path,
+    state_dir: Path,
+) -> None:
+    """A plain pip install has no journal binding and needs none: the venv's bpfloader logs
+    to a real journald (started by the test where none listens) and the entries arrive."""
+    os.link(compile_bpf("myschedtp.c"), source_dir / "myschedtp.o")
+    where = ["--dir", source_dir, "--pin-root", bpffs, "--state-dir", state_dir]
+    done = in_venv(venv, "load", *where, "--log-target", "journal", cwd=source_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    pin = str(bpffs / "map_myschedtp_cpu_pid_map")
+    found = entries(f"BPF_PIN={pin}")
+    assert found, f"no journal entry names {pin}"
+    assert found[0]["BPF_OBJECT"] == str(source_dir / "myschedtp.o")
+    listed = subprocess.run(
+        [
+            venv / "bin/python",
+            "-I",
+            "-c",
+            "import importlib.util as u; print(u.find_spec('systemd'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert listed.stdout.strip() == "None"  # no binding in the venv: the protocol is ours
 
 
 def verify(*units: Path) -> subprocess.CompletedProcess[str]:
