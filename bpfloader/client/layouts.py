@@ -434,6 +434,8 @@ class _Builder:
 
     def _fields(self, t: BtfType, base: int, depth: int, overlaps: bool) -> list[Field]:
         """The fields of struct or union `t` at byte `base`, anonymous members' flattened."""
+        if depth > MAX_DEPTH:
+            raise MapError(f"types nested more than {MAX_DEPTH} deep (or one holds itself)")
         self.count(t.vlen)
         size = t.size_or_type
         fields: list[Field] = []

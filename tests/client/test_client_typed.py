@@ -394,3 +394,35 @@ def test_open_named_applies_the_pin_names_of_both_formats(
     with pytest.raises(LoaderError) as bad:
         Program.open_named("my-obj!.o", "xdp", pin_root=root)
     assert str(bad.value) == "object name 'my-obj!' may hold only letters, digits, '_' and '-'"
+
+
+def test_raw_bytes_refuse_ints_and_sizes_and_types_must_be_types(pins):
+    path = str(pins / STATES)
+    with BpfMap.open(path, key=None, value=None) as raw:
+        cases: list[tuple[Any, type[Exception], str]] = [
+            (9, MapTypeError, "a raw-bytes map key takes 4 bytes, not the int 9: give the map a"
+             " key type (key='I', say) to use ints"),
+            (2**40, MapTypeError, "a raw-bytes map key takes 4 bytes, not the int 1099511627776:"
+             " give the map a key type (key='I', say) to use ints"),
+            ("abcd", MapTypeError, "a raw-bytes map key takes 4 bytes, not str"),
+            (b"\0" * 5, MapError, "5 bytes given where the map's key is 4"),
+        ]  # fmt: skip
+        for key, error, message in cases:
+            with pytest.raises(error) as e:
+                raw[key]
+            assert str(e.value) == f"{path}: {message}"
+        huge = memoryview(bytearray(1 << 20))  # refused by its size, never copied
+        with pytest.raises(MapError, match="1048576 bytes given where the map's key is 4"):
+            raw[huge] = b"\0" * 4
+        assert raw.lookup_batch(batch_size=2**40)[:1] == [(bytes(4), bytes(4))]  # bounded
+    types: list[tuple[dict[str, Any], str]] = [
+        ({"key": b"1234"}, "key= takes a type (a struct format such as 'I', a ctypes type, or"
+         " None for raw bytes), not the bytes value b'1234'"),
+        ({"value": int}, "value= takes a type (a struct format such as 'I', a ctypes type, or"
+         " None for raw bytes), not the class int, which is not a ctypes type"),
+        ({"key": "Z"}, "key='Z' is not a struct format: bad char in struct format"),
+    ]  # fmt: skip
+    for given, message in types:
+        with pytest.raises(MapTypeError) as e:
+            BpfMap.open(path, **given)
+        assert str(e.value) == f"{path}: {message}" and isinstance(e.value, TypeError)

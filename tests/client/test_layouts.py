@@ -159,6 +159,8 @@ def test_bounds_against_a_crafted_btf():
     outside = b.struct("outside", 4, [("late", u8, 32)])
     selfish = b.count + 1
     b.struct("selfish", 1, [("me", selfish, 0)])
+    nameless = b.count + 1  # holds itself as an anonymous member
+    b.struct("nameless", 1, [("", nameless, 0)])
     proto = b._add("", Kind.FUNC_PROTO, 0, 0)
     btf = b.btf()
     start = time.monotonic()
@@ -168,6 +170,7 @@ def test_bounds_against_a_crafted_btf():
         wide: (9000, "more than 8192 members, enumerators and arrays"),
         outside: (4, f"member late of type {outside} lies outside it (bytes 4..5 of 4)"),
         selfish: (1, "types nested more than 32 deep (or one holds itself)"),
+        nameless: (1, "types nested more than 32 deep (or one holds itself)"),
         proto: (0, f"type {proto} is a FUNC_PROTO, which has no values"),
         u8: (2, "is 1 bytes, the map's value is 2 bytes"),
         999: (1, "type id 999 does not exist"),
