@@ -22,7 +22,6 @@ from test_access import as_user
 from bpfloader.client import BpfMap, Program
 from bpfloader.client.dump import dump
 from bpfloader.errors import KernelError, LoaderError, MapError, MapTypeError
-from bpfloader.kernel import ordering
 from tests.libbpf_support import bpftool
 
 pytestmark = pytest.mark.kernel
@@ -260,18 +259,6 @@ def test_program_info_type_and_the_sizes_a_reader_is_not_shown(pins):
         "jited": None,
         "id": info.id,
     }
-
-
-def test_event_consumers_read_with_a_real_barrier_where_the_machine_needs_one():
-    """On x86-64 loads and stores already order as acquire and release: no barrier runs. On
-    arm64 membarrier(2) is the barrier: made here for "aarch64", it registers and runs on this
-    kernel as it would there (the call is the same on every architecture)."""
-    here = ordering.Barrier(os.uname().machine)
-    assert here.needed is (os.uname().machine not in ("x86_64", "i686"))
-    arm64 = ordering.Barrier("aarch64")
-    assert arm64.needed
-    arm64()  # MEMBARRIER_CMD_GLOBAL_EXPEDITED, registered for: no error
-    assert ordering.barrier() is ordering.barrier()
 
 
 def test_refusals_say_what_the_pin_allows_and_how_the_map_was_opened(pins):
