@@ -135,9 +135,20 @@ class PinError(LoaderError):
     """A path is not a pin, or pins another kind of object than the one asked for."""
 
 
+class PinOpenError(PinError, KernelError):
+    """A pin the kernel would not open (BPF_OBJ_GET): an OSError whose `errno` is the kernel's
+    answer, said as what is at the path (no such pin, not on a bpf filesystem) or what the
+    pin's owner, group and mode allow the caller."""
+
+
 class MapError(LoaderError, ValueError):
     """A map used as it is not: key or value sizes that differ from the kernel's, an operation
     its type does not have."""
+
+
+class MapTypeError(LoaderError, TypeError):
+    """A key or value of a Python type that the map's key or value type does not take (an int
+    for a raw-bytes key), or a key or value type that is not a type (b"1234" for key=)."""
 
 
 class AttachError(LoaderError):

@@ -1,5 +1,7 @@
 """The object reader's contract, checked on one input, and a structure-aware ELF mutator; the
-contracts of the other readers of untrusted bytes (the policy file, the uprobe symbol reader).
+contracts of what reads what the reader took (CO-RE, externs, struct_ops, the client's layouts
+of a map's BTF types) and of the other readers of untrusted bytes (the policy file, the uprobe
+symbol reader).
 
 Shared by fuzz/fuzz_reader.py (atheris, long runs) and tests/obj/test_reader_fuzz.py (a short,
 deterministic run in CI), and likewise for the others. The contract of `read_object`: every
@@ -20,6 +22,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bpfloader.client.symbols import find_function
 from bpfloader.errors import AttachError, LoaderError, ObjectFormatError
@@ -28,6 +31,9 @@ from bpfloader.obj.btf import Btf, BtfError, parse_btf
 from bpfloader.obj.reader import read_object
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import ObjectSpec
+
+if TYPE_CHECKING:
+    from bpfloader.client.layouts import Layout
 
 PATH = "fuzz.o"
 CATCH_ALL = "malformed ELF ("
@@ -122,6 +128,7 @@ def check(data: bytes) -> str | None:
     except BaseException as e:
         raise ContractViolation(f"read_object raised {where_raised(e)}: {e!r}") from e
     check_core(spec)
+    check_map_layouts(spec)
     if spec.kconfig is not None:
         check_kconfig(spec.kconfig, SAMPLE_CONFIG)
     if spec.ksyms is not None:
@@ -147,6 +154,62 @@ def check_core(spec: ObjectSpec) -> None:
         raise
     except BaseException as e:
         raise ContractViolation(f"CO-RE relocation raised {where_raised(e)}: {e!r}") from e
+
+
+LAYOUT_SAMPLE_LIMIT = 1 << 16  # decode sample values of types no larger, nor decoding into more
+
+
+def check_map_layouts(spec: ObjectSpec) -> None:
+    """The client's contract on a map's BTF types (client/layouts.py: what BpfMap decodes a
+    map's keys and values by, from the BTF the kernel keeps, the object's): laying out each
+    map's key and value type succeeds or raises a one-line LoaderError; a layout decodes
+    sample bytes (zeros, a pattern) and encodes what it decoded back into as many bytes, and
+    zeros come back as they went (a pattern need not: a `_Bool` of 0xa5 is True, written 1)."""
+    typed = [m for m in spec.maps if m.btf_key_type_id or m.btf_value_type_id]
+    if spec.btf is None or not typed:
+        return
+    from bpfloader.client.layouts import layout
+    from bpfloader.errors import LoaderError
+    from bpfloader.obj.btf import parse_btf
+
+    found: list[tuple[Layout, int]] = []
+    try:
+        btf = parse_btf(spec.btf)
+        for m in typed:
+            for what, type_id, size in (
+                ("key", m.btf_key_type_id, m.key_size),
+                ("value", m.btf_value_type_id, m.value_size),
+            ):
+                if type_id:
+                    try:
+                        found.append((layout(btf, type_id, size, what), size))
+                    except LoaderError as e:
+                        if "\n" in str(e):
+                            raise ContractViolation(f"layout error is not one line: {e!r}") from e
+    except LoaderError as e:  # the BTF itself (the reader took it whole)
+        if "\n" in str(e):
+            raise ContractViolation(f"BTF error is not one line: {e!r}") from e
+    except (InputTimeout, KeyboardInterrupt, ContractViolation):
+        raise
+    except BaseException as e:
+        raise ContractViolation(f"map layout raised {where_raised(e)}: {e!r}") from e
+    for each, size in found:
+        if size <= LAYOUT_SAMPLE_LIMIT and each.items <= LAYOUT_SAMPLE_LIMIT:
+            _round_trip(each, size)
+
+
+def _round_trip(found: Layout, size: int) -> None:
+    try:
+        for sample in (bytes(size), b"\xa5" * size):
+            decoded = found.unpack(sample, 0)
+            out = bytearray(size)
+            found.pack(decoded, out, 0, "value")
+            if len(out) != size or (not any(sample) and found.unpack(bytes(out), 0) != decoded):
+                raise ContractViolation(f"a decoded value does not encode back: {decoded!r}")
+    except (InputTimeout, KeyboardInterrupt, ContractViolation):
+        raise
+    except BaseException as e:
+        raise ContractViolation(f"a decoded value raised {where_raised(e)}: {e!r}") from e
 
 
 SAMPLE_KALLSYMS = "ffffffff81000000 T _text\nffffffff81000010 t bpfloader_fuzz [mod]\n"

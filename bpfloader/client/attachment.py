@@ -71,6 +71,7 @@ class Attachment:
         self._closed = False
 
     def link_ids(self) -> list[int]:
+        """The kernel ids of the BPF links holding it (none for an attachment without)."""
         return [klinks.link_info(fd).id for _, fd in self.links]
 
     def pin(self, path: str) -> None:
@@ -89,6 +90,8 @@ class Attachment:
         self.pinned = path
 
     def close(self) -> None:
+        """Detach, unless pinned (then only this process's hold on the links ends). Twice
+        does nothing."""
         if self._closed:
             return
         self._closed = True

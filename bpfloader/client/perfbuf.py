@@ -47,9 +47,13 @@ class PerfBuffer(EventStream):
 
     @classmethod
     def open(cls, path: str, pages_per_cpu: int = 8) -> PerfBuffer:
+        """Consume the perf event array pinned at `path`: a ring of `pages_per_cpu` pages (a
+        power of two) for each online CPU, put in the map (which takes a read-write pin)."""
         return cls(open_pin(path, PinKind.MAP), path, pages_per_cpu)
 
     def read(self) -> list[bytes]:
+        """The samples of every CPU's ring since the last read (CPU by CPU); `lost` grows
+        by the samples the kernel dropped meanwhile."""
         samples = []
         for ring in self._rings:
             found, lost = ring.read()
@@ -58,6 +62,7 @@ class PerfBuffer(EventStream):
         return samples
 
     def close(self) -> None:
+        """Take the rings out of the map, unmap them, close the fds. Twice does nothing."""
         if self.fd >= 0:
             for ring in self._rings:
                 kmaps.delete(self.fd, CPU_KEY.pack(ring.cpu))

@@ -8,20 +8,24 @@ import socket
 
 from bpfloader.client import cgroups, netdev, sockets, targets, tracing
 from bpfloader.client.attachment import Attachment
-from bpfloader.client.pinned import open_pin
+from bpfloader.client.pinned import open_pin, program_pin_path
 from bpfloader.errors import ENOTSUPP, AttachError, KernelError
 from bpfloader.kernel import programs as kprogs
-from bpfloader.kernel.programs import TestRun
+from bpfloader.kernel.programs import ProgramInfo, TestRun
+from bpfloader.locations import DEFAULT_PIN_ROOT
 from bpfloader.obj.bpftypes import PinKind, ProgType
 
-__all__ = ["Program", "TestRun"]
+__all__ = ["Program", "ProgramInfo", "TestRun"]
 
 
 class Program:
-    """A program opened from its pin. `info` is the kernel's description: type, id, tag,
-    name, verified_insns, jited and translated sizes."""
+    """A program opened from its pin: what the kernel says of it (`info`, a ProgramInfo: its
+    ProgType, id, tag, name, verified instructions, translated and JIT sizes), running it on
+    given input (test_run), and attaching it (each attach_* gives an Attachment, which
+    detaches on close() unless pinned)."""
 
     def __init__(self, fd: int, path: str | None = None):
+        """Take over `fd`, a program fd (closed here if this fails)."""
         self.fd = fd
         self.path = path
         try:
@@ -36,12 +40,31 @@ class Program:
         `readonly=True`; a read-only program fd attaches all the same."""
         return cls(open_pin(path, PinKind.PROGRAM, readonly=readonly), path)
 
+    @classmethod
+    def open_named(
+        cls,
+        obj: str,
+        section: str,
+        *,
+        pin_root: str = DEFAULT_PIN_ROOT,
+        subdir: str = "",
+        readonly: bool = False,
+    ) -> Program:
+        """Open the program of section `section` of object `obj` where the loader pins it
+        (README "Pin names"): `Program.open_named("myschedtp", "tracepoint/sched/sched_switch")`
+        opens /sys/fs/bpf/prog_myschedtp_tracepoint_sched_sched_switch. `obj` is the object's
+        FILENAME or its file's name (either format's rule); a `$variant` is dropped; a libbpf
+        section that names nothing of its own takes the function after it (`socket/measure`
+        for `SEC("socket") int measure`). `subdir` and the rest: as BpfMap.open_named."""
+        path = program_pin_path(obj, section, pin_root=pin_root, subdir=subdir)
+        return cls.open(path, readonly=readonly)
+
     @property
     def type_name(self) -> str:
-        try:
-            return ProgType(self.info.type).name
-        except ValueError:
-            return f"type {self.info.type}"
+        """The program type's name (TRACEPOINT, XDP, ...), or its number for one this
+        package does not know."""
+        kind = self.info.type
+        return kind.name if isinstance(kind, ProgType) else f"type {kind}"
 
     def require_type(self, target: str, *allowed: ProgType) -> None:
         """AttachError unless this program is of one of the `allowed` types."""
@@ -84,11 +107,13 @@ class Program:
         return targets.attach(self, target)
 
     def attach_tracepoint(self, category: str, name: str) -> Attachment:
+        """On tracepoint `category`:`name` (sched, sched_switch); a TRACEPOINT program."""
         return tracing.attach_tracepoint(self, category, name)
 
     def attach_kprobe(
         self, function: str, offset: int = 0, *, retprobe: bool = False
     ) -> Attachment:
+        """On kernel function `function` plus `offset` (on its return: `retprobe`)."""
         return tracing.attach_kprobe(self, function, offset, retprobe=retprobe)
 
     def attach_uprobe(
@@ -114,6 +139,7 @@ class Program:
         return cgroups.attach_cgroup(self, cgroup, attach_type)
 
     def attach_socket(self, sock: socket.socket) -> Attachment:
+        """As the filter of `sock`, one of this process's sockets (a SOCKET_FILTER program)."""
         return sockets.attach_socket(self, sock)
 
     def attach_xdp(self, interface: str, mode: str = "generic") -> Attachment:
@@ -127,6 +153,7 @@ class Program:
         return netdev.attach_tc(self, interface, direction, priority)
 
     def close(self) -> None:
+        """Close the program's fd (its pin and attachments stay). Twice does nothing."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

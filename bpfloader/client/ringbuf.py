@@ -36,12 +36,16 @@ class RingBuffer(EventStream):
 
     @classmethod
     def open(cls, path: str) -> RingBuffer:
+        """Consume the ring buffer pinned at `path` (opened read-write: reading moves the
+        consumer position, which lives in the map)."""
         return cls(open_pin(path, PinKind.MAP), path)
 
     def read(self) -> list[bytes]:
+        """The records committed since the last read, in order; [] if none."""
         return self._memory.read()
 
     def close(self) -> None:
+        """Unmap the ring and close the map's fd. Twice does nothing."""
         if self.fd >= 0:
             self._memory.close()
         super().close()

@@ -26,9 +26,12 @@ class EventStream:
         self._epoll.register(fd, select.EPOLLIN)
 
     def read(self) -> list[bytes]:
+        """The records there now, without waiting; [] if none."""
         raise NotImplementedError
 
     def poll(self, timeout: float | None = None) -> list[bytes]:
+        """The records there, waiting up to `timeout` seconds (None: as long as it takes)
+        for at least one; [] if none came in time."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not (records := self.read()):
             remaining = -1.0 if deadline is None else deadline - time.monotonic()
@@ -45,6 +48,8 @@ class EventStream:
         return len(records)
 
     def records(self, idle_timeout: float | None = None) -> Iterator[bytes]:
+        """Each record as it comes, until none came for `idle_timeout` seconds (None: for
+        ever)."""
         while batch := self.poll(idle_timeout):
             yield from batch
 
@@ -52,6 +57,7 @@ class EventStream:
         return self.records()
 
     def close(self) -> None:
+        """Close the map's fd. Twice does nothing."""
         if self.fd >= 0:
             self._epoll.close()
             os.close(self.fd)

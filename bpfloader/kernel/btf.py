@@ -1,4 +1,5 @@
-"""BTF in the kernel: load an object's BTF (BPF_BTF_LOAD), and find types in the kernel's own.
+"""BTF in the kernel: load an object's BTF (BPF_BTF_LOAD), read a loaded one back by its id (a
+map's types, for the client), and find types in the kernel's own.
 
 The kernel's BTF (/sys/kernel/btf/vmlinux) is read only when a program needs a type from it
 (fentry/, fexit/, lsm/, tp_btf/, iter/ programs), once per process; and parsed whole, as the
@@ -17,7 +18,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from bpfloader.errors import KernelError, LoaderError
-from bpfloader.kernel.attrs import BtfInfoStruct, BtfLoadAttr, InfoAttr
+from bpfloader.kernel.attrs import BtfInfoStruct, BtfLoadAttr, GetIdAttr, InfoAttr
 from bpfloader.kernel.fd import Fd
 from bpfloader.kernel.syscall import Cmd, bpf, objects_by_id
 from bpfloader.obj.btf import BtfError, Kind, type_ids_by_name
@@ -29,6 +30,7 @@ BTF_DIR = "/sys/kernel/btf"
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 LOG_SIZE = 1 << 20
 LOG_MAX_SIZE = 64 << 20
+MAX_LOADED_SIZE = 16 << 20  # the kernel's BTF_MAX_SIZE: no BTF it loaded for an object is larger
 
 
 class BtfLoadError(KernelError):
@@ -59,6 +61,26 @@ def load_btf(raw: bytes) -> int:
                 size *= 4
                 continue
             raise BtfLoadError(e.errno, log.value.decode(errors="replace")) from e
+
+
+def loaded_btf(btf_id: int) -> bytes:
+    """The raw bytes of the BTF object `btf_id` (a map's `btf_id`, which holds its key and value
+    types): BPF_BTF_GET_FD_BY_ID, then BPF_OBJ_GET_INFO_BY_FD asked for its size and then for
+    the bytes. The kernel gives a BTF fd by id only to CAP_SYS_ADMIN: KernelError EPERM for
+    anyone else. A BTF larger than any the kernel loads for an object is refused unread."""
+    attr_id = GetIdAttr(id=btf_id)
+    with Fd(bpf(Cmd.BTF_GET_FD_BY_ID, attr_id, operation="BPF_BTF_GET_FD_BY_ID")) as fd:
+        info = BtfInfoStruct()
+        attr = InfoAttr(bpf_fd=fd.number, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+        bpf(Cmd.OBJ_GET_INFO_BY_FD, attr, operation="BPF_OBJ_GET_INFO_BY_FD (BTF)")
+        size = info.btf_size
+        if size > MAX_LOADED_SIZE:
+            raise LoaderError(f"BTF {btf_id} is {size} bytes, more than the kernel loads")
+        data = ctypes.create_string_buffer(size)
+        info = BtfInfoStruct(btf=ctypes.addressof(data), btf_size=size)
+        attr = InfoAttr(bpf_fd=fd.number, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+        bpf(Cmd.OBJ_GET_INFO_BY_FD, attr, operation="BPF_OBJ_GET_INFO_BY_FD (BTF)")
+        return data.raw[: min(size, info.btf_size)]
 
 
 @functools.cache

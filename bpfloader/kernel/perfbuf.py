@@ -6,6 +6,10 @@ data pages holding records that wrap around its end. A record is a perf_event_he
 misc, size) and its body: PERF_RECORD_SAMPLE carries a u32 size and the raw bytes the program
 wrote, padded by the kernel to keep records 8-byte aligned; PERF_RECORD_LOST counts samples
 dropped because the ring was full.
+
+Memory ordering, as perf_event.h asks (kernel/ordering.py says how a barrier is had from
+Python): data_head is read, then a barrier (its `smp_rmb()`: acquire), then the records, then
+a barrier (its `smp_mb()`: release), then data_tail is written.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import struct
 
 from bpfloader.errors import KernelError
 from bpfloader.kernel import perf
+from bpfloader.kernel.ordering import Barrier, barrier
 
 RECORD_HEADER = struct.Struct("<IHH")
 U32 = struct.Struct("<I")
@@ -26,7 +31,11 @@ PERF_RECORD_SAMPLE = 9
 
 
 class PerfRing:
-    def __init__(self, cpu: int, pages: int):
+    """CPU `cpu`'s BPF output event, its ring of `pages` data pages mapped; `fence` is the
+    memory barrier (this machine's by default)."""
+
+    def __init__(self, cpu: int, pages: int, fence: Barrier | None = None):
+        self._fence = fence or barrier()
         if pages < 1 or pages & (pages - 1):
             raise ValueError(f"a perf ring holds a power of two of pages, not {pages}")
         self.cpu = cpu
@@ -53,7 +62,10 @@ class PerfRing:
     def read(self) -> tuple[list[bytes], int]:
         """The samples written since the last read, and how many were lost meanwhile."""
         (head,) = U64.unpack_from(self._memory, DATA_HEAD)
-        (tail,) = U64.unpack_from(self._memory, DATA_TAIL)
+        (tail,) = U64.unpack_from(self._memory, DATA_TAIL)  # only this reader writes it
+        if tail >= head:
+            return [], 0
+        self._fence()  # acquire (perf_event.h's smp_rmb): the records after data_head
         samples, lost = [], 0
         while tail < head:
             kind, _, size = RECORD_HEADER.unpack(self._copy(tail, RECORD_HEADER.size))
@@ -64,6 +76,7 @@ class PerfRing:
             elif kind == PERF_RECORD_LOST:
                 lost += U64.unpack_from(body, 8)[0]  # after the event id
             tail += size
+        self._fence()  # release (perf_event.h's smp_mb): the records before data_tail
         U64.pack_into(self._memory, DATA_TAIL, tail)
         return samples, lost
 

@@ -21,6 +21,7 @@ from bpfloader.kernel.attrs import (
 )
 from bpfloader.kernel.maps import kernel_name
 from bpfloader.kernel.syscall import Cmd, bpf
+from bpfloader.obj.bpftypes import ProgType
 
 FUNC_INFO = struct.Struct("<II")  # struct bpf_func_info: insn_off, type_id
 LINE_INFO = struct.Struct("<IIII")  # struct bpf_line_info: insn_off, file, line, line_col
@@ -40,13 +41,23 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ProgramInfo:
+    """What the kernel says of a program (BPF_OBJ_GET_INFO_BY_FD).
+
+    `type` is its ProgType (a bare int only for a type newer than this package); `name` the
+    kernel's (at most 15 characters of the function's); `tag` its instructions' hash, as
+    bpftool shows it; `verified_insns` what the verifier went through (0 before Linux 5.16).
+    `xlated_size` and `jited_size` are the bytes of its instructions as the kernel rewrote
+    them and of its machine code: None where the kernel does not tell this process (it shows
+    them only to CAP_BPF or CAP_SYS_ADMIN), and `jited_size` None too for a program the JIT
+    did not compile (bpf_jit_enable 0: the interpreter runs it)."""
+
     id: int
-    type: int
+    type: ProgType | int
     name: str
     tag: str
     verified_insns: int
-    jited_size: int
-    xlated_size: int
+    jited_size: int | None
+    xlated_size: int | None
 
 
 @dataclass(frozen=True)
@@ -170,15 +181,25 @@ def program_info(fd: int) -> ProgramInfo:
     info = ProgInfoStruct()
     attr = InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
     bpf(Cmd.OBJ_GET_INFO_BY_FD, attr, operation="BPF_OBJ_GET_INFO_BY_FD (program)")
+    # A loaded program has instructions: 0 of them is the kernel keeping the sizes to itself.
+    shown = info.xlated_prog_len > 0
     return ProgramInfo(
         id=info.id,
-        type=info.type,
+        type=prog_type(info.type),
         name=info.name.decode(errors="replace"),
         tag=bytes(info.tag).hex(),
         verified_insns=info.verified_insns,
-        jited_size=info.jited_prog_len,
-        xlated_size=info.xlated_prog_len,
+        jited_size=info.jited_prog_len if shown and info.jited_prog_len else None,
+        xlated_size=info.xlated_prog_len if shown else None,
     )
+
+
+def prog_type(number: int) -> ProgType | int:
+    """The ProgType of `number`; the number itself for a type this package does not know."""
+    try:
+        return ProgType(number)
+    except ValueError:
+        return number
 
 
 def bind_map(prog_fd: int, map_fd: int) -> None:

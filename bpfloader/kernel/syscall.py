@@ -31,6 +31,9 @@ try:
     SYS_BPF, SYS_PERF_EVENT_OPEN = _SYSCALLS[os.uname().machine]
 except KeyError as e:
     raise ImportError(f"bpfloader does not know the syscall numbers of {os.uname().machine}") from e
+# membarrier(2) per architecture: what the event consumers' memory barrier is, where one is
+# needed (kernel/ordering.py).
+_MEMBARRIER = {"x86_64": 324, "aarch64": 283, "riscv64": 283, "armv7l": 389, "i686": 375}
 
 
 class Cmd(IntEnum):
@@ -115,6 +118,13 @@ def perf_event_open(attr: ctypes.Structure, pid: int, cpu: int, group_fd: int, f
 
 def ioctl(fd: int, request: int, arg: int, operation: str) -> None:
     if _libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(request), ctypes.c_long(arg)) < 0:
+        raise KernelError(operation, ctypes.get_errno())
+
+
+def membarrier(cmd: int, operation: str) -> None:
+    """membarrier(cmd, 0, 0); KernelError where it fails."""
+    number = ctypes.c_long(_MEMBARRIER[os.uname().machine])
+    if _libc.syscall(number, ctypes.c_int(cmd), ctypes.c_uint(0), ctypes.c_int(0)) < 0:
         raise KernelError(operation, ctypes.get_errno())
 
 

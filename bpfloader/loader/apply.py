@@ -247,7 +247,7 @@ class _ObjectWork:
             Action.REPLACE if live.replaces else Action.LOAD,
             info.verified_insns,
             live.load_seconds,
-            info.jited_size,
+            info.jited_size or 0,  # None: not JIT-compiled (bpf_jit_enable 0)
             section=spec.section,
         )
 

@@ -35,6 +35,16 @@ def object_name(path: str, *, libbpf: bool = False) -> str:
     return base
 
 
+def given_object_name(given: str) -> str:
+    """FILENAME from what a client names an object by (client/pinned.py): FILENAME itself, or
+    the object's file name by the rule of either format (`netd`, `netd.o`, `offload@mainline.o`,
+    `minimal.bpf.o`). Where both rules give a valid name they give the same: Android's can be
+    valid and differ only by cutting at an '@' that libbpf's keeps, and no pin name holds '@'."""
+    base = os.path.basename(given)
+    android, libbpf = object_name(base), object_name(base, libbpf=True)
+    return android if _PIN_COMPONENT.fullmatch(android) else check_component(libbpf, "object name")
+
+
 def check_component(name: str, what: str) -> str:
     """Refuse, before any syscall, a name that bpffs would refuse or that could leave its dir."""
     if _PIN_COMPONENT.fullmatch(name) and len(name) <= MAX_COMPONENT:

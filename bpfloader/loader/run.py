@@ -48,7 +48,7 @@ from bpfloader.loader.state import (
     write_state,
 )
 from bpfloader.loader.state_dir import StateDir
-from bpfloader.locations import DEFAULT_STATE_DIR
+from bpfloader.locations import DEFAULT_PIN_ROOT, DEFAULT_STATE_DIR
 from bpfloader.obj.bpftypes import PinKind
 from bpfloader.version import ANDROID_API_LEVEL, LOADER_VERSION
 
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     from bpfloader.loader.apply import Applier
 
 DEFAULT_SOURCE_DIR = "/etc/bpf"
-DEFAULT_PIN_ROOT = "/sys/fs/bpf"
 DEFAULT_LOCK_TIMEOUT = 120.0
 
 

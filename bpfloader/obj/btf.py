@@ -35,6 +35,8 @@ PARAM = struct.Struct("<II")  # a FUNC_PROTO's parameter: name offset, type
 MAX_TYPES = 1 << 20
 MAX_RESOLVE_DEPTH = 64
 MAX_NAME_LEN = 4096  # a type, member or variable name, in bytes (the kernel allows 512)
+# An INT's encoding bits (int_encoding).
+INT_SIGNED, INT_CHAR, INT_BOOL = 1, 2, 4
 
 
 class BtfError(ObjectFormatError):

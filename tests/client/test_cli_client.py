@@ -99,10 +99,17 @@ def test_map_dump_plain_json_and_per_cpu(pins, bpfloader_cli):
         m.update({1: 10, 2: 20})
     plain = bpfloader_cli("map", "dump", hash_pin, "--key-type", "u32", "--value-type", "u64")
     assert sorted(plain.stdout.splitlines()) == ["1: 10", "2: 20"]
-    raw = bpfloader_cli("map", "dump", hash_pin, "--json", check=True)
+    raw = bpfloader_cli(
+        "map", "dump", hash_pin, "--json", "--key-type", "hex", "--value-type", "hex"
+    )
     assert sorted(json.loads(raw.stdout), key=lambda e: e["key"]) == [
         {"key": "01000000", "value": "0a00000000000000"},
         {"key": "02000000", "value": "1400000000000000"},
+    ]
+    typed = bpfloader_cli("map", "dump", hash_pin, "--json", check=True)  # by the map's BTF
+    assert sorted(json.loads(typed.stdout), key=lambda e: e["key"]) == [
+        {"key": 1, "value": 10},
+        {"key": 2, "value": 20},
     ]
     per_cpu = pins / "map_client_maps_percpu_calls"
     done = bpfloader_cli("map", "dump", per_cpu, "--key-type", "u32", "--value-type", "u64")

@@ -14,7 +14,7 @@ import pytest
 
 from bpfloader.client import BpfMap, PerfBuffer, Program, RingBuffer
 from bpfloader.errors import MapError
-from bpfloader.kernel import system
+from bpfloader.kernel import ordering, system
 
 pytestmark = pytest.mark.kernel
 
@@ -118,3 +118,55 @@ def test_consumers_refuse_other_map_types(attached):
     ring_path = str(attached / "map_client_events_records")
     with pytest.raises(MapError, match=r"a RINGBUF map has no keys: .*RingBuffer reads it"):
         BpfMap.open(ring_path)
+
+
+class CountedBarrier(ordering.Barrier):
+    """arm64's barrier (membarrier(2), which runs on this kernel as it would there), counted:
+    the consumers read through it as they would on arm64."""
+
+    def __init__(self) -> None:
+        super().__init__("aarch64")
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        super().__call__()
+
+
+def test_consumers_read_through_the_barrier_a_weakly_ordered_machine_needs(attached, monkeypatch):
+    """With arm64's barrier: the same records, three barriers per read that finds some (after
+    the producer position, after the headers, before the consumer position), none for a read
+    that finds nothing; the perf ring, two (after data_head, before data_tail)."""
+    fence = CountedBarrier()
+    monkeypatch.setitem(ordering._made, os.getpid(), fence)
+    with RingBuffer.open(str(attached / "map_client_events_records")) as ring:
+        assert ring.read() == [] and fence.calls == 0
+        call(os.getpgid, range(1, 31))
+        records = ring.read()
+        assert [decode(r) for r in records] == [v for v in range(1, 31) if v % 3]
+        assert fence.calls == 3
+    cpu = system.online_cpus()[0]
+    monkeypatch.setattr(system, "online_cpus", lambda: [cpu])
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        with PerfBuffer.open(str(attached / "map_client_events_samples")) as perf:
+            fence.calls = 0
+            assert perf.read() == [] and fence.calls == 0
+            call(os.getsid, range(10))
+            assert sorted(decode(s) for s in perf.read()) == list(range(10))
+            assert fence.calls == 2
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def test_event_consumers_read_with_a_real_barrier_where_the_machine_needs_one():
+    """On x86-64 loads and stores already order as acquire and release: no barrier runs. On
+    arm64 membarrier(2) is the barrier: made here for "aarch64", it registers and runs on this
+    kernel as it would there (the call is the same on every architecture)."""
+    here = ordering.Barrier(os.uname().machine)
+    assert here.needed is (os.uname().machine not in ("x86_64", "i686"))
+    arm64 = ordering.Barrier("aarch64")
+    assert arm64.needed
+    arm64()  # MEMBARRIER_CMD_GLOBAL_EXPEDITED, registered for: no error
+    assert ordering.barrier() is ordering.barrier()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import stat
-import struct
 import time
 from pathlib import Path
 
@@ -53,8 +52,8 @@ char LICENSE[] SEC("license") = "GPL";
 
 
 def counts(bpffs: Path, name: str = "switches") -> list[int]:
-    with BpfMap.open(str(bpffs / f"map_{name}_switches")) as m:
-        return [struct.unpack("<Q", m[struct.pack("<I", i)])[0] for i in range(2)]
+    with BpfMap.open(str(bpffs / f"map_{name}_switches")) as m:  # typed by its BTF
+        return [m[i] for i in range(2)]
 
 
 def wait_for_switches(bpffs: Path, name: str = "switches") -> int:

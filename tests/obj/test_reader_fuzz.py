@@ -34,6 +34,7 @@ LIBBPF_SOURCES = (
     "libbpf_sections.c",
     "libbpf_legacy_maps.c",  # libbpf 0.x's `struct bpf_map_def`s in `maps`
     "libbpf_kconfig.c",  # `__kconfig` externs of every type
+    "client_typed.c",  # maps whose BTF types the client lays out (client/layouts.py)
 )
 
 
