@@ -220,7 +220,9 @@ def _top_parser() -> tuple[_ArgumentParser, Commands]:
         epilog=TOP_EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"bpfloader {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        title="commands", dest="command", required=True, metavar="COMMAND"
+    )
     return parser, commands
 
 
