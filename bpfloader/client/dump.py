@@ -1,4 +1,13 @@
-"""A whole map for people to read: the types an operator can name, values as text or JSON."""
+"""A whole map for people to read: the types an operator can name, values as text or JSON.
+
+`map dump --json` prints a list of the map's elements (bpftool's form):
+
+    [{"key": KEY, "value": VALUE}, ...]
+
+each KEY and VALUE as its type gives it: a number (u8..i64), a hex string (hex: raw bytes), a
+list of the fields of a struct format (bytes fields in hex); a per-CPU map's VALUE is a list of
+such values, one per possible CPU.
+"""
 
 from __future__ import annotations
 
