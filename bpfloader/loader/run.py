@@ -227,9 +227,11 @@ class _Run:
         ):
             remove_leftovers(state_dir)
             self.interrupted = read_interrupted(state_dir, self.pin_root)
-            refuse_other_pin_root(state_dir, self.pin_root)
+            recorded, self.problem = recorded_state(state_dir, self.pin_root, self.env)
+            if recorded is None and not self.problem:  # none for this pin root: another's?
+                refuse_other_pin_root(state_dir, self.pin_root)
             with PinRoot.open(self.pin_root, reporter, shared=options.shared_pin_root) as root:
-                self._objects(state_dir, root, result)
+                self._objects(state_dir, root, result, recorded)
             if not result.critical_failures:
                 write_loaded_marker(state_dir, _marker(result, self.pin_root))
         result.wall_seconds = time.perf_counter() - started
@@ -244,10 +246,11 @@ class _Run:
         )
         return result
 
-    def _objects(self, state_dir: StateDir, root: PinRoot, result: RunResult) -> None:
+    def _objects(
+        self, state_dir: StateDir, root: PinRoot, result: RunResult, recorded: LoaderState | None
+    ) -> None:
         options = self.options
         self.root = root
-        recorded, self.problem = recorded_state(state_dir, self.pin_root, self.env)
         if recorded is not None:
             self.previous = self._checked(recorded)
         sources = scan(options.source_dir)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bpfloader import cli
+from bpfloader.client.targets import TARGETS
 from tests.conftest import REPO
 
 SHARE = REPO / "share"
@@ -105,8 +106,18 @@ def test_the_man_page_names_every_command_and_each_of_its_options():
             assert re.search(rf"^\.TP\n{re.escape(option)}\b", entry, re.MULTILINE) or re.search(
                 rf"^\.TP\n.*, {re.escape(option)}\b", entry, re.MULTILINE
             ), (name, option)
-    for section in ("EXIT STATUS", "EXAMPLES", "FILES", "ENVIRONMENT", "SEE ALSO"):
+    for section in (
+        "ATTACH TARGETS",
+        "EXIT STATUS",
+        "EXAMPLES",
+        "FILES",
+        "ENVIRONMENT",
+        "SEE ALSO",
+    ):
         assert f".SH {section}" in page, section
+    targets = page.split(".SH ATTACH TARGETS")[1].split(".SH ")[0]
+    for row in TARGETS:
+        assert f".TP\n.B {row.syntax}\n" in targets, row.syntax
     exit_status = page.split(".SH EXIT STATUS")[1].split(".SH ")[0]
     for code, when in cli.EXIT_STATUS:
         assert f".TP\n.B {code}\n{when}" in exit_status
