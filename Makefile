@@ -1,5 +1,5 @@
 # Convenience targets; each one installs what it needs through scripts/bootstrap (run as root).
-.PHONY: setup demo test lint ci install fuzz fuzz-policy fuzz-symbols bench
+.PHONY: setup demo test lint ci install man fuzz fuzz-policy fuzz-symbols bench
 
 # `make install [DESTDIR=root] [PREFIX=/usr/local] [PYTHON=/usr/bin/python3]`: the package, the
 # systemd units, the journal catalog, /etc/default/bpfloader (see scripts/install).
@@ -26,6 +26,12 @@ ci:
 
 install:
 	scripts/install
+
+# `make man`: the man page and the bash and zsh completions, made from the argument parser
+# (scripts/manual) into share/, which is committed: run it after changing a command or an
+# option (tests/packaging/test_manual.py fails until then). install takes them from share/.
+man: setup
+	.venv/bin/python scripts/manual share
 
 # `make fuzz [FUZZ_RUNS=1000000] [FUZZ_ARGS=-max_total_time=3600]`: the object reader under
 # atheris, seeded with every object the tests build (fuzz/build_seeds.py); not run in CI (the

@@ -48,7 +48,14 @@ def find_clang() -> str:
     """$CLANG, else `clang`, else the newest `clang-N` on PATH."""
     wanted = os.environ.get("CLANG")
     if wanted:
-        return wanted
+        found = shutil.which(wanted)
+        if found is None:
+            raise LoaderError(
+                f"$CLANG={wanted} was not found"
+                + ("" if os.sep in wanted else " on PATH")
+                + " (unset CLANG to use clang, or the newest clang-N, on PATH)"
+            )
+        return found
     found = shutil.which("clang")
     if found:
         return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
+import re
 from typing import Self
 
 
@@ -111,6 +112,8 @@ class VerifierError(KernelError):
     ):
         text = log.decode("utf-8", errors="backslashreplace")
         detail = summarize_verifier_log(text)
+        if reason is None:
+            reason = verifier_refusal(err, text) or None
         super().__init__("BPF_PROG_LOAD", err, detail, reason=reason, file=file, section=section)
         self.log = log
         self.truncated = truncated
@@ -170,6 +173,47 @@ def show_name(name: str) -> str:
     if name.isascii() and name.isprintable():
         return name
     return "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in name)
+
+
+# In a verifier log: an instruction it checked (`7: (79) r0 = *(u64 *)(r0 +0)`, then perhaps
+# `  ; R0=...`, the registers after it), and the C line of the instructions that follow, which
+# the kernel prints from the program's line_info (BTF): `; return *v; @ prog.c:7` (before 5.19
+# without the `@ FILE:LINE`).
+_INSN_LINE = re.compile(r"(\d+): \([0-9a-f]{2}\) (.*?)(?:\s+;.*)?")
+_SOURCE_LINE = re.compile(r"; (.*?)(?: @ ([^ ]+:\d+))?")
+
+
+def verifier_refusal(err: int, log: str) -> str:
+    """BPF_PROG_LOAD's refusal said as the verifier's, where it is one: where in the C source
+    it stopped (or at which instruction, for an object without BTF) and why, in its own last
+    words. EACCES is the verifier's "no", not a permission; EINVAL is its answer too once it
+    has looked at instructions. Other refusals (EPERM: no privilege; EINVAL before any
+    instruction: a bad attribute) are said as the errno they are."""
+    lines = [line.rstrip() for line in log.splitlines() if line.strip()]
+    last_insn = max((i for i, line in enumerate(lines) if _INSN_LINE.fullmatch(line)), default=-1)
+    if err != errno_mod.EACCES and not (err == errno_mod.EINVAL and last_insn >= 0):
+        return ""
+    why = [
+        line.strip()
+        for line in lines[last_insn + 1 :]
+        if not line.startswith(("processed ", "verification time", "; "))
+    ]
+    because = " | ".join(why[-2:]) or summarize_verifier_log(log)
+    where = ""
+    if last_insn >= 0:
+        insn = _INSN_LINE.fullmatch(lines[last_insn])
+        assert insn is not None
+        source = next(
+            (m for line in reversed(lines[:last_insn]) if (m := _SOURCE_LINE.fullmatch(line))),
+            None,
+        )
+        if source is not None and source.group(2):
+            where = f" at {source.group(2)} (`{source.group(1).strip()}`)"
+        elif source is not None:
+            where = f" at `{source.group(1).strip()}`"
+        else:
+            where = f" at instruction {insn.group(1)} (`{insn.group(2)}`; no BTF: no C line)"
+    return f"rejected by the verifier{where}" + (f": {because}" if because else "")
 
 
 def summarize_verifier_log(log: str, lines: int = 2) -> str:

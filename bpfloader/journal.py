@@ -66,6 +66,7 @@ class MessageId(StrEnum):
     LINK_UPDATED = "78cc547be1b34654937a7bed1366f9cf"
     LINK_STALE = "821c6d536a8a4078ac64502f381d1e77"
     STRUCT_OPS_REGISTERED = "404788ec1f444b11a37619b5288a3235"
+    PINS_STALE = "b9081dff4d324f9985b776b62b1d3024"
 
 
 FieldValue = str | int | bytes

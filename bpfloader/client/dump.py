@@ -1,5 +1,15 @@
 """A whole map for people to read, as bpftool prints it: typed by the map's BTF unless the
-operator names the types, values as text or JSON."""
+operator names the types, values as text or JSON.
+
+`map dump --json` prints a list of the map's elements (bpftool's form):
+
+    [{"key": KEY, "value": VALUE}, ...]
+
+each KEY and VALUE as its type gives it: a number (u8..i64, an enum's value), a hex string
+(hex: raw bytes), a list of the fields of a struct format (bytes fields in hex), and, typed by
+the map's BTF, an object of a struct's fields by name, an enum's name, a char array as text, a
+list for another array; a per-CPU map's VALUE is a list of such values, one per possible CPU.
+"""
 
 from __future__ import annotations
 

@@ -36,6 +36,11 @@ def attach(prog: AttachableProgram, target: str) -> Attachment:
 
 def _tracepoint(prog: AttachableProgram, kind: str, spec: str, target: str) -> Attachment:
     category, _, name = spec.partition(":")
+    if not category or not name:
+        raise AttachError(
+            f"{target!r}: expected tracepoint:CATEGORY:NAME, such as tracepoint:sched:sched_switch"
+            " (the tracepoints are the directories CATEGORY/NAME of /sys/kernel/tracing/events)"
+        )
     return tracing.attach_tracepoint(prog, category, name)
 
 

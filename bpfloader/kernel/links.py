@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import functools
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
@@ -59,12 +60,34 @@ UPDATABLE = frozenset(
 BPF_STRUCT_OPS = 44  # the attach type of a struct_ops map's link (its "program" is the map)
 
 
+# What struct bpf_link_info holds after its head, per kind of link: each field's name and its
+# struct format (native order); an attach type is named by its AttachType, a perf event's kind
+# by PERF_EVENT_TYPES. Kinds whose details are names behind pointers (raw tracepoints,
+# iterators, kprobe and uprobe multi) have none here.
+DETAILS: dict[LinkType, tuple[tuple[str, str], ...]] = {
+    LinkType.TRACING: (("attach_type", "I"), ("target_obj_id", "I"), ("target_btf_id", "I")),
+    LinkType.CGROUP: (("cgroup_id", "Q"), ("attach_type", "I")),
+    LinkType.NETNS: (("netns_ino", "I"), ("attach_type", "I")),
+    LinkType.XDP: (("ifindex", "I"),),
+    LinkType.PERF_EVENT: (("perf_event_type", "I"),),
+    LinkType.STRUCT_OPS: (("map_id", "I"),),
+    LinkType.NETFILTER: (("pf", "I"), ("hooknum", "I"), ("priority", "i"), ("flags", "I")),
+    LinkType.TCX: (("ifindex", "I"), ("attach_type", "I")),
+    LinkType.NETKIT: (("ifindex", "I"), ("attach_type", "I")),
+    LinkType.SOCKMAP: (("map_id", "I"), ("attach_type", "I")),
+}
+# enum bpf_perf_event_type
+PERF_EVENT_TYPES = ("unspec", "uprobe", "uretprobe", "kprobe", "kretprobe", "tracepoint", "event")
+
+
 @dataclass(frozen=True)
 class LinkInfo:
     id: int
     type: int
     prog_id: int
     map_id: int = 0  # a struct_ops link's: the map it registers
+    # What the kernel says of where it is attached (DETAILS: attach_type, cgroup_id, ifindex ...)
+    details: tuple[tuple[str, int], ...] = ()
 
     @property
     def type_name(self) -> str:
@@ -130,7 +153,18 @@ def link_info(fd: int) -> LinkInfo:
     map_id = 0
     if info.type == LinkType.STRUCT_OPS:
         map_id = int.from_bytes(bytes(info.details[:4]), "little")
-    return LinkInfo(id=info.id, type=info.type, prog_id=info.prog_id, map_id=map_id)
+    try:
+        fields = DETAILS.get(LinkType(info.type))
+    except ValueError:  # a kind of link newer than this table
+        fields = None
+    details: tuple[tuple[str, int], ...] = ()
+    if fields:
+        layout = struct.Struct("=" + "".join(code for _, code in fields))
+        values = layout.unpack_from(bytes(info.details))
+        details = tuple((name, value) for (name, _), value in zip(fields, values, strict=True))
+    return LinkInfo(
+        id=info.id, type=info.type, prog_id=info.prog_id, map_id=map_id, details=details
+    )
 
 
 @functools.cache

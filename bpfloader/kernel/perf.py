@@ -39,7 +39,11 @@ def tracefs_root() -> str:
 def tracepoint_id(category: str, name: str) -> int:
     for part in (category, name):
         if not part or "/" in part or part.startswith("."):
-            raise AttachError(f"invalid tracepoint name {category}:{name}")
+            raise AttachError(
+                f"invalid tracepoint {category!r}, {name!r}: expected a CATEGORY and a NAME, "
+                "such as 'sched' and 'sched_switch' (a directory CATEGORY/NAME of the tracefs' "
+                "events)"
+            )
     path = os.path.join(tracefs_root(), "events", category, name, "id")
     try:
         with open(path) as f:

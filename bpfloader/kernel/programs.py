@@ -202,6 +202,22 @@ def prog_type(number: int) -> ProgType | int:
         return number
 
 
+def program_map_ids(fd: int) -> list[int]:
+    """The ids of the maps the program holds (its code's, and those bound to it): asked twice,
+    for their number, then for the ids."""
+    info = ProgInfoStruct()
+    attr = InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    bpf(Cmd.OBJ_GET_INFO_BY_FD, attr, operation="BPF_OBJ_GET_INFO_BY_FD (program)")
+    count = info.nr_map_ids
+    if not count:
+        return []
+    ids = (ctypes.c_uint32 * count)()
+    info = ProgInfoStruct(nr_map_ids=count, map_ids=ctypes.addressof(ids))
+    attr = InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    bpf(Cmd.OBJ_GET_INFO_BY_FD, attr, operation="BPF_OBJ_GET_INFO_BY_FD (program)")
+    return list(ids[: min(count, info.nr_map_ids)])  # a map it holds can only come, not go
+
+
 def bind_map(prog_fd: int, map_fd: int) -> None:
     """Make the program hold a map its code does not name (BPF_PROG_BIND_MAP, Linux 5.10)."""
     bpf(Cmd.PROG_BIND_MAP, ProgBindMapAttr(prog_fd=prog_fd, map_fd=map_fd))

@@ -5,17 +5,42 @@ name every pin the object would make with its owner and mode, and relocate every
 With the kernel: also the load sequence `load` runs (kernel_objects.py: maps created, programs
 loaded, the verifier runs), then everything is let go; nothing is pinned, nothing outlives the
 check.
+
+`check --json` is a stable interface (format 1), documented in README.md:
+
+    {"format": 1, "ok": bool,
+     "objects": [{"path": str, "ok": bool, "error": str | null,
+                  "pins": [{"kind": "map" | "program", "name": str, "pin": str,
+                            "action": "create" | "load" | "skip", "reason": str,
+                            "uid": int, "gid": int, "mode": "0640"}],
+                  "notes": [str], "verifier_log": str | null}]}
+
+`ok` is false when any object is not valid. `error` is the object's one-line error (it
+names the object). `pins` are those its plan would make (`action` create or load; `reason`
+'') and the maps and programs its gates leave out (`skip`, and why). `notes` are the other
+lines of the text form: declared attachments, struct_ops registrations, CO-RE relocations,
+externs, what `--kernel` made, warnings. `verifier_log` is the verifier's whole log when it
+refused a program (`--kernel`), else null.
 """
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
+from typing import Any
 
-from bpfloader.errors import KernelError, LoaderError, one_line, verifier_error
+from bpfloader.errors import KernelError, LoaderError, ObjectFormatError, one_line, verifier_error
 from bpfloader.loader.gates import Environment
 from bpfloader.loader.kernel_objects import KernelObjects
 from bpfloader.loader.limits import open_files_error
-from bpfloader.loader.plan import ObjectPlan, Planner, SourceObject, variant_note
+from bpfloader.loader.plan import (
+    MapPlan,
+    ObjectPlan,
+    Planner,
+    ProgramPlan,
+    SourceObject,
+    variant_note,
+)
 from bpfloader.loader.policy import apply_policy, policy_types, read_policy
 from bpfloader.loader.results import Action
 from bpfloader.loader.source import cannot_read
@@ -29,13 +54,16 @@ from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import ProgramSpec
 
 PLACEHOLDER_FD = 0x7FFFFFFF  # what relocation writes where a map fd will go
+C_SUFFIXES = (".c", ".h")  # what `bpfloader build` takes, given to check by mistake
+ELF_MAGIC = b"\x7fELF"
 
 
 @dataclass
 class CheckResult:
     path: str
     error: LoaderError | None = None
-    lines: list[str] = field(default_factory=list)  # the pins, skips and warnings
+    plan: ObjectPlan | None = None  # its pins: what load would make, and what its gates skip
+    lines: list[str] = field(default_factory=list)  # the rest: notes, skips found, warnings
     verifier_log: str = ""
 
     @property
@@ -50,6 +78,11 @@ def check_object(
     try:
         with open(path, "rb") as f:
             data = f.read()
+        if path.endswith(C_SUFFIXES) and not data.startswith(ELF_MAGIC):
+            raise ObjectFormatError(
+                "a C source, not an object: compile it first with `bpfloader build "
+                f"{shlex.quote(path)}` and check the .o it writes"
+            )
         policy = read_policy(path)
         spec = apply_policy(read_object(data, path, policy_types(policy)), policy)
     except LoaderError as e:
@@ -65,7 +98,8 @@ def check_object(
     if plan.skip_reason is not None:
         result.lines.append(f"skip: {plan.skip_reason}")
         return result
-    result.lines += _describe(plan)
+    result.plan = plan
+    result.lines += _notes(plan)
     try:
         placeholders = {m.spec.name: PLACEHOLDER_FD for m in plan.maps}
         ksyms_ = plan.spec.ksyms if plan.spec is not None else None
@@ -140,7 +174,7 @@ def _ksym_lines(externs: Ksyms, target: TargetBtf | None) -> list[str]:
     return lines
 
 
-def _describe(plan: ObjectPlan) -> list[str]:
+def _pin_lines(plan: ObjectPlan) -> list[str]:
     lines = []
     for kind, items in (("map", plan.maps), ("prog", plan.programs)):
         for item in items:
@@ -152,6 +186,11 @@ def _describe(plan: ObjectPlan) -> list[str]:
                     f"{kind:4} {item.pin_path}  {owner.uid}:{owner.gid} {owner.mode:04o}"
                     + variant_note(item)
                 )
+    return lines
+
+
+def _notes(plan: ObjectPlan) -> list[str]:
+    lines = []
     for program in plan.programs:  # declared attachments: made by load, not by check
         if program.action is not Action.SKIP:
             lines += [
@@ -213,6 +252,46 @@ def _load(plan: ObjectPlan, env: Environment, result: CheckResult) -> None:
 
 def format_result(result: CheckResult) -> str:
     head = f"ok   {one_line(result.path)}" if result.ok else f"FAIL {result.error}"
-    body = [f"  {one_line(line)}" for line in result.lines]
+    lines = (_pin_lines(result.plan) if result.plan is not None else []) + result.lines
+    body = [f"  {one_line(line)}" for line in lines]
     body += [f"  | {one_line(line)}" for line in result.verifier_log.splitlines()]
     return "\n".join([head, *body])
+
+
+CHECK_FORMAT = 1
+
+
+def check_json(results: list[CheckResult]) -> dict[str, Any]:
+    """`check --json` (see the module's docstring)."""
+    return {
+        "format": CHECK_FORMAT,
+        "ok": all(r.ok for r in results),
+        "objects": [
+            {
+                "path": r.path,
+                "ok": r.ok,
+                "error": None if r.error is None else str(r.error),
+                "pins": _pins_json(r.plan) if r.plan is not None else [],
+                "notes": r.lines,
+                "verifier_log": r.verifier_log or None,
+            }
+            for r in results
+        ],
+    }
+
+
+def _pins_json(plan: ObjectPlan) -> list[dict[str, Any]]:
+    items: tuple[MapPlan | ProgramPlan, ...] = (*plan.maps, *plan.programs)
+    return [
+        {
+            "kind": "map" if isinstance(item, MapPlan) else "program",
+            "name": item.spec.name,
+            "pin": item.pin_path,
+            "action": item.action.value,
+            "reason": (variant_note(item) + item.reason) if item.action is Action.SKIP else "",
+            "uid": item.owner.uid,
+            "gid": item.owner.gid,
+            "mode": f"{item.owner.mode:04o}",
+        }
+        for item in items
+    ]

@@ -29,7 +29,8 @@ O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_LINKS = 40  # as the kernel's own walk (ELOOP beyond)
 
 # Why a directory with this status may not be trusted (None: it may).
-DirectoryCheck = Callable[[os.stat_result], "str | None"]
+# Why a directory (its status, its path) is refused, and how to fix it; None: it is not.
+DirectoryCheck = Callable[[os.stat_result, str], "str | None"]
 
 
 class LinkRefused(UntrustedError):
@@ -207,5 +208,5 @@ def _open_at(directory: Fd, name: str, where: str) -> Fd:
 def _problem(check: DirectoryCheck | None, fd: Fd, where: str) -> str | None:
     if check is None:
         return None
-    problem = check(os.fstat(fd.number))
+    problem = check(os.fstat(fd.number), where)
     return None if problem is None else f"directory {where} is {problem}"

@@ -280,6 +280,16 @@ def link_stale(
     )
 
 
+def pins_stale(path: str, pins: list[str], why: str) -> Event:
+    return _event(
+        MessageId.PINS_STALE,
+        Priority.WARNING,
+        f"{path}: kept {len(pins)} pins found in place, {why}: "
+        f"{', '.join(pins)}; `bpfloader reload` loads the file and replaces them",
+        BPF_OBJECT=path,
+    )
+
+
 def btf_refused(path: str, message: str) -> Event:
     return _event(MessageId.BTF_REFUSED, Priority.WARNING, message, BPF_OBJECT=path)
 

@@ -83,7 +83,10 @@ class PinRoot:
         try:
             fd, _ = dirfd.open_directory(path, directory_problem, check_last=_any_directory)
         except FileNotFoundError as e:
-            raise LoaderError(f"pin root {path} does not exist (mount it: {_mount(path)})") from e
+            raise LoaderError(
+                f"pin root {path} does not exist (make it and mount a bpffs there: "
+                f"{_mount(path, make=True)})"
+            ) from e
         except OSError as e:
             raise LoaderError(f"cannot open pin root {path}: {e.strerror}") from e
         except LoaderError as e:
@@ -97,7 +100,7 @@ class PinRoot:
         st = os.fstat(self.fd.number)
         before = stat.S_IMODE(st.st_mode)
         after = before | 0o111  # systemd mounts /sys/fs/bpf 0700: no one could reach the pins
-        unsafe = root_only_problem(st) is not None
+        unsafe = root_only_problem(st, self.path) is not None
         if unsafe and shared:
             reporter.emit(events.pin_root_shared(self.path, before, st.st_uid))
         elif unsafe:
@@ -232,7 +235,7 @@ class PinRoot:
                 return self._child(parent, name, where, None)
         except OSError as e:
             raise _not_a_directory(where, e, parent, name) from e
-        problem = root_only_problem(os.fstat(child.number))
+        problem = root_only_problem(os.fstat(child.number), where)
         if problem is not None:
             child.close()
             raise PinError(
@@ -467,13 +470,17 @@ class PinRoot:
             directory = os.path.dirname(directory)
 
 
-def _any_directory(st: os.stat_result) -> str | None:
+def _any_directory(st: os.stat_result, path: str) -> str | None:
     """The pin root itself is checked (and taken over) by PinRoot, not by the walk."""
     return None
 
 
-def _mount(path: str) -> str:
-    return f"mount -t bpf -o mode=0700 bpf {path}"
+def _mount(path: str, *, make: bool = False) -> str:
+    """The commands that mount a bpffs at `path` (and, with `make`, make the directory)."""
+    import shlex  # only to say what to do
+
+    where = shlex.quote(path)
+    return (f"mkdir -p {where} && " if make else "") + f"mount -t bpf -o mode=0700 bpf {where}"
 
 
 def _not_a_directory(where: str, e: OSError, parent: Fd, name: str) -> LoaderError:

@@ -1,14 +1,49 @@
-"""Plain-text views of a plan (--dry-run) and of a run (the summary, --stats).
+"""Views of a plan (--dry-run) and of a run (the summary, --stats, --json).
 
-Every name and reason goes through errors.one_line, as the console log's lines do: a file name
-may hold a newline or an escape sequence, which would forge a line or reach the terminal."""
+Every name and reason in the text goes through errors.one_line, as the console log's lines do:
+a file name may hold a newline or an escape sequence, which would forge a line or reach the
+terminal. The JSON forms are stable interfaces, documented in README.md:
+
+`load --json`, `reload --json` and `load --dry-run --json` (what the run did, or would do):
+
+    {"format": 1, "command": "load" | "reload", "dry_run": bool,
+     "pin_root": str, "source_dir": str,
+     "loaded": int, "skipped": int, "failed": int, "critical_failed": int,
+     "objects": [{"path": str, "status": "loaded" | "skipped" | "failed",
+                  "reason": str, "critical": bool, "stale": [str],
+                  "pins": [PIN],
+                  "skipped": [{"kind": "map" | "program", "name": str, "reason": str}]}],
+     "removed": [str]}
+
+    PIN = {"kind": "map" | "program" | "link", "name": str, "pin": str,
+           "action": "create" | "load" | "reuse" | "replace" | "keep" | "update",
+           "id": int | null, "uid": int | null, "gid": int | null, "mode": "0640" | null,
+           "verified_insns": int | null, "load_usec": int | null, "jited_size": int | null}
+
+With `dry_run`, each object's `status` is what the load would make of it, as far as the plan
+can say (the kernel may still refuse what the plan accepts), `id` and the program figures are
+null, and `removed` is empty. `reason` is why an object was skipped or failed ('' when
+loaded; a failure's names the object). `stale` lists the pins a load kept, found in place, that
+are not known to come from the file (a reload replaces them). `uid`, `gid` and `mode` are
+null for a pin kept from a state rebuilt from the pins (its declaration is not known).
+`removed`: the pins a reload removed (of objects no longer in the directory).
+
+`unload --json`:
+
+    {"format": 1, "command": "unload", "pin_root": str, "objects": [str], "removed": [str]}
+
+    (the objects unloaded, and every pin removed)
+"""
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from bpfloader.errors import one_line
-from bpfloader.loader.plan import MapPlan, ProgramPlan, variant_note
-from bpfloader.loader.results import Action, ObjectResult, Status, Timings
-from bpfloader.loader.run import RunResult
+from bpfloader.loader.plan import MapPlan, ObjectPlan, ProgramPlan, planned_skips, variant_note
+from bpfloader.loader.results import UNKNOWN_OWNER, Action, ObjectResult, Pin, Status, Timings
+from bpfloader.loader.run import LoadOptions, RunResult
 from bpfloader.loader.source import RunPlan
 from bpfloader.obj.bpftypes import PinKind
 
@@ -19,8 +54,8 @@ def format_plan(run: RunPlan) -> str:
         obj = planned.plan
         path = one_line(obj.path)
         critical = " (critical)" if obj.critical else ""
-        if obj.error is not None:
-            lines.append(f"{path}{critical}: FAIL: {obj.error}")
+        if obj.error is not None:  # the error's line names the object: said once
+            lines.append(f"{path}{critical}: FAIL: {str(obj.error).removeprefix(f'{path}: ')}")
             continue
         if obj.skip_reason is not None:
             lines.append(f"{path}{critical}: skip: {one_line(obj.skip_reason)}")
@@ -77,6 +112,12 @@ def format_summary(run: RunResult) -> str:
     for obj in run.objects:
         if obj.status is not Status.LOADED:
             lines.append(_status_line(obj))
+        elif obj.stale:
+            lines.append(
+                f"stale: {one_line(obj.path)}: kept {len(obj.stale)} pins found in place, "
+                f"{obj.stale_reason} (`bpfloader reload` loads the file and replaces them): "
+                + ", ".join(one_line(p) for p in obj.stale)
+            )
     return "\n".join(lines)
 
 
@@ -128,3 +169,126 @@ def format_stats(run: RunResult) -> str:
         )
     lines.append(f"wall {run.wall_seconds * 1e3:.2f} ms, {run.jobs} job(s)")
     return "\n".join(lines)
+
+
+FORMAT = 1  # of every JSON form above
+
+
+def run_json(command: str, options: LoadOptions, run: RunResult) -> dict[str, Any]:
+    """`load --json`, `reload --json`: what the run did."""
+    return {
+        **_run_head(command, options, dry_run=False),
+        **_counts([(o.status, o.plan.critical) for o in run.objects]),
+        "objects": [
+            {
+                "path": obj.path,
+                "status": obj.status.value,
+                "reason": obj.reason,
+                "critical": obj.plan.critical,
+                "stale": obj.stale,
+                "pins": [_pin_json(pin) for pin in obj.pins],
+                "skipped": [
+                    {"kind": s.kind.value, "name": s.name, "reason": s.reason} for s in obj.skipped
+                ],
+            }
+            for obj in run.objects
+        ],
+        "removed": run.removed,
+    }
+
+
+def plan_json(options: LoadOptions, run: RunPlan) -> dict[str, Any]:
+    """`load --dry-run --json`: what the load would do, as far as the plan can say."""
+    objects = [_planned_json(planned.plan) for planned in run.objects]
+    return {
+        **_run_head("load", options, dry_run=True),
+        **_counts([(Status(o["status"]), o["critical"]) for o in objects]),
+        "objects": objects,
+        "removed": [],
+    }
+
+
+def unload_json(options: LoadOptions, run: RunResult) -> dict[str, Any]:
+    """`unload --json`: the objects unloaded and the pins removed."""
+    return {
+        "format": FORMAT,
+        "command": "unload",
+        "pin_root": os.path.abspath(options.pin_root),
+        "objects": run.unloaded,
+        "removed": run.removed,
+    }
+
+
+def _run_head(command: str, options: LoadOptions, *, dry_run: bool) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "command": command,
+        "dry_run": dry_run,
+        "pin_root": os.path.abspath(options.pin_root),
+        "source_dir": os.path.abspath(options.source_dir),
+    }
+
+
+def _counts(objects: list[tuple[Status, bool]]) -> dict[str, int]:
+    def count(status: Status) -> int:
+        return sum(1 for s, _ in objects if s is status)
+
+    return {
+        "loaded": count(Status.LOADED),
+        "skipped": count(Status.SKIPPED),
+        "failed": count(Status.FAILED),
+        "critical_failed": sum(1 for s, critical in objects if s is Status.FAILED and critical),
+    }
+
+
+def _planned_json(plan: ObjectPlan) -> dict[str, Any]:
+    status, reason = Status.LOADED, ""
+    if plan.error is not None:
+        status, reason = Status.FAILED, str(plan.error)
+    elif plan.skip_reason is not None:
+        status, reason = Status.SKIPPED, plan.skip_reason
+    items: tuple[MapPlan | ProgramPlan, ...] = (*plan.maps, *plan.programs)
+    pins = [
+        {
+            "kind": "map" if isinstance(item, MapPlan) else "program",
+            "name": item.spec.name,
+            "pin": item.pin_path,
+            "action": item.action.value,
+            "id": None,
+            "uid": item.owner.uid,
+            "gid": item.owner.gid,
+            "mode": f"{item.owner.mode:04o}",
+            "verified_insns": None,
+            "load_usec": None,
+            "jited_size": None,
+        }
+        for item in items
+        if item.action is not Action.SKIP and status is Status.LOADED
+    ]
+    skipped = planned_skips(plan) if status is Status.LOADED else []
+    return {
+        "path": plan.path,
+        "status": status.value,
+        "reason": reason,
+        "critical": plan.critical,
+        "stale": [],
+        "pins": pins,
+        "skipped": [{"kind": s.kind.value, "name": s.name, "reason": s.reason} for s in skipped],
+    }
+
+
+def _pin_json(pin: Pin) -> dict[str, Any]:
+    known = pin.owner != UNKNOWN_OWNER
+    return {
+        "kind": pin.kind.value,
+        "name": pin.name,
+        "pin": pin.path,
+        "action": pin.action.value,
+        "id": pin.kernel_id or None,
+        "uid": pin.owner.uid if known else None,
+        "gid": pin.owner.gid if known else None,
+        "mode": f"{pin.owner.mode:04o}" if known else None,
+        "verified_insns": pin.verified_insns,
+        "load_usec": None if pin.load_seconds is None else round(pin.load_seconds * 1e6),
+        "jited_size": pin.jited_size,
+    }

@@ -97,6 +97,10 @@ class ObjectResult:
     pins: list[Pin] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
+    # The pins a `load` kept that are not known to come from this file (state.stale_pins), and
+    # why; a reload replaces them.
+    stale: list[str] = field(default_factory=list)
+    stale_reason: str = ""
 
     @property
     def path(self) -> str:

@@ -41,7 +41,10 @@ from bpfloader.loader.state import (
     rebuild,
     record_publishing,
     recorded_state,
+    refuse_other_pin_root,
     remove_leftovers,
+    stale_pins,
+    stale_reason,
     with_interrupted,
     without_missing_pins,
     write_loaded_marker,
@@ -84,6 +87,7 @@ class RunResult:
 
     objects: list[ObjectResult] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # pins a reload or unload took away
+    unloaded: list[str] = field(default_factory=list)  # the objects an unload took away
     wall_seconds: float = 0.0  # from the start of the run to its end
     jobs: int = 1  # objects loaded at once
 
@@ -222,8 +226,11 @@ class _Run:
         ):
             remove_leftovers(state_dir)
             self.interrupted = read_interrupted(state_dir, self.pin_root)
+            recorded, self.problem = recorded_state(state_dir, self.pin_root, self.env)
+            if recorded is None and not self.problem:  # none for this pin root: another's?
+                refuse_other_pin_root(state_dir, self.pin_root)
             with PinRoot.open(self.pin_root, reporter, shared=options.shared_pin_root) as root:
-                self._objects(state_dir, root, result)
+                self._objects(state_dir, root, result, recorded)
             if not result.critical_failures:
                 write_loaded_marker(state_dir, _marker(result, self.pin_root))
         result.wall_seconds = time.perf_counter() - started
@@ -238,10 +245,11 @@ class _Run:
         )
         return result
 
-    def _objects(self, state_dir: StateDir, root: PinRoot, result: RunResult) -> None:
+    def _objects(
+        self, state_dir: StateDir, root: PinRoot, result: RunResult, recorded: LoaderState | None
+    ) -> None:
         options = self.options
         self.root = root
-        recorded, self.problem = recorded_state(state_dir, self.pin_root, self.env)
         if recorded is not None:
             self.previous = self._checked(recorded)
         sources = scan(options.source_dir)
@@ -261,6 +269,8 @@ class _Run:
         result.objects = apply_all(planned, self._apply, self.reporter, jobs, self._all_planned)
         result.jobs = jobs
         assert self.previous is not None
+        if not self.reloading:
+            self._stale(result.objects, self.previous)
         state = next_state(self.previous, result.objects, reloading=self.reloading)
         if self.reloading:
             expected = self.interrupted.expected_ids()
@@ -268,6 +278,18 @@ class _Run:
         if state != recorded:  # a reload that changed nothing has nothing to record
             write_state(state_dir, state)
         clear_publishing(state_dir)
+
+    def _stale(self, results: list[ObjectResult], previous: LoaderState) -> None:
+        """Say which objects a load kept pins of that may not come from their file now."""
+        made = {pin.path for o in results for pin in o.pins if pin.made}
+        for obj in results:
+            if obj.status is not Status.LOADED:
+                continue
+            old = previous.objects.get(obj.path)
+            obj.stale = stale_pins(old, obj, made)
+            if obj.stale:
+                obj.stale_reason = stale_reason(old)
+                self.reporter.emit(events.pins_stale(obj.path, obj.stale, obj.stale_reason))
 
     def _checked(self, state: LoaderState) -> LoaderState:
         """The recorded state, where an object a killed run was publishing, or one of whose

@@ -115,7 +115,7 @@ def _open_location(root: SourceDirectory, name: str) -> SourceDirectory | None:
         if e.errno in _CHANGED:
             return None
         raise LoaderError(f"location {where}: cannot open: {e.strerror}") from e
-    problem = directory_problem(os.fstat(fd.number))
+    problem = directory_problem(os.fstat(fd.number), where)
     if problem is not None:
         problem = f"directory {where} is {problem}"
     return SourceDirectory(fd, where, root.problem or problem)

@@ -44,6 +44,9 @@ class ObjectState:
     critical: bool = False
     pins: list[Pin] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    # A `load` kept pins it found in place that are not known to come from this file (stale):
+    # what `status` says until a reload loads the file.
+    stale: bool = False
 
 
 @dataclass
@@ -90,6 +93,30 @@ def read_state(state_dir: StateDir, pin_root: str | None) -> LoaderState | None:
     if pin_root is not None and state.pin_root != pin_root:
         return None  # another pin root's record: nothing about this one
     return state
+
+
+def other_pin_root(state_dir: StateDir, pin_root: str) -> str | None:
+    """The pin root the state directory records objects of, when it is not `pin_root` (None
+    when it is, or when the state records no object, or none can be read): one state
+    directory keeps the record of one pin root."""
+    try:
+        state = read_state(state_dir, None)
+    except StateError:
+        return None
+    if state is None or state.pin_root == pin_root or not state.objects:
+        return None
+    return state.pin_root
+
+
+def refuse_other_pin_root(state_dir: StateDir, pin_root: str) -> None:
+    """LoaderError when the state directory records another pin root: a run here would write
+    over that record (and know nothing of this pin root's pins)."""
+    other = other_pin_root(state_dir, pin_root)
+    if other is not None:
+        raise LoaderError(
+            f"the state directory {state_dir.path} records the pins of {other}, not of "
+            f"{pin_root}: give each pin root its own --state-dir (nothing was done)"
+        )
 
 
 def recorded_state(
@@ -161,6 +188,7 @@ def _from_json(data: Any) -> LoaderState:
                 Skipped(PinKind(skip["kind"]), skip["name"], skip["reason"])
                 for skip in obj["skipped"]
             ],
+            stale=bool(obj.get("stale", False)),
         )
         if objects[path].path != path or not all(
             isinstance(p.path, str) for p in objects[path].pins
@@ -197,8 +225,9 @@ def write_state(state_dir: StateDir, state: LoaderState) -> None:
 
 
 def _plain(obj: ObjectState) -> dict[str, object]:
-    """The record as JSON data; dataclasses.asdict would deep-copy every field to get there."""
-    return {
+    """The record as JSON data; dataclasses.asdict would deep-copy every field to get there.
+    `stale` is written only when true (format 1 did not have it)."""
+    return ({"stale": True} if obj.stale else {}) | {
         "path": obj.path,
         "sha256": obj.sha256,
         "status": obj.status.value,
@@ -399,9 +428,38 @@ def next_state(
             sha256 = None  # pins found in place may come from an earlier version of the file
         pins = [_as_recorded(pin) for pin in obj.pins]
         objects[obj.path] = ObjectState(
-            obj.path, sha256, obj.status, obj.reason, critical, pins, list(obj.skipped)
+            obj.path,
+            sha256,
+            obj.status,
+            obj.reason,
+            critical,
+            pins,
+            list(obj.skipped),
+            stale=bool(obj.stale),
         )
     return LoaderState(previous.pin_root, previous.source_dir, objects, previous.environment)
+
+
+def stale_pins(old: ObjectState | None, result: ObjectResult, made: set[str]) -> list[str]:
+    """The pins a `load` kept for `result` that are not known to come from its file: found in
+    place (not made by this run), while the state records them from another version of the
+    file (another hash) or from none it knows (no hash: a state rebuilt, or a load before
+    kept them too). A shared map (`map__NAME`) is any object's to reuse: never stale."""
+    if old is not None and old.sha256 is not None and old.sha256 == result.read.sha256:
+        return []
+    shared = {m.pin_path for m in result.plan.maps if m.spec.shared}
+    return [
+        pin.path
+        for pin in result.pins
+        if pin.action is Action.REUSE and pin.path not in made and pin.path not in shared
+    ]
+
+
+def stale_reason(old: ObjectState | None) -> str:
+    """Why `stale_pins` found pins stale, for the summary and the journal."""
+    if old is not None and old.sha256 is not None:
+        return "made from another version of the file"
+    return "not known to come from this version of the file"
 
 
 def _as_recorded(pin: Pin) -> Pin:

@@ -3,8 +3,9 @@
 The JSON form (`status --json`) is a stable interface, documented in README.md:
 
     {"format": 1, "pin_root": str, "source_dir": str, "state": "recorded" | "rebuilt",
+     "state_reason": str,
      "objects": [{"path": str, "status": "loaded" | "skipped" | "failed" | "partial",
-                  "reason": str,
+                  "reason": str, "stale": bool,
                   "critical": bool, "sha256": str | null,
                   "maps": [PIN], "programs": [PIN], "links": [LINK],
                   "skipped": [{"kind": "map" | "program", "name": str, "reason": str}]}],
@@ -24,6 +25,11 @@ The JSON form (`status --json`) is a stable interface, documented in README.md:
            the object's programs, or one they replaced, is listed too: declared false. A
            struct_ops map's link: `name` the map's, target `struct_ops:TYPE`, `map_id` the
            map it registers (program_id null), stale when that is not the map pinned now)
+
+`state_reason` says why the state was rebuilt from the pins ('' when it is recorded): the state
+directory has no state, one it cannot read, or the record of another pin root. `stale` is true
+for an object whose pins a `load` found in place and kept, while they are not known to come
+from the file it read (a changed file, or pins no record accounts for): a reload replaces them.
 
 `id`, `uid`, `gid` and `mode` are read live from the pin (null when it is gone or, for the
 id, when this process may not open it or the pin changed while status looked at it); the rest
@@ -55,7 +61,6 @@ from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import programs as kprogs
 from bpfloader.loader.dirfd import O_DIR
-from bpfloader.loader.gates import Environment
 from bpfloader.loader.naming import STAGING_DIR
 from bpfloader.loader.pin_root import PinRoot
 from bpfloader.loader.results import Pin
@@ -63,10 +68,12 @@ from bpfloader.loader.run import LoadOptions, current_environment, plan_run
 from bpfloader.loader.state import (
     Interrupted,
     LoaderState,
+    StateError,
     environment_key,
+    other_pin_root,
     read_interrupted,
+    read_state,
     rebuild,
-    recorded_state,
     with_interrupted,
 )
 from bpfloader.loader.state_dir import StateDir
@@ -79,7 +86,8 @@ KERNEL_ENTRIES = {"maps.debug", "progs.debug"}  # preloaded by the kernel in eve
 MAX_DEPTH = 64
 
 
-def status_report(state: LoaderState, root: PinRoot, *, rebuilt: bool) -> dict[str, Any]:
+def status_report(state: LoaderState, root: PinRoot, *, rebuilt: str = "") -> dict[str, Any]:
+    """The report of `state`; `rebuilt` says why it was rebuilt from the pins ('': recorded)."""
     objects = []
     foreign = foreign_pins(state, root)
     others = _links_of_others(state, root, foreign)
@@ -92,6 +100,7 @@ def status_report(state: LoaderState, root: PinRoot, *, rebuilt: bool) -> dict[s
                 "path": obj.path,
                 "status": obj.status,
                 "reason": obj.reason,
+                "stale": obj.stale,
                 "critical": obj.critical,
                 "sha256": obj.sha256,
                 "maps": maps,
@@ -107,6 +116,7 @@ def status_report(state: LoaderState, root: PinRoot, *, rebuilt: bool) -> dict[s
         "pin_root": state.pin_root,
         "source_dir": state.source_dir,
         "state": "rebuilt" if rebuilt else "recorded",
+        "state_reason": rebuilt,
         "objects": objects,
         "foreign_pins": [p for p in foreign if p not in listed],
     }
@@ -354,13 +364,19 @@ def foreign_pins(state: LoaderState, root: PinRoot) -> list[str]:
 
 def format_status(report: dict[str, Any]) -> str:
     pin_root = report["pin_root"]
-    lines = [f"pin root {one_line(pin_root)} (state {report['state']})"]
+    why = f": {one_line(report['state_reason'])}" if report["state_reason"] else ""
+    lines = [f"pin root {one_line(pin_root)} (state {report['state']}{why})"]
     for obj in report["objects"]:
         critical = " (critical)" if obj["critical"] else ""
         path = one_line(obj["path"])
         # A failure's reason already starts with the object's path: don't say it twice.
         text = one_line(obj["reason"]).removeprefix(f"{path}: ")
         reason = f": {text}" if text else ""
+        if obj["stale"]:
+            reason += (
+                " (stale: a load kept pins it found in place that may come from another version"
+                " of the file; `bpfloader reload` replaces them)"
+            )
         lines.append(f"{path}{critical}: {obj['status']}{reason}")
         for kind in ("maps", "programs"):
             for pin in obj[kind]:
@@ -417,27 +433,37 @@ def _not_looked_into(path: str, pin_root: str) -> str:
 
 def current_status(options: LoadOptions) -> dict[str, Any]:
     """The report for a pin root: from the recorded state, or rebuilt (read-only) without one.
-    Nothing is made, changed or taken over, in the pin root or in the state directory."""
+    Nothing is made, changed or taken over, in the pin root or in the state directory. The
+    record is shown whatever environment it was recorded under (a reload re-checks it; here
+    it says what was made)."""
     env = current_environment(options.build_type, options.android_api_level)
     with PinRoot.open_existing(options.pin_root) as root:
-        state, interrupted = _recorded(options.state_dir, root.path, env)
+        state, interrupted, why = _recorded(options.state_dir, root.path)
         if state is not None:
-            return status_report(with_interrupted(state, interrupted), root, rebuilt=False)
+            return status_report(with_interrupted(state, interrupted), root)
         plans = [planned.plan for planned in plan_run(options, env, root.is_pin).objects]
         source_dir = os.path.abspath(options.source_dir)
         rebuilt = rebuild(plans, root.path, source_dir, environment_key(env), root.is_pin)
-        return status_report(with_interrupted(rebuilt, interrupted), root, rebuilt=True)
+        return status_report(with_interrupted(rebuilt, interrupted), root, rebuilt=why)
 
 
-def _recorded(
-    state_dir: str, pin_root: str, env: Environment
-) -> tuple[LoaderState | None, Interrupted]:
-    """The recorded state, or None (no state directory yet, or no usable state in it), and
-    what a killed run was publishing: those objects are partial."""
+def _recorded(state_dir: str, pin_root: str) -> tuple[LoaderState | None, Interrupted, str]:
+    """The recorded state, or None and why there is none to use (no state directory yet, no
+    usable state in it, the record of another pin root), and what a killed run was
+    publishing: those objects are partial."""
     try:
         opened = StateDir.open(state_dir, create=False)
     except FileNotFoundError:
-        return None, Interrupted()
+        return None, Interrupted(), f"no state directory {state_dir}"
     with opened:
-        state, _ = recorded_state(opened, pin_root, env)
-        return state, read_interrupted(opened, pin_root)
+        interrupted = read_interrupted(opened, pin_root)
+        try:
+            state = read_state(opened, pin_root)
+        except StateError as e:
+            return None, interrupted, str(e)
+        if state is not None:
+            return state, interrupted, ""
+        other = other_pin_root(opened, pin_root)
+        if other is not None:
+            return None, interrupted, f"{opened.path} records the pins of {other}, not these"
+        return None, interrupted, f"no state recorded in {opened.path}"

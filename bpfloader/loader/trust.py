@@ -38,48 +38,74 @@ WHY = "only root may be able to change what the loader runs"
 FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 
-def file_problem(st: os.stat_result) -> str | None:
-    """Why a file with this status is not trusted, or None."""
+def file_problem(st: os.stat_result, path: str) -> str | None:
+    """Why the file `path` with this status is not trusted (and how to fix it), or None."""
     mode = stat.S_IMODE(st.st_mode)
     if st.st_uid != 0:
-        return f"owned by uid {st.st_uid}, not root (mode {mode:04o})"
-    writers = _writers(st)
+        return f"owned by uid {st.st_uid}, not root (mode {mode:04o}; fix: chown root {_q(path)})"
+    writers, details = _writers(st)
     if writers:
-        return f"writable by {writers} (mode {mode:04o})"
+        return f"writable by {writers} ({details}; fix: chmod {_who(st)}-w {_q(path)})"
     return None
 
 
-def directory_problem(st: os.stat_result) -> str | None:
-    """Why a directory with this status is not trusted, or None. A group- or world-writable
-    directory is trusted only when root owns it and it is sticky."""
+def directory_problem(st: os.stat_result, path: str) -> str | None:
+    """Why the directory `path` with this status is not trusted (and how to fix it), or None.
+    A group- or world-writable directory is trusted only when root owns it and it is sticky."""
     mode = stat.S_IMODE(st.st_mode)
     if st.st_uid != 0:
-        return f"owned by uid {st.st_uid}, not root (mode {mode:04o})"
-    writers = _writers(st)
+        return f"owned by uid {st.st_uid}, not root (mode {mode:04o}; fix: chown root {_q(path)})"
+    writers, details = _writers(st)
     if writers and not mode & stat.S_ISVTX:
-        return f"writable by {writers} and not sticky (mode {mode:04o})"
+        return (
+            f"writable by {writers} and not sticky ({details}; fix: chmod {_who(st)}-w {_q(path)})"
+        )
     return None
 
 
-def root_only_problem(st: os.stat_result) -> str | None:
-    """Why a directory with this status is not root's alone (owned by root, writable by no one
-    else, sticky or not): what a pin directory the loader did not make, and the state
+def root_only_problem(st: os.stat_result, path: str) -> str | None:
+    """Why the directory `path` with this status is not root's alone (owned by root, writable
+    by no one else, sticky or not): what a pin directory the loader did not make, and the state
     directory, must be."""
     mode = stat.S_IMODE(st.st_mode)
     if st.st_uid != 0:
-        return f"owned by uid {st.st_uid}, not root (mode {mode:04o})"
+        return f"owned by uid {st.st_uid}, not root (mode {mode:04o}; fix: chown root {_q(path)})"
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"writable by others (mode {mode:04o})"
+        return f"writable by others (mode {mode:04o}; fix: chmod {_who(st)}-w {_q(path)})"
     return None
 
 
-def _writers(st: os.stat_result) -> str:
-    who = []
+def _writers(st: os.stat_result) -> tuple[str, str]:
+    """Who may write besides the owner ('' when no one: `group adm and everyone`), and the
+    group's id and the mode (`gid 4, mode 0666`)."""
+    mode = f"mode {stat.S_IMODE(st.st_mode):04o}"
+    everyone = bool(st.st_mode & stat.S_IWOTH)
     if st.st_mode & stat.S_IWGRP:
-        who.append(f"group {st.st_gid}")
-    if st.st_mode & stat.S_IWOTH:
-        who.append("everyone")
-    return " and ".join(who)
+        name = _group_name(st.st_gid)
+        who = f"group {name or st.st_gid}" + (" and everyone" if everyone else "")
+        return who, f"gid {st.st_gid}, {mode}" if name else mode
+    return ("everyone" if everyone else ""), mode
+
+
+def _who(st: os.stat_result) -> str:
+    """chmod's letters for those who may write besides the owner."""
+    return ("g" if st.st_mode & stat.S_IWGRP else "") + ("o" if st.st_mode & stat.S_IWOTH else "")
+
+
+def _group_name(gid: int) -> str | None:
+    import grp  # only to say why something is refused
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:  # a group without a name
+        return None
+
+
+def _q(path: str) -> str:
+    """`path` as a shell word, for a fix to paste."""
+    import shlex  # only to say why something is refused
+
+    return shlex.quote(path)
 
 
 def _within(path: str, directory: str) -> bool:
@@ -157,7 +183,7 @@ def open_checked(
         st = os.stat(name, dir_fd=directory.fd.number, follow_symlinks=False)
         if st.st_uid == 0:
             raise
-        return Opened(None, directory.problem or file_problem(st))
+        return Opened(None, directory.problem or file_problem(st, dirfd.join(directory.real, name)))
     problem = directory.problem or _file_problem(fd, real, directory, name, within)
     if problem is not None and not insecure:
         fd.close()
@@ -172,7 +198,7 @@ def _file_problem(
     if linked and not _within(real, within.real):
         return f"a symlink to {real}, outside {within.path}"
     st = os.fstat(fd.number)
-    problem = file_problem(st) if stat.S_ISREG(st.st_mode) else "not a regular file"
+    problem = file_problem(st, real) if stat.S_ISREG(st.st_mode) else "not a regular file"
     if problem is None:
         return None
     return f"its target {real} is {problem}" if linked else problem

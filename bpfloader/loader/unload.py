@@ -20,9 +20,11 @@ from bpfloader.loader.run import (
 from bpfloader.loader.source import RunPlan
 from bpfloader.loader.state import (
     LoaderState,
+    StateError,
     clear_publishing,
     read_interrupted,
-    recorded_state,
+    read_state,
+    refuse_other_pin_root,
     remove_leftovers,
     remove_loaded_marker,
     with_interrupted,
@@ -33,7 +35,10 @@ from bpfloader.loader.state_dir import StateDir
 
 def unload(options: LoadOptions, reporter: Reporter, names: list[str]) -> RunResult:
     """Remove the pins of the named objects (a path, a file name, or FILENAME), or of all of
-    them when no name is given: only pins the state records, never anything else."""
+    them when no name is given: only pins the state records, never anything else. The record
+    is used whatever environment it was recorded under: it says what was made. Without one,
+    the state is rebuilt from the pins the objects of the source directory would make. A
+    state directory that records another pin root is refused (it knows nothing of this one)."""
     result = RunResult()
     with (
         PinRoot.open_existing(options.pin_root) as root,
@@ -41,8 +46,12 @@ def unload(options: LoadOptions, reporter: Reporter, names: list[str]) -> RunRes
         run_lock(state_dir, options.lock_timeout),
     ):
         remove_leftovers(state_dir)
+        refuse_other_pin_root(state_dir, root.path)
         env = current_environment(options.build_type, options.android_api_level)
-        previous, problem = recorded_state(state_dir, root.path, env)
+        try:
+            previous, problem = read_state(state_dir, root.path), ""
+        except StateError as e:
+            previous, problem = None, str(e)
         if previous is None:
             plan = (
                 plan_run(options, env, root.is_pin)
@@ -54,6 +63,7 @@ def unload(options: LoadOptions, reporter: Reporter, names: list[str]) -> RunRes
         interrupted = read_interrupted(state_dir, root.path)
         previous = with_interrupted(previous, interrupted)
         chosen = _select(previous, names)
+        result.unloaded = sorted(chosen)
         state = LoaderState(
             previous.pin_root,
             previous.source_dir,
@@ -61,7 +71,8 @@ def unload(options: LoadOptions, reporter: Reporter, names: list[str]) -> RunRes
             previous.environment,
         )
         result.removed = root.remove_pins(previous, state, reporter, interrupted.expected_ids())
-        write_state(state_dir, state)
+        if chosen:  # else nothing changed: no record is written (none for an unknown pin root)
+            write_state(state_dir, state)
         clear_publishing(state_dir)
         if not state.objects:  # nothing of ours is pinned: services must not see "loaded"
             remove_loaded_marker(state_dir)

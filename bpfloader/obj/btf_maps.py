@@ -65,7 +65,10 @@ def read_btf_maps(
     """The maps declared in `.maps`, in the order of their definitions."""
     datasec = btf.datasec(MAPS_SECTION) if btf is not None else None
     if btf is None or datasec is None:
-        raise _err("BTF-defined maps need the object's BTF (compile with clang -g)")
+        raise _err(
+            "BTF-defined maps need the object's BTF, which it lacks: build it with `bpfloader "
+            "build` (which compiles with -g) or clang -g, and keep the .BTF section when stripping"
+        )
     objects = {s.name: s for s in symbols if s.type == STT_OBJECT}
     offsets = {name: s.value for name, s in objects.items()}
     # By offset (file order among equals), so that each map finds its own by bisection.

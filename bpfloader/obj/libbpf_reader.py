@@ -281,7 +281,8 @@ class _Reader:
             return ExternReference(0, name, call)
         raise ObjectFormatError(
             f"{place} refers to '{name}', which the object does not define, and the "
-            "object's BTF does not declare it __kconfig or __ksym (compile with clang -g)"
+            "object's BTF does not declare it __kconfig or __ksym (build it with `bpfloader "
+            "build`, which compiles with -g, or clang -g)"
         )
 
 

@@ -213,7 +213,7 @@ def test_planted_policy_file(source, load, bpffs, planted):
     policy = source / "good.policy"
     if planted == "file":
         plant(lambda: (policy.write_text('[maps]\nmode = "0666"\n'), policy.chmod(0o644)))
-        why = f"owned by uid {ATTACKER}, not root (mode 0644)"
+        why = f"owned by uid {ATTACKER}, not root (mode 0644; fix: chown root {policy})"
     else:
         plant(lambda: policy.symlink_to("good.o"))
         why = f"a symbolic link owned by uid {ATTACKER}"

@@ -186,7 +186,7 @@ def test_wrong_targets_are_named(pins, probed_binary, tmp_path):
             tracepoint.attach_xdp("lo")
         with pytest.raises(AttachError, match=r"^no tracepoint syscalls:no_such_event"):
             tracepoint.attach_tracepoint("syscalls", "no_such_event")
-        with pytest.raises(AttachError, match="invalid tracepoint name"):
+        with pytest.raises(AttachError, match=r"^invalid tracepoint '\.\.', 'x/y': expected a CAT"):
             tracepoint.attach_tracepoint("..", "x/y")
     with program(pins, "uprobe_probed") as uprobe:
         with pytest.raises(AttachError, match="which takes TRACEPOINT programs"):

@@ -133,11 +133,13 @@ def test_without_btf_each_fails_on_one_line_naming_the_map_and_the_fix(
     )
     assert by_file["nobtf_spin_lock.o"].startswith(
         f"bpfloader: err: {source_dir}/nobtf_spin_lock.o: schedcls/locked: map 'locked_counts' "
-        f"holds a bpf_spin_lock, which needs the map's BTF types, and {fix} (BPF_PROG_LOAD failed"
+        f"holds a bpf_spin_lock, which needs the map's BTF types, and {fix} "
+        "(rejected by the verifier at instruction "
     )
     assert by_file["nobtf_timer.o"].startswith(
         f"bpfloader: err: {source_dir}/nobtf_timer.o: schedcls/timed: map 'timers' holds a "
-        f"bpf_timer, which needs the map's BTF types, and {fix} (BPF_PROG_LOAD failed"
+        f"bpf_timer, which needs the map's BTF types, and {fix} "
+        "(rejected by the verifier at instruction "
     )
     assert {p.name for p in bpffs.iterdir()} - {"maps.debug", "progs.debug"} == {
         "map_good_plain_counts",

@@ -24,7 +24,7 @@ from elftools.elf.elffile import ELFFile
 
 from bpfloader.errors import ObjectFormatError
 from bpfloader.obj.reader import read_object
-from tests.conftest import Run
+from tests.conftest import BPF_SOURCES, Run
 
 pytestmark = pytest.mark.kernel
 
@@ -45,13 +45,24 @@ PROG_PREFIXES = (
     "cgroupsockrelease/, postbind4/, postbind6/, bind4/, bind6/, connect4/, connect6/, "
     "recvmsg4/, recvmsg6/, sendmsg4/, sendmsg6/, getsockopt/, setsockopt/, sockops/, sysctl"
 )
-# What the verifier says about bad_verifier.c and bad_second_prog.c (v[1] of a 4-byte value):
-# its last two meaningful lines.
-OVERREAD = (
-    "BPF_PROG_LOAD failed: EACCES (Permission denied): "
-    "invalid access to map value, value_size=4 off=4 size=4 | "
-    "R0 min value is outside of the allowed memory range"
-)
+
+
+def rejected_at(source: str, code: str) -> str:
+    """How a verifier's refusal names where it stopped: the C file and line of `code` in
+    tests/bpf/`source`, and that line, from the log's line info (the objects carry BTF)."""
+    lines = (BPF_SOURCES / source).read_text().splitlines()
+    (number,) = [i + 1 for i, line in enumerate(lines) if code in line]
+    return f"rejected by the verifier at {source}:{number} (`{lines[number - 1].strip()}`)"
+
+
+def overread(source: str) -> str:
+    """What the verifier says about bad_verifier.c and bad_second_prog.c (v[1] of a 4-byte
+    value): where, and its last two meaningful lines (issue 20: it was `BPF_PROG_LOAD failed:
+    EACCES (Permission denied): ...`, as if a permission were missing)."""
+    return (
+        f"{rejected_at(source, 'return v[1];')}: invalid access to map value, value_size=4 "
+        "off=4 size=4 | R0 min value is outside of the allowed memory range"
+    )
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -134,10 +145,11 @@ def err(bad: Path, *where_and_reason: str) -> str:
 def assert_refused_by_plan(bpfloader_cli, source_dir: Path, bpffs: Path, line: str) -> None:
     """The plan (--dry-run: no syscall, no root needed) already refuses the object so."""
     dry = bpfloader_cli("load", "--dry-run", "--dir", source_dir, "--pin-root", bpffs)
-    assert dry.returncode == 0, dry.stderr
+    assert dry.returncode == 3, dry.stderr  # an object (not critical) would fail
     reason = line.removeprefix("bpfloader: err: ")
     bad = reason.split(": ", 1)[0]
-    assert f"{bad}: FAIL: {reason}" in dry.stdout.splitlines(), dry.stdout
+    # The object's path once, then the reason (issue 20: `FILE: FAIL: FILE: ...`).
+    assert f"{bad}: FAIL: {reason.removeprefix(bad + ': ')}" in dry.stdout.splitlines(), dry.stdout
 
 
 # -- not an object ------------------------------------------------------------------------------
@@ -246,7 +258,7 @@ def test_verifier_rejects_program(compile_bpf, good_objects, bpffs, bpfloader_cl
     bad = place(compile_bpf, "bad_verifier.c", good_objects)
     run = load(bpfloader_cli, good_objects, bpffs)
     line = assert_failed_alone(
-        run, bad, err(bad, "tracepoint/sched/sched_switch", OVERREAD), bpffs=bpffs
+        run, bad, err(bad, "tracepoint/sched/sched_switch", overread("bad_verifier.c")), bpffs=bpffs
     )
     assert not re.search(r"map_bad_verifier|prog_bad_verifier", run.stdout)
     assert "processed " not in line  # the log's statistics are not "meaningful lines"
@@ -258,7 +270,8 @@ def test_second_program_rejected_leaves_nothing(compile_bpf, good_objects, bpffs
     bad = place(compile_bpf, "bad_second_prog.c", good_objects)
     run = load(bpfloader_cli, good_objects, bpffs)
     # The failure is in the second section, so the first one got past the verifier.
-    assert_failed_alone(run, bad, err(bad, "tracepoint/sched/sched_wakeup", OVERREAD), bpffs=bpffs)
+    why = overread("bad_second_prog.c")
+    assert_failed_alone(run, bad, err(bad, "tracepoint/sched/sched_wakeup", why), bpffs=bpffs)
     assert not (bpffs / "second_prog_dir").exists()
 
 
@@ -361,15 +374,12 @@ def test_location_directory_with_dot(compile_bpf, good_objects, bpffs, bpfloader
 def test_critical_object_refused_fails_the_run(compile_bpf, good_objects, bpffs, bpfloader_cli):
     bad = place(compile_bpf, "bad_critical_verifier.c", good_objects)
     run = load(bpfloader_cli, good_objects, bpffs)
-    prefix = (
-        f"bpfloader: crit: {bad}: tracepoint/sched/sched_switch: "
-        "BPF_PROG_LOAD failed: EACCES (Permission denied): "
-    )
-    # The verifier's last two meaningful lines: the refused instruction, and why.
-    pattern = (
-        re.escape(prefix)
-        + r"\d+: \(61\) r\d = \*\(u32 \*\)\(r0 \+0\) \| "
-        + re.escape("R0 invalid mem access 'map_value_or_null' (critical object)")
+    # Issue 20's message: `BPF_PROG_LOAD failed: EACCES (Permission denied): 7: (79) r1 =
+    # *(u64 *)(r0 +0) | R0 invalid mem access 'map_value_or_null'`, now where and why.
+    at = rejected_at("bad_critical_verifier.c", "return *v;")
+    pattern = re.escape(
+        f"bpfloader: crit: {bad}: tracepoint/sched/sched_switch: {at}: "
+        "R0 invalid mem access 'map_value_or_null' (critical object)"
     )
     line = assert_failed_alone(run, bad, re.compile(pattern), bpffs=bpffs, critical=True)
     reason = line.removeprefix("bpfloader: crit: ").removesuffix(" (critical object)")

@@ -74,7 +74,10 @@ def test_check_kernel_prints_the_verifier_log_with_source_lines(bpfloader_cli, c
     obj = libbpf_object(compile_bpf, "libbpf_reject.c")
     run = bpfloader_cli("check", "--kernel", obj)
     assert run.returncode == 1
-    assert f"FAIL {obj}: socket: BPF_PROG_LOAD failed: EACCES" in run.stdout
+    assert (
+        f"FAIL {obj}: socket: rejected by the verifier at libbpf_reject.c:23 (`return value[1]; "
+        "/* REJECTED HERE: one past the value */`): "
+    ) in run.stdout
     assert (
         "  | ; return value[1]; /* REJECTED HERE: one past the value */ @ libbpf_reject.c:23"
         in (run.stdout)

@@ -83,7 +83,10 @@ def test_a_link_someone_else_owns_is_refused(tmp_path: Path):
 def test_an_untrusted_directory_is_refused(tmp_path: Path):
     (tmp_path / "open" / "inner").mkdir(parents=True)
     os.chmod(tmp_path / "open", 0o777)
-    reason = "writable by group 0 and everyone and not sticky (mode 0777)"
+    reason = (
+        "writable by group root and everyone and not sticky "
+        f"(gid 0, mode 0777; fix: chmod go-w {tmp_path}/open)"
+    )
     with pytest.raises(UntrustedError, match=re.escape(f"directory {tmp_path}/open is {reason}")):
         open_dir(tmp_path / "open" / "inner")
     with pytest.raises(UntrustedError, match=re.escape(f"directory {tmp_path}/open is {reason}")):
@@ -108,7 +111,7 @@ def test_the_last_directory_gets_its_own_check(tmp_path: Path):
     os.chmod(tmp_path / "a", 0o777)
     seen = []
 
-    def last(st: os.stat_result) -> str | None:
+    def last(st: os.stat_result, path: str) -> str | None:
         seen.append(st.st_ino)
         return None
 

@@ -132,15 +132,12 @@ def test_policy_file_that_is_not_trusted_is_not_applied(tmp_path: Path):
     policy.write_text('[maps]\nmode = "0640"\n')
     assert read().policy is not None and read().ignored is None
     os.chmod(policy, 0o666)
-    assert read() == PolicyRead(
-        None, ignored=f"policy {policy}: not applied: writable by group 0 and everyone (mode 0666)"
-    )
+    writable = f"writable by group root and everyone (gid 0, mode 0666; fix: chmod go-w {policy})"
+    assert read() == PolicyRead(None, ignored=f"policy {policy}: not applied: {writable}")
     with scan(str(src)) as tree:  # insecure: applied, and said to be untrusted
         insecure = read_policy_in(tree.directory(""), str(obj), tree.within, insecure=True)
     assert insecure.policy is not None
-    assert insecure.untrusted == (
-        f"its policy file {policy}: writable by group 0 and everyone (mode 0666)"
-    )
+    assert insecure.untrusted == f"its policy file {policy}: {writable}"
     policy.unlink()
     policy.symlink_to("ok.o")
     os.chown(policy, 1000, 1000, follow_symlinks=False)
@@ -164,8 +161,8 @@ def test_a_run_does_not_apply_an_untrusted_policy_file(
     assert run.returncode == 0, run.stderr
     warning = (
         f"bpfloader: warning: {obj}: policy {policy}: not applied: owned by uid 65534, not root "
-        "(mode 0644); only root's own policy files are applied: its pins get the owners and "
-        "modes the object declares"
+        f"(mode 0644; fix: chown root {policy}); only root's own policy files are applied: its "
+        "pins get the owners and modes the object declares"
     )
     assert warning in run.stderr.splitlines(), run.stderr
     assert stat.S_IMODE((bpffs / "map_libbpf_globals_bss").stat().st_mode) == 0o600

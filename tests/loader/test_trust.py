@@ -7,6 +7,7 @@ The pure tests call bpfloader.loader.trust directly; the kernel-marked ones run 
 
 from __future__ import annotations
 
+import grp
 import os
 import shutil
 import stat
@@ -25,8 +26,33 @@ from bpfloader.version import LOADER_VERSION
 from tests.loader.test_bad_input import GOOD_PINS, assert_failed_alone, bpffs_entries, load, place
 
 WHY = "only root may be able to change what the loader runs"
+NO_SUCH_GROUP = next(
+    g for g in range(4242424, 1 << 31) if g not in {e.gr_gid for e in grp.getgrall()}
+)
 BAD_PINS = frozenset({"map_untrusted_switch_count", "prog_untrusted_tracepoint_sched_sched_switch"})
-OPEN_DIR = "writable by group 0 and everyone and not sticky (mode 0777)"
+
+
+def group_name(gid: int) -> str:
+    """How a refusal names a group: by its name, where it has one (with its gid after)."""
+    try:
+        return f"{grp.getgrgid(gid).gr_name} (gid {gid}, "
+    except KeyError:
+        return f"{gid} ("
+
+
+def open_dir(path: Path) -> str:
+    """Why a directory of mode 0777, root's, is refused."""
+    return (
+        f"writable by group root and everyone and not sticky (gid 0, mode 0777; "
+        f"fix: chmod go-w {path})"
+    )
+
+
+def writable_by_group(path: Path, gid: int, mode: str = "0664", who: str = "g") -> str:
+    name, _, details = group_name(gid).partition(" (")
+    return f"writable by group {name} ({details}mode {mode}; fix: chmod {who}-w {path})"
+
+
 INSECURE_RUN = "bpfloader: warning: INSECURE: --insecure-allow-untrusted: the trust policy on "
 
 
@@ -61,37 +87,52 @@ def untrusted(compile_bpf, directory: Path) -> Path:
 
 
 def test_file_problems():
-    assert file_problem(fake_stat(stat.S_IFREG | 0o644)) is None
-    assert file_problem(fake_stat(stat.S_IFREG | 0o600)) is None
-    assert file_problem(fake_stat(stat.S_IFREG | 0o664, gid=1000)) == (
-        "writable by group 1000 (mode 0664)"
+    x = "/etc/bpf/x.o"
+    assert file_problem(fake_stat(stat.S_IFREG | 0o644), x) is None
+    assert file_problem(fake_stat(stat.S_IFREG | 0o600), x) is None
+    # A group is named, with its gid (by its number where it has no name); the fix follows.
+    assert file_problem(fake_stat(stat.S_IFREG | 0o664, gid=0), x) == (
+        "writable by group root (gid 0, mode 0664; fix: chmod g-w /etc/bpf/x.o)"
     )
-    assert file_problem(fake_stat(stat.S_IFREG | 0o646)) == "writable by everyone (mode 0646)"
-    assert file_problem(fake_stat(stat.S_IFREG | 0o666, gid=5)) == (
-        "writable by group 5 and everyone (mode 0666)"
+    assert file_problem(fake_stat(stat.S_IFREG | 0o664, gid=NO_SUCH_GROUP), x) == (
+        f"writable by group {NO_SUCH_GROUP} (mode 0664; fix: chmod g-w /etc/bpf/x.o)"
     )
-    assert file_problem(fake_stat(stat.S_IFREG | 0o644, uid=1000)) == (
-        "owned by uid 1000, not root (mode 0644)"
+    assert file_problem(fake_stat(stat.S_IFREG | 0o646), x) == (
+        "writable by everyone (mode 0646; fix: chmod o-w /etc/bpf/x.o)"
+    )
+    assert file_problem(fake_stat(stat.S_IFREG | 0o666, gid=0), x) == (
+        "writable by group root and everyone (gid 0, mode 0666; fix: chmod go-w /etc/bpf/x.o)"
+    )
+    assert file_problem(fake_stat(stat.S_IFREG | 0o644, uid=1000), x) == (
+        "owned by uid 1000, not root (mode 0644; fix: chown root /etc/bpf/x.o)"
+    )
+    # The path in the fix is a shell word, whatever the file is called.
+    assert file_problem(fake_stat(stat.S_IFREG | 0o646), "/etc/bpf/a b.o") == (
+        "writable by everyone (mode 0646; fix: chmod o-w '/etc/bpf/a b.o')"
     )
 
 
 def test_directory_problems():
-    assert directory_problem(fake_stat(stat.S_IFDIR | 0o755)) is None
-    assert directory_problem(fake_stat(stat.S_IFDIR | 0o1777)) is None  # /tmp
-    assert directory_problem(fake_stat(stat.S_IFDIR | 0o777)) == (
-        "writable by group 0 and everyone and not sticky (mode 0777)"
+    d = "/etc/bpf"
+    assert directory_problem(fake_stat(stat.S_IFDIR | 0o755), d) is None
+    assert directory_problem(fake_stat(stat.S_IFDIR | 0o1777), d) is None  # /tmp
+    assert directory_problem(fake_stat(stat.S_IFDIR | 0o777), d) == open_dir(Path(d))
+    assert directory_problem(fake_stat(stat.S_IFDIR | 0o775, gid=0), d) == (
+        "writable by group root and not sticky (gid 0, mode 0775; fix: chmod g-w /etc/bpf)"
     )
-    assert directory_problem(fake_stat(stat.S_IFDIR | 0o775, gid=4)) == (
-        "writable by group 4 and not sticky (mode 0775)"
-    )
-    assert directory_problem(fake_stat(stat.S_IFDIR | 0o1777, uid=1000)) == (
-        "owned by uid 1000, not root (mode 1777)"
+    assert directory_problem(fake_stat(stat.S_IFDIR | 0o1777, uid=1000), d) == (
+        "owned by uid 1000, not root (mode 1777; fix: chown root /etc/bpf)"
     )
 
 
 def test_refusal_line():
-    assert str(refused("writable by group 1000 (mode 0664)").where(file="/etc/bpf/x.o")) == (
-        f"/etc/bpf/x.o: refused: writable by group 1000 (mode 0664); {WHY}"
+    """The message of issue 20: `refused: writable by group 0 (mode 0664)` named neither the
+    group nor the fix."""
+    problem = file_problem(fake_stat(stat.S_IFREG | 0o664, gid=0), "/etc/bpf/x.o")
+    assert problem is not None
+    assert str(refused(problem).where(file="/etc/bpf/x.o")) == (
+        "/etc/bpf/x.o: refused: writable by group root (gid 0, mode 0664; fix: chmod g-w "
+        f"/etc/bpf/x.o); {WHY}"
     )
 
 
@@ -121,12 +162,14 @@ def test_checks_on_what_was_opened(tmp_path: Path, elsewhere: Path):
     group.write_bytes(b"x")
     os.chmod(group, 0o664)
     os.chown(group, 0, 1000)
-    assert problem_of(src, "group.o") == "writable by group 1000 (mode 0664)"
+    assert problem_of(src, "group.o") == writable_by_group(group, 1000)
 
     owned = src / "owned.o"
     owned.write_bytes(b"x")
     os.chown(owned, 1000, 1000)
-    assert problem_of(src, "owned.o") == "owned by uid 1000, not root (mode 0644)"
+    assert problem_of(src, "owned.o") == (
+        f"owned by uid 1000, not root (mode 0644; fix: chown root {owned})"
+    )
 
     os.mkfifo(src / "fifo.o")  # opened without blocking, refused on its fd
     assert problem_of(src, "fifo.o") == "not a regular file"
@@ -134,9 +177,7 @@ def test_checks_on_what_was_opened(tmp_path: Path, elsewhere: Path):
     inner = src / "loc" / "inner.o"
     inner.write_bytes(b"x")
     os.chmod(src / "loc", 0o777)
-    assert problem_of(src, "loc/inner.o") == (
-        f"directory {src}/loc is writable by group 0 and everyone and not sticky (mode 0777)"
-    )
+    assert problem_of(src, "loc/inner.o") == f"directory {src}/loc is {open_dir(src / 'loc')}"
     os.chmod(src / "loc", 0o755)
     assert problem_of(src, "loc/inner.o") is None
 
@@ -158,9 +199,7 @@ def test_links(tmp_path: Path, elsewhere: Path):
     os.chmod(group, 0o664)
     os.chown(group, 0, 1000)
     (src / "inside.o").symlink_to(group)  # a link inside the directory: its target is checked
-    assert (
-        problem_of(src, "inside.o") == f"its target {group} is writable by group 1000 (mode 0664)"
-    )
+    assert problem_of(src, "inside.o") == f"its target {group} is {writable_by_group(group, 1000)}"
     (src / "fine.o").symlink_to("ok.o")
     assert problem_of(src, "fine.o") is None
     (src / "chain.o").symlink_to("fine.o")  # root's link to root's link
@@ -202,12 +241,16 @@ def test_ancestor_directory(tmp_path: Path):
     (src / "x.o").write_bytes(b"x")
     os.chmod(top, 0o770)
     os.chown(top, 0, 1000)
+    name, _, details = group_name(1000).partition(" (")
     assert problem_of(src, "x.o") == (
-        f"directory {top} is writable by group 1000 and not sticky (mode 0770)"
+        f"directory {top} is writable by group {name} and not sticky ({details}mode 0770; "
+        f"fix: chmod g-w {top})"
     )
     os.chown(top, 1000, 0)
     os.chmod(top, 0o755)
-    assert problem_of(src, "x.o") == f"directory {top} is owned by uid 1000, not root (mode 0755)"
+    assert problem_of(src, "x.o") == (
+        f"directory {top} is owned by uid 1000, not root (mode 0755; fix: chown root {top})"
+    )
 
 
 def test_object_size_ceiling(compile_bpf, tmp_path: Path):
@@ -244,8 +287,7 @@ def test_group_writable_object(compile_bpf, good_objects, bpffs, bpfloader_cli):
     os.chown(bad, 0, 1000)
     os.chmod(bad, 0o664)
     run = load(bpfloader_cli, good_objects, bpffs)
-    reason = "writable by group 1000 (mode 0664)"
-    assert_failed_alone(run, bad, refusal(bad, reason), bpffs=bpffs)
+    assert_failed_alone(run, bad, refusal(bad, writable_by_group(bad, 1000)), bpffs=bpffs)
 
 
 @pytest.mark.kernel
@@ -255,7 +297,7 @@ def test_world_writable_directory(compile_bpf, good_objects, bpffs, bpfloader_cl
     bad = untrusted(compile_bpf, loc)
     os.chmod(loc, 0o777)
     run = load(bpfloader_cli, good_objects, bpffs)
-    reason = f"directory {loc} is writable by group 0 and everyone and not sticky (mode 0777)"
+    reason = f"directory {loc} is {open_dir(loc)}"
     assert_failed_alone(run, bad, refusal(bad, reason), bpffs=bpffs)
 
 
@@ -264,7 +306,7 @@ def test_object_of_another_uid(compile_bpf, good_objects, bpffs, bpfloader_cli):
     bad = untrusted(compile_bpf, good_objects)
     os.chown(bad, 1000, 0)
     run = load(bpfloader_cli, good_objects, bpffs)
-    reason = "owned by uid 1000, not root (mode 0644)"
+    reason = f"owned by uid 1000, not root (mode 0644; fix: chown root {bad})"
     assert_failed_alone(run, bad, refusal(bad, reason), bpffs=bpffs)
 
 
@@ -283,8 +325,9 @@ def test_refused_in_the_dry_run(compile_bpf, good_objects, bpffs, bpfloader_cli)
     bad = untrusted(compile_bpf, good_objects)
     os.chmod(bad, 0o646)
     dry = bpfloader_cli("load", "--dry-run", "--dir", good_objects, "--pin-root", bpffs)
-    assert dry.returncode == 0, dry.stderr
-    line = f"{bad}: FAIL: {bad}: refused: writable by everyone (mode 0646); {WHY}"
+    assert dry.returncode == 3, dry.stderr  # an object (not critical) would fail
+    # The path once (issue 20: it was `FILE: FAIL: FILE: refused...`).
+    line = f"{bad}: FAIL: refused: writable by everyone (mode 0646; fix: chmod o-w {bad}); {WHY}"
     assert line in dry.stdout.splitlines(), dry.stdout
 
 
@@ -316,8 +359,8 @@ def test_insecure_flag_loads_and_warns(compile_bpf, good_objects, elsewhere, bpf
     prefix += "(--insecure-allow-untrusted): {}"
     assert insecure == [
         prefix.format(link, f"a symlink to {target}, outside {good_objects}"),
-        prefix.format(group, "writable by group 1000 (mode 0664)"),
-        prefix.format(other, f"directory {loc} is {OPEN_DIR}"),
+        prefix.format(group, writable_by_group(group, 1000)),
+        prefix.format(other, f"directory {loc} is {open_dir(loc)}"),
     ]
     assert not [line for line in lines if line.startswith("bpfloader: err")], run.stderr
     assert bpffs_entries(bpffs) >= GOOD_PINS | BAD_PINS
@@ -331,7 +374,8 @@ def test_reload_refuses_and_the_flag_lets_through(compile_bpf, good_objects, bpf
     where = ("--dir", good_objects, "--pin-root", bpffs)
     run = bpfloader_cli("reload", *where)
     assert run.returncode == 3, run.stderr  # reload: an object failed
-    assert refusal(bad, "owned by uid 1000, not root (mode 0644)") in run.stderr.splitlines()
+    why = f"owned by uid 1000, not root (mode 0644; fix: chown root {bad})"
+    assert refusal(bad, why) in run.stderr.splitlines()
     assert bpffs_entries(bpffs) == GOOD_PINS
     run = bpfloader_cli("reload", "--insecure-allow-untrusted", *where)
     assert run.returncode == 0, run.stderr

@@ -120,9 +120,8 @@ def test_a_variant_gated_out_by_build_type_leaves_the_pin_to_the_next(
     assert pinned(bpffs, "build") == winner
     loser = "skfilter/build$any" if not build_type else "skfilter/build$no_ud"
     function = loser.removeprefix("skfilter/").replace("$", "_")
-    assert skipped(bpfloader_cli, source_dir, bpffs, *build_type)[function] == (
-        f"variant '{loser}': {reason}"
-    )
+    # status shows the state as recorded, whatever build type the load was told
+    assert skipped(bpfloader_cli, source_dir, bpffs)[function] == (f"variant '{loser}': {reason}")
 
 
 def test_an_optional_variant_that_fails_to_load_leaves_the_pin_to_the_next(
@@ -133,8 +132,8 @@ def test_an_optional_variant_that_fails_to_load_leaves_the_pin_to_the_next(
     assert pinned(bpffs, "optok") == ("optok_opt", 50)
     reasons = skipped(bpfloader_cli, source_dir, bpffs)
     assert reasons["fallback_opt"].startswith(
-        "variant 'skfilter/fallback$opt': optional program failed to load: BPF_PROG_LOAD failed: "
-        "EINVAL"
+        "variant 'skfilter/fallback$opt': optional program failed to load: rejected by the "
+        "verifier at "
     )
     assert reasons["optok_plain"] == (
         "variant 'skfilter/optok$plain': 'skfilter/optok$opt' was pinned first"

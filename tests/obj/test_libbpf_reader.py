@@ -335,10 +335,12 @@ def test_bad_objects(compile_bpf, flag, section, reason):
 
 
 def test_maps_without_btf_are_refused(compile_bpf):
+    """Issue 20: the message named only clang -g, not the loader's own way to build."""
     e = refuse(compile_bpf("libbpf_bad.c", "bad_nobtf.o", btf=False).read_bytes())
     assert (e.section, e.reason) == (
         ".maps",
-        "BTF-defined maps need the object's BTF (compile with clang -g)",
+        "BTF-defined maps need the object's BTF, which it lacks: build it with `bpfloader build` "
+        "(which compiles with -g) or clang -g, and keep the .BTF section when stripping",
     )
 
 

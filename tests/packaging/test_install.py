@@ -57,6 +57,16 @@ def test_files_in_standard_places(installed: Path) -> None:
         "etc/default/bpfloader",
     ]:
         assert (installed / path).is_file(), path
+    # The man page and completions, as `make man` made them (tests/packaging/test_manual.py).
+    for path, made in [
+        ("usr/local/share/man/man8/bpfloader.8", "share/man/man8/bpfloader.8"),
+        (
+            "usr/local/share/bash-completion/completions/bpfloader",
+            "share/bash-completion/completions/bpfloader",
+        ),
+        ("usr/local/share/zsh/site-functions/_bpfloader", "share/zsh/site-functions/_bpfloader"),
+    ]:
+        assert (installed / path).read_bytes() == (REPO / made).read_bytes(), path
     assert (installed / "etc/bpf").is_dir()
     package = site_packages(installed) / "bpfloader"
     for data in ["include/bpf_helpers.h", "include/gnu/stubs-32.h", "py.typed", "cli.py"]:
