@@ -37,9 +37,13 @@ CATALOG_IDS = re.findall(
 
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built offline: in a network namespace of its own, with no interface up but loopback."""
     out = tmp_path_factory.mktemp("deb")
     done = subprocess.run(
-        [str(REPO / "scripts/build-deb"), str(out)], capture_output=True, text=True, timeout=600
+        ["unshare", "--net", str(REPO / "scripts/build-deb"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, f"build-deb failed:\n{done.stdout[-3000:]}\n{done.stderr}"
     return out / f"bpfloader_{__version__}_all.deb"
