@@ -1,5 +1,5 @@
 # Convenience targets; each one installs what it needs through scripts/bootstrap (run as root).
-.PHONY: setup demo test lint ci install man fuzz fuzz-policy fuzz-symbols bench
+.PHONY: setup demo test lint ci install man deb fuzz fuzz-policy fuzz-symbols bench
 
 # `make install [DESTDIR=root] [PREFIX=/usr/local] [PYTHON=/usr/bin/python3]`: the package, the
 # systemd units, the journal catalog, /etc/default/bpfloader (see scripts/install).
@@ -32,6 +32,11 @@ install:
 # option (tests/packaging/test_manual.py fails until then). install takes them from share/.
 man: setup
 	.venv/bin/python scripts/manual share
+
+# `make deb`: bpfloader_VERSION_all.deb here, built with debhelper and dh-python from debian/
+# (scripts/build-deb); `apt install ./bpfloader_*_all.deb` installs it (README, "Running at boot").
+deb:
+	scripts/bootstrap deb
 
 # `make fuzz [FUZZ_RUNS=1000000] [FUZZ_ARGS=-max_total_time=3600]`: the object reader under
 # atheris, seeded with every object the tests build (fuzz/build_seeds.py); not run in CI (the

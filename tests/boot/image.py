@@ -2,9 +2,11 @@
 
 - base (slow, ~2 min): debootstrap bookworm minbase with systemd, Python and the Debian packages
   bpfloader needs, plus the Debian kernel; keyed by the recipe below.
-- project (fast, ~20 s): a copy of the base with bpfloader installed by `make install`, its units
-  enabled, the guest side of the test, and /etc/bpf filled with objects compiled on the host with
-  our header; made into an ext4 image; keyed by the base and every input file's content.
+- project (fast, ~30 s): a copy of the base with bpfloader's Debian package installed (built by
+  scripts/build-deb, what `make deb` runs; its maintainer scripts enable bpfloader.service and
+  update the journal catalog), the guest side of the test, and /etc/bpf filled with objects
+  compiled on the host with our header; made into an ext4 image; keyed by the base, the package's
+  bytes (the build is reproducible: the same tree gives the same .deb) and every other input.
 
 Both live under BPFLOADER_BOOT_CACHE (default /var/cache/bpfloader-boot); a changed project
 rebuilds only its layer, and older project images are removed. A lock serializes builders.
@@ -78,14 +80,6 @@ GUEST_UNITS = [
 ]
 # The old-kernel policy, opted into as an administrator would.
 DEFAULTS = 'BPFLOADER_OPTIONS="--lower-unprivileged-bpf-disabled"\n'
-PROJECT_INPUTS = [
-    "bpfloader",
-    "pyproject.toml",
-    "README.md",
-    "Makefile",
-    "scripts/install",
-    "systemd",
-]
 
 
 @dataclass(frozen=True)
@@ -106,13 +100,31 @@ def ensure_image(log: Path) -> BootImage:
     """The current image, built first if the cache does not hold it. Build output goes to `log`."""
     CACHE.mkdir(parents=True, exist_ok=True)
     with _locked(CACHE / "lock"), open(log, "a") as out:
-        steps = _Steps(out)
+        steps = Steps(out)
         base = _ensure_base(steps)
-        disk = _ensure_project(base, steps)
+        with tempfile.TemporaryDirectory(prefix="deb-", dir=CACHE) as packages:
+            deb = build_deb(Path(packages), steps)
+            disk = _ensure_project(base, deb, steps)
     kernels = _kernels(base / "rootfs" / "boot")
     (old,) = (k for k in kernels if k.release.startswith(OLD_KERNEL_SERIES))
     (current,) = (k for k in kernels if k is not old)
     return BootImage(current, old, disk)
+
+
+@contextlib.contextmanager
+def base_rootfs(log: Path) -> Iterator[Path]:
+    """The base layer's root file system, built first if need be, held (no builder replaces it)
+    while in use. Never write to it: mount an overlay on it (tests/packaging/test_deb.py)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with _locked(CACHE / "lock"), open(log, "a") as out:
+        yield _ensure_base(Steps(out)) / "rootfs"
+
+
+def build_deb(outdir: Path, steps: Steps) -> Path:
+    """bpfloader_VERSION_all.deb, built from this checkout into `outdir` by scripts/build-deb."""
+    steps.run(str(REPO / "scripts/build-deb"), str(outdir))
+    (deb,) = outdir.glob("bpfloader_*_all.deb")
+    return deb
 
 
 def base_key() -> str:
@@ -121,9 +133,10 @@ def base_key() -> str:
     return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:16]
 
 
-def project_key(base: Path) -> str:
+def project_key(base: Path, deb: Path) -> str:
     digest = hashlib.sha256(base.name.encode())
-    files = [REPO / p for p in PROJECT_INPUTS] + [GUEST, Path(__file__)]
+    digest.update(hashlib.sha256(deb.read_bytes()).digest())
+    files = [GUEST, Path(__file__)]
     files += [source for source, _ in (*OBJECTS, *LIBBPF_OBJECTS)]
     for path in sorted(_files_under(files)):
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
@@ -147,7 +160,7 @@ def _kernels(boot: Path) -> list[Kernel]:
     return found
 
 
-class _Steps:
+class Steps:
     """Build steps as processes, their output appended to the build log."""
 
     def __init__(self, out: TextIO):
@@ -175,7 +188,7 @@ class _Steps:
 # -- the base layer ------------------------------------------------------------------------
 
 
-def _ensure_base(steps: _Steps) -> Path:
+def _ensure_base(steps: Steps) -> Path:
     final = CACHE / f"base-{base_key()}"
     if (final / "rootfs" / "boot").is_dir():
         return final
@@ -190,7 +203,7 @@ def _ensure_base(steps: _Steps) -> Path:
             root / "usr/share/initramfs-tools/modules.d/bpfloader-boot",
             "\n".join(INITRAMFS_MODULES) + "\n",
         )
-        with _chroot_mounts(root):
+        with chroot_mounts(root):
             steps.chroot(root, "apt-get", "install", "-y", "-q", "--no-install-recommends",
                          *KERNEL_PACKAGES)  # fmt: skip
             _install_old_kernel(root, steps)
@@ -201,7 +214,7 @@ def _ensure_base(steps: _Steps) -> Path:
     return final
 
 
-def _install_old_kernel(root: Path, steps: _Steps) -> None:
+def _install_old_kernel(root: Path, steps: Steps) -> None:
     """The old suite's kernel image, from that suite's archive, enabled for this install only."""
     sources = root / "etc/apt/sources.list.d/old-kernel.list"
     _write(sources, f"deb {MIRROR} {OLD_KERNEL_SUITE} main\n")
@@ -219,7 +232,7 @@ def _install_old_kernel(root: Path, steps: _Steps) -> None:
 
 
 @contextlib.contextmanager
-def _chroot_mounts(root: Path) -> Iterator[None]:
+def chroot_mounts(root: Path) -> Iterator[None]:
     mounts = [
         (root / "proc", ["-t", "proc", "proc"]),
         (root / "sys", ["-t", "sysfs", "sysfs"]),
@@ -239,8 +252,8 @@ def _chroot_mounts(root: Path) -> Iterator[None]:
 # -- the project layer ---------------------------------------------------------------------
 
 
-def _ensure_project(base: Path, steps: _Steps) -> Path:
-    final = CACHE / f"project-{project_key(base)}.ext4"
+def _ensure_project(base: Path, deb: Path, steps: Steps) -> Path:
+    final = CACHE / f"project-{project_key(base, deb)}.ext4"
     if final.exists():
         return final
     _remove_others("project-", final)
@@ -248,7 +261,7 @@ def _ensure_project(base: Path, steps: _Steps) -> Path:
     try:
         root = work / "rootfs"
         steps.run("cp", "-a", str(base / "rootfs"), str(root))
-        _install_project(root, work / "objects", steps)
+        _install_project(root, deb, work / "objects", steps)
         size = f"{int(sum(_sizes(root)) / 2**20 * 1.3) + 256}M"
         image = work / "disk.ext4"
         steps.run("mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(root), str(image), size)
@@ -258,8 +271,8 @@ def _ensure_project(base: Path, steps: _Steps) -> Path:
     return final
 
 
-def _install_project(root: Path, objects: Path, steps: _Steps) -> None:
-    steps.run("make", "-C", str(REPO), "install", f"DESTDIR={root}")
+def _install_project(root: Path, deb: Path, objects: Path, steps: Steps) -> None:
+    install_deb(root, deb, steps)
     _write(root / "etc/default/bpfloader", DEFAULTS)
     vmlinux = objects / "vmlinux"
     vmlinux.mkdir(parents=True)
@@ -279,10 +292,23 @@ def _install_project(root: Path, objects: Path, steps: _Steps) -> None:
     shutil.copy(GUEST / "boot_attached.policy", root / "etc/bpf/boot_attached.policy")
     for unit in GUEST_UNITS:
         shutil.copy(GUEST / unit, root / "etc/systemd/system" / unit)
-    steps.run("systemctl", f"--root={root}", "enable", "bpfloader.service", *GUEST_UNITS)
-    steps.run("journalctl", f"--root={root}", "--update-catalog")
+    steps.run("systemctl", f"--root={root}", "enable", *GUEST_UNITS)
     _write(root / "etc/fstab", "/dev/vda / ext4 rw 0 1\n")
     _write(root / "etc/hostname", "bpfloader-boot\n")
+
+
+def install_deb(root: Path, deb: Path, steps: Steps) -> None:
+    """`apt install ./bpfloader_*_all.deb` in the root, as the README says, needing nothing from
+    the network: the base holds the package's dependencies, and its recommends (clang, llvm) are
+    left out (the objects are built on the host)."""
+    inside = Path("/tmp") / deb.name
+    shutil.copy(deb, root / inside.relative_to("/"))
+    try:
+        with chroot_mounts(root):
+            steps.chroot(root, "apt-get", "install", "-y", "-q", "--no-install-recommends",
+                         str(inside))  # fmt: skip
+    finally:
+        (root / inside.relative_to("/")).unlink()
 
 
 def _sizes(root: Path) -> Iterator[int]:

@@ -1,5 +1,5 @@
 """bpfloader at boot, in a real boot: a Debian bookworm guest under QEMU (software emulation),
-with systemd as PID 1, the units installed by `make install`, and /etc/bpf filled with the
+with systemd as PID 1, bpfloader installed from its Debian package, and /etc/bpf filled with the
 examples, a kprobe object and an object the verifier rejects.
 
 Inside the guest, tests/boot/guest/check.py (run by a unit ordered after bpfloader.service) checks
@@ -38,7 +38,8 @@ MAIN_CHECKS = [
     "ksyms",  # a module's kfunc (fd_array) and a typed per-CPU variable, loaded and run
     "declared_attachments",  # a policy's tracepoint and cgroup attachments, made at boot
     "bpfprogram_unit",  # a unit's own BPFProgram=egress:PIN counts its traffic
-    "catalog",  # the journal catalog is installed
+    "package",  # what booted is the .deb's: the unit runs its command, dpkg --verify is clean
+    "catalog",  # the journal catalog is installed, and the package's trigger indexed it
     "units_verify",  # systemd-analyze verify is clean for our units
     "security",  # systemd-analyze security's exposure stays in bounds
     "blame",  # bpfloader.service appears in systemd-analyze blame

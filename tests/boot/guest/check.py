@@ -539,8 +539,31 @@ def check_catalog() -> str:
     return f"{len(ours)} bpfloader entries in the journal catalog"
 
 
+def check_package() -> str:
+    """What booted is the Debian package: the unit's command is the package's, and every file the
+    package installed is as it shipped (an administrator's /etc/default/bpfloader aside)."""
+    status = run("dpkg-query", "-W", "-f", "${Status} ${Version}", "bpfloader").strip()
+    if not status.startswith("install ok installed "):
+        raise Failed(f"dpkg says bpfloader is {status!r}")
+    command = unit("bpfloader.service", "ExecStart")["ExecStart"]
+    if "path=/usr/bin/bpfloader " not in command:
+        raise Failed(f"bpfloader.service runs {command}")
+    owner = run("dpkg-query", "-S", "/usr/bin/bpfloader").split(":")[0]
+    if owner != "bpfloader":
+        raise Failed(f"/usr/bin/bpfloader belongs to {owner!r}")
+    changed = [
+        line
+        for line in run("dpkg", "--verify", "bpfloader", ok=(0, 1)).splitlines()
+        if line.split()[-1] != "/etc/default/bpfloader"
+    ]
+    if changed:
+        raise Failed(f"dpkg --verify: {' | '.join(changed)}")
+    version = status.rsplit(" ", 1)[1]
+    return f"bpfloader {version} from its .deb runs /usr/bin/bpfloader; dpkg --verify clean"
+
+
 def check_units_verify() -> str:
-    paths = [f"/usr/local/lib/systemd/system/{u}" for u in UNITS]
+    paths = [unit(u, "FragmentPath")["FragmentPath"] for u in UNITS]
     out = run("systemd-analyze", "verify", *paths).strip()
     ours = [line for line in out.splitlines() if "bpf" in line]
     if ours:
@@ -630,6 +653,7 @@ MAIN = [
     check_ksyms,
     check_declared_attachments,
     check_bpfprogram_unit,
+    check_package,
     check_catalog,
     check_units_verify,
     check_security,
