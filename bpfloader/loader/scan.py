@@ -125,22 +125,19 @@ def _listed_volume(source_dir: str, volume: Fd, real: str, above: str | None) ->
         target = kubelet.data_link(volume)
         if target is None:
             continue  # replaced as it was read
+        wrong = problem or f"{link} -> {target} names no version directory of the kubelet's volume"
         name = kubelet.version_name(target)
+        if name is None:
+            return _refused_whole(source_dir, volume, real, wrong)
+        where = dirfd.join(real, name)
         try:
-            if name is None:
-                raise NotADirectoryError(errno.ENOTDIR, "not a version", target)
-            fd = dirfd.open_directory_at(volume, name, dirfd.join(real, name))
+            fd = dirfd.open_directory_at(volume, name, where)
         except FileNotFoundError:
             continue  # an old version, removed by an update since `..data` was read
         except OSError as e:
-            if e.errno not in (errno.ENOTDIR, errno.ELOOP):
-                raise LoaderError(
-                    f"source directory {source_dir}: {e.filename}: {e.strerror}"
-                ) from e
-            wrong = f"{link} -> {target} names no version directory of the kubelet's volume"
-            whole = SourceDirectory(Fd(os.dup(volume.number)), real, problem or wrong)
-            return _listed(source_dir, whole, real)
-        where = dirfd.join(real, name)
+            if e.errno in (errno.ENOTDIR, errno.ELOOP):  # a file, a link
+                return _refused_whole(source_dir, volume, real, wrong)
+            raise LoaderError(f"source directory {source_dir}: {where}: {e.strerror}") from e
         own = _named(where, directory_problem(os.fstat(fd.number)))
         tree = _listed(source_dir, SourceDirectory(fd, where, problem or own), real)
         if kubelet.data_link(volume) == target:
@@ -149,6 +146,11 @@ def _listed_volume(source_dir: str, volume: Fd, real: str, above: str | None) ->
     raise LoaderError(
         f"source directory {source_dir}: {link} changed {kubelet.TRIES} times while it was read"
     )
+
+
+def _refused_whole(source_dir: str, volume: Fd, real: str, problem: str) -> SourceTree:
+    """The volume listed as it shows itself (its visible names), every object refused."""
+    return _listed(source_dir, SourceDirectory(Fd(os.dup(volume.number)), real, problem), real)
 
 
 def _named(where: str, problem: str | None) -> str | None:

@@ -165,6 +165,15 @@ def test_a_data_link_to_no_version_refuses_the_volume(volume, mounted, target):
     assert listed(mounted) == {"x.o": why}
 
 
+def test_a_data_link_with_a_trailing_slash_is_followed(volume, mounted):
+    """`..data -> ..VERSION/`, as the kubelet's own comment writes it."""
+    (volume / "..v").mkdir(mode=0o755)
+    (volume / "..v" / "x.o").write_bytes(b"x")
+    (volume / "..data").symlink_to("..v/")
+    (volume / "x.o").symlink_to("..data/x.o")
+    assert listed(mounted) == {"x.o": None}
+
+
 def test_a_version_directory_not_roots_is_refused(volume, objects, mounted):
     version = kubelet.write(volume, objects)
     os.chown(volume / version, 65534, 65534)
