@@ -222,7 +222,7 @@ def test_listings_are_of_one_version_while_the_kubelet_updates(volume, mounted):
         os.waitpid(pid, 0)
     print(f"{len(whole)} versions listed whole, {partial} partial, {given_up} given up")
     assert partial == 0
-    assert len(whole) >= 20  # the versions did change under the scans, many times
+    assert len(whole) >= 10  # the versions did change under the scans, many times
 
 
 def test_a_version_removed_as_it_is_listed_is_listed_again(volume, mounted, monkeypatch):
