@@ -56,13 +56,16 @@ def open_directory(
     return fd, real
 
 
-def walk_directory(path: str, check: DirectoryCheck) -> tuple[Fd, str, str | None]:
+def walk_directory(
+    path: str, check: DirectoryCheck, *, check_last: DirectoryCheck | None = None
+) -> tuple[Fd, str, str | None]:
     """As open_directory, but a directory `check` refuses and a link that open_directory would
     not follow are walked through and noted: the fd, the real path, and the first such problem
     (`directory /x is ...`, `/x is a symbolic link owned by ...`) or None. For a directory
     whose contents are then refused for that problem (or let through, insecure) name by name,
-    never read unless the caller was told to. OSError as open_directory."""
-    return _walk(path, check, check, strict=False)
+    never read unless the caller was told to. `check_last`, when given, is the last
+    directory's check instead of `check`. OSError as open_directory."""
+    return _walk(path, check, check if check_last is None else check_last, strict=False)
 
 
 def open_directory_at(parent: Fd, name: str, where: str) -> Fd:

@@ -5,7 +5,10 @@ The source directory is opened once, by a walk of directory fds from `/` (dirfd.
 everything below it is found from that fd: each location is opened by name with `O_NOFOLLOW`
 and checked on its fd, and names are listed from the fds, never looked up by path. An object
 is a regular file or a symbolic link named `*.o` (whether a link may be followed is decided
-when it is opened: trust.py); a location is a directory, never a link.
+when it is opened: trust.py); a location is a directory, never a link. Names starting with
+`..` are neither: the kubelet's atomic writer keeps them for itself. A source directory the
+kubelet wrote (a ConfigMap volume: root's `..data` link in it) is read through that link, from
+the version directory it names, its objects named as the volume shows them (kubelet.py).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from collections.abc import Iterator
 from types import TracebackType
 
 from bpfloader.errors import LoaderError
-from bpfloader.loader import dirfd
+from bpfloader.kernel.fd import Fd
+from bpfloader.loader import dirfd, kubelet
 from bpfloader.loader.plan import SourceObject
 from bpfloader.loader.trust import Confinement, SourceDirectory, directory_problem
 
@@ -31,9 +35,9 @@ class SourceTree:
     through (`directory()`); plan_sources closes them after its last object, `close()` (or
     `with`) for a tree not given to it."""
 
-    def __init__(self, path: str, root: SourceDirectory):
+    def __init__(self, path: str, root: SourceDirectory, real: str):
         self.path = path  # as it was given: objects are named from it
-        self.within = Confinement(os.path.abspath(path), root.real)
+        self.within = Confinement(os.path.abspath(path), real)  # real: where the walk found it
         self._directories = {"": root}
         self.objects: list[SourceObject] = []
 
@@ -72,19 +76,38 @@ def scan(source_dir: str) -> SourceTree:
     """The source directory's objects, each location opened and checked. A directory that is
     not trusted is still listed: its objects are refused one by one (or let through, insecure)."""
     try:
-        fd, real, problem = dirfd.walk_directory(source_dir, directory_problem)
+        fd, real, above = dirfd.walk_directory(
+            source_dir, directory_problem, check_last=_checked_below
+        )
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             raise LoaderError(
                 f"source directory {source_dir} does not exist or is not a directory"
             ) from e
         raise LoaderError(f"source directory {source_dir}: cannot open: {e.strerror}") from e
-    root = SourceDirectory(fd, real, problem)
-    tree = SourceTree(source_dir, root)
     try:
-        tree.add("", root)
-        for name in _locations_in(root):
-            location = _open_location(root, name)
+        if kubelet.data_link(fd) is None:
+            own = _named(real, directory_problem(os.fstat(fd.number), real))
+            return _listed(source_dir, SourceDirectory(fd, real, above or own), real)
+        with fd:
+            return _listed_volume(source_dir, fd, real, above)
+    except BaseException:
+        fd.close()
+        raise
+
+
+def _checked_below(st: os.stat_result, path: str) -> None:
+    """No check in the walk: scan checks the source directory itself, knowing what it holds."""
+    return None
+
+
+def _listed(source_dir: str, top: SourceDirectory, real: str) -> SourceTree:
+    """The objects of `top` and of its locations; `real`: the source directory's real path."""
+    tree = SourceTree(source_dir, top, real)
+    try:
+        tree.add("", top)
+        for name in _locations_in(top):
+            location = _open_location(top, name)
             if location is not None:
                 tree.add(name, location)
     except BaseException:
@@ -93,18 +116,65 @@ def scan(source_dir: str) -> SourceTree:
     return tree
 
 
+def _listed_volume(source_dir: str, volume: Fd, real: str, above: str | None) -> SourceTree:
+    """A volume the kubelet wrote, listed from the version its `..data` names (kubelet.py);
+    listed as it is, every object refused, where `..data` names no version of it."""
+    problem = above or _named(real, kubelet.volume_problem(volume, real))
+    link = dirfd.join(real, kubelet.DATA)
+    for _ in range(kubelet.TRIES):
+        target = kubelet.data_link(volume)
+        if target is None:
+            continue  # replaced as it was read
+        wrong = problem or f"{link} -> {target} names no version directory of the kubelet's volume"
+        name = kubelet.version_name(target)
+        if name is None:
+            return _refused_whole(source_dir, volume, real, wrong)
+        where = dirfd.join(real, name)
+        try:
+            fd = dirfd.open_directory_at(volume, name, where)
+        except FileNotFoundError:
+            continue  # an old version, removed by an update since `..data` was read
+        except OSError as e:
+            if e.errno in (errno.ENOTDIR, errno.ELOOP):  # a file, a link
+                return _refused_whole(source_dir, volume, real, wrong)
+            raise LoaderError(f"source directory {source_dir}: {where}: {e.strerror}") from e
+        own = _named(where, directory_problem(os.fstat(fd.number), where))
+        tree = _listed(source_dir, SourceDirectory(fd, where, problem or own), real)
+        if kubelet.data_link(volume) == target:
+            return tree  # the version `..data` still names: none of it removed
+        tree.close()
+    raise LoaderError(
+        f"source directory {source_dir}: {link} changed {kubelet.TRIES} times while it was read"
+    )
+
+
+def _refused_whole(source_dir: str, volume: Fd, real: str, problem: str) -> SourceTree:
+    """The volume listed as it shows itself (its visible names), every object refused."""
+    return _listed(source_dir, SourceDirectory(Fd(os.dup(volume.number)), real, problem), real)
+
+
+def _named(where: str, problem: str | None) -> str | None:
+    return None if problem is None else f"directory {where} is {problem}"
+
+
 def _objects_in(directory: SourceDirectory) -> list[str]:
     with os.scandir(directory.fd.number) as entries:
         return sorted(
             e.name
             for e in entries
-            if e.name.endswith(".o") and (e.is_file(follow_symlinks=False) or e.is_symlink())
+            if e.name.endswith(".o")
+            and not kubelet.is_writers(e.name)
+            and (e.is_file(follow_symlinks=False) or e.is_symlink())
         )
 
 
 def _locations_in(directory: SourceDirectory) -> list[str]:
     with os.scandir(directory.fd.number) as entries:
-        return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+        return sorted(
+            e.name
+            for e in entries
+            if e.is_dir(follow_symlinks=False) and not kubelet.is_writers(e.name)
+        )
 
 
 def _open_location(root: SourceDirectory, name: str) -> SourceDirectory | None:
@@ -115,7 +185,6 @@ def _open_location(root: SourceDirectory, name: str) -> SourceDirectory | None:
         if e.errno in _CHANGED:
             return None
         raise LoaderError(f"location {where}: cannot open: {e.strerror}") from e
-    problem = directory_problem(os.fstat(fd.number), where)
-    if problem is not None:
-        problem = f"directory {where} is {problem}"
-    return SourceDirectory(fd, where, root.problem or problem)
+    return SourceDirectory(
+        fd, where, root.problem or _named(where, directory_problem(os.fstat(fd.number), where))
+    )

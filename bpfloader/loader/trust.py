@@ -16,6 +16,9 @@ An object is refused when:
     directory anyone may add a link to one of root's objects, and flip it);
   - it is a link of root's that leads (through root's links only, every directory on the way
     checked) outside the source directory, or to a file these rules refuse.
+A volume the kubelet wrote (root's `..data` link in the source directory) is read through that
+link, and its own directory, the kubelet's 0777 one, is accepted where it is a read-only mount
+(kubelet.py says why).
 Its policy file (next to it, the same rules) is not applied when these rules refuse it: the
 object loads as it declares, with a warning (policy.py says why it is not refused).
 `--insecure-allow-untrusted` turns refusals into warnings, for development.

@@ -8,10 +8,14 @@ the loader reads.
 - a `good.policy` planted beside root's `good.o` (a file, or a link to one of root's files);
 - a location `net` flipped between a link to the source directory and one to the attacker's
   own directory (race: the replace-by-rename a sticky directory still allows its owner);
-- a source subdirectory, or a def's pin_subdir, named `bpfloader_staging`.
+- a source subdirectory, or a def's pin_subdir, named `bpfloader_staging`;
+- a `..data` link and `..` names of the attacker's, the kubelet's layout imitated (the loader
+  reads a volume the kubelet wrote through root's `..data`: kubelet.py).
 
-Each test fails on the loader before the threat model (commit 9cb7099) and passes with it; the
-races are bounded (rounds and seconds) and count the attacker's wins.
+Each test fails on the loader before the threat model (commit 9cb7099) and passes with it, but
+the last two: they fail on a loader that follows a `..data` whoever owns it (every one of root's
+objects refused: a user could fail them all) and on one that lists `..` names (17415c4's
+parent). The races are bounded (rounds and seconds) and count the attacker's wins.
 """
 
 from __future__ import annotations
@@ -277,3 +281,35 @@ def test_staging_name_as_a_pin_subdir(compile_bpf, source, load, bpffs):
     assert (bpffs / GOOD_PROGRAM).exists()
     staging = bpffs / "bpfloader_staging"
     assert not staging.exists() or not list(staging.iterdir())
+
+
+def test_planted_kubelet_layout(source, attackers_object, load, bpffs):
+    """(f) The attacker imitates a volume the kubelet wrote: their `..data` link to their own
+    version directory `..mine`, holding their object as good.o, and a visible `x.o ->
+    ..data/good.o`. Their `..data` is not followed (not root's): the directory is read as it
+    is, root's good.o loads, nothing of theirs is pinned, and their link fails alone (before
+    the scan looked for `..data`, a `..data` of root's would have been a location)."""
+    mine = source / "..mine"
+    plant(mine.mkdir)
+    write_as_attacker(mine / "good.o", attackers_object)
+    plant(lambda: (source / "..data").symlink_to("..mine"))
+    plant(lambda: (source / "x.o").symlink_to("..data/good.o"))
+    run = load()
+    assert refusal(source / "x.o", f"a symbolic link owned by uid {ATTACKER}") in (
+        run.stderr.splitlines()
+    ), run.stderr
+    pins = {p.name for p in bpffs.iterdir()}
+    assert {GOOD_MAP, GOOD_PROGRAM} <= pins
+    assert not [p for p in pins if "pwned" in p or p.startswith((".", "map_x_", "prog_x_"))], pins
+
+
+def test_planted_writer_names(source, attackers_object, load, bpffs):
+    """(g) Names starting with `..` are the kubelet's writer's: the attacker's `..x.o` and
+    `..loc/good.o` are neither objects nor a location, not even refused: only root's loads."""
+    write_as_attacker(source / "..x.o", attackers_object)
+    plant((source / "..loc").mkdir)
+    write_as_attacker(source / "..loc" / "good.o", attackers_object)
+    run = load()
+    assert run.returncode == 0, run.stderr
+    assert "..x.o" not in run.stderr and "..loc" not in run.stderr, run.stderr
+    assert {p.name for p in bpffs.iterdir()} == {GOOD_MAP, GOOD_PROGRAM, *KERNEL_ENTRIES}
