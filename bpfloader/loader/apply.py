@@ -414,8 +414,9 @@ class _ObjectWork:
         if not live.registered_by_link:
             if live.created:
                 old = self.unregistering.get(spec.name)
-                if old is not None:
-                    kmaps.delete(old.number, bytes(spec.key_size))
+                if old is not None:  # one unregistered already (bpftool's) fails nothing here
+                    with contextlib.suppress(KernelError):
+                        kmaps.delete(old.number, bytes(spec.key_size))
                 write_struct_ops(live)
                 self.registered.append(Fd(os.dup(live.fd.number)))
                 self.reporter.emit(
@@ -428,40 +429,12 @@ class _ObjectWork:
             with found:
                 info = klinks.link_info(found.number)
                 self.declared_links.add(info.id)
+                action = self._registering_link(found, info, live)
+            if action is not None:
                 owner = self.applier.root.owner_of(link_path)
-                if not live.created and info.map_id == live.info.id:
-                    return [
-                        Pin(
-                            link_path,
-                            PinKind.LINK,
-                            spec.name,
-                            info.id,
-                            owner,
-                            Action.REUSE,
-                            target=target,
-                        )
-                    ]
-                # The link at this map's link pin registers its earlier version (a state
-                # rebuilt from the pins knows no target: the pin's place says it is ours).
-                if live.created and info.type == klinks.LinkType.STRUCT_OPS and info.map_id:
-                    old = Fd(kmaps.map_fd_by_id(info.map_id))
-                    try:
-                        klinks.update_link(found.number, live.fd.number, old.number)
-                    except BaseException:
-                        old.close()
-                        raise
-                    self.updated.append((Fd(os.dup(found.number)), old))
-                    return [
-                        Pin(
-                            link_path,
-                            PinKind.LINK,
-                            spec.name,
-                            info.id,
-                            owner,
-                            Action.UPDATE,
-                            target=target,
-                        )
-                    ]
+                return [
+                    Pin(link_path, PinKind.LINK, spec.name, info.id, owner, action, target=target)
+                ]
         try:
             link = Fd(klinks.create_link(live.fd.number, 0, klinks.BPF_STRUCT_OPS))
         except KernelError as e:
@@ -477,6 +450,18 @@ class _ObjectWork:
             self._stage(link, link_path, spec.owner, replaces=found is not None)
         action = Action.REPLACE if found is not None else Action.CREATE
         return [Pin(link_path, PinKind.LINK, spec.name, ident, spec.owner, action, target=target)]
+
+    def _registering_link(self, link: Fd, info: klinks.LinkInfo, live: LiveMap) -> Action | None:
+        """What the link at a struct_ops map's link pin comes to: kept where it registers this
+        map; updated in place where this map is new and it registers an earlier version (a
+        state rebuilt from the pins knows no target: the pin's place says it is ours); None
+        where a new link is to be made."""
+        if not live.created and info.map_id == live.info.id:
+            return Action.REUSE
+        if live.created and info.type == klinks.LinkType.STRUCT_OPS and info.map_id:
+            self._swap(link, Fd(kmaps.map_fd_by_id(info.map_id)), live.fd.number)
+            return Action.UPDATE
+        return None
 
     @property
     def object_name(self) -> str:
@@ -497,9 +482,13 @@ class _ObjectWork:
     def _update(self, link: Fd, info: klinks.LinkInfo, live: LiveProgram) -> None:
         """Put `live`'s program into the link (BPF_LINK_UPDATE, only while it runs the one it
         ran), keeping what it ran for a roll back."""
-        old = Fd(kprogs.program_fd_by_id(info.prog_id))
+        self._swap(link, Fd(kprogs.program_fd_by_id(info.prog_id)), live.fd.number)
+
+    def _swap(self, link: Fd, old: Fd, new: int) -> None:
+        """BPF_LINK_UPDATE from `old` (owned from here on) to `new` (a program, or a struct_ops
+        link's map), keeping `old` for a roll back."""
         try:
-            klinks.update_link(link.number, live.fd.number, old.number)
+            klinks.update_link(link.number, new, old.number)
         except BaseException:
             old.close()
             raise
