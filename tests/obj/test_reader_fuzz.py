@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import random
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ import pytest
 from bpfloader.obj.btf import parse_btf
 from bpfloader.obj.elf import ElfObject
 from bpfloader.obj.struct_ops import SECTIONS as STRUCT_OPS_SECTIONS
-from fuzz.contract import check, kernel_btf, mutate, time_limit
+from fuzz.contract import InputTimeout, check, kernel_btf, mutate, time_limit
 from tests.core_support import core_flags, generate_vmlinux_h
 from tests.libbpf_support import libbpf_object
 
@@ -154,3 +155,15 @@ def _struct_ops_targets(data: bytes) -> list[tuple[str, int, list[int]]]:
                     near = [w[field] for w in words]
                     targets.append((what, start + 12 + 12 * i + 4 * field, near))
     return targets
+
+
+def test_the_per_input_budget_is_cpu_time():
+    """A busy input is stopped at its budget; time the process spends waiting (a busy machine
+    leaving it unscheduled, as a sleep here) is not charged to the input."""
+    started = time.process_time()
+    with pytest.raises(InputTimeout), time_limit(0.2):
+        while True:
+            pass
+    assert 0.2 <= time.process_time() - started < 1.0
+    with time_limit(0.2):
+        time.sleep(0.4)
