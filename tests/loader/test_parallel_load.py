@@ -627,8 +627,9 @@ def test_kernel_seconds_against_strace(traced_runs: dict[int, TracedRun]) -> Non
     the two agree, and a floor of 0.5x (margin for strace's microsecond rounding) holds. With
     two jobs on two CPUs, strace itself competes with the loader's threads: a thread preempted
     inside a verifier call adds wall time but no CPU time, so there the loader's figure may be
-    below strace's (seen at 0.4x) and only its being counted at all is asserted. The ceiling is
-    only asserted where one verifier-heavy PROG_LOAD dominates and with one job: the stop
+    below strace's (seen at 0.4x) and only its being counted at all is asserted; the same for
+    the small objects with one job, whose calls of a millisecond one preemption dominates. The
+    ceiling is only asserted where one verifier-heavy PROG_LOAD dominates and with one job: the stop
     overhead, tens of microseconds per call, is then a few percent, far below 3x; for objects
     of a few microsecond-calls the overhead alone can triple the figure."""
     for jobs, traced in traced_runs.items():
@@ -649,7 +650,10 @@ def test_kernel_seconds_against_strace(traced_runs: dict[int, TracedRun]) -> Non
         for name, calls in traced.per_object.items():
             measured = sum(c.seconds for c in calls)
             kernel = objects[name]["kernel_seconds"]
-            floor = 0.5 * measured if jobs == 1 else 0.0
+            # The floor only where verifier-heavy calls dominate: a call of a millisecond or
+            # two (bad_verifier's) that the machine preempts once is mostly waiting (seen at
+            # 0.19x on a busy machine), while a heavy one's CPU time stays most of its wall time.
+            floor = 0.5 * measured if jobs == 1 and name in SIDE_HEAVY else 0.0
             assert kernel > floor, (jobs, name, kernel, measured)
             if name in SIDE_HEAVY:
                 assert [c.command for c in calls] == [
