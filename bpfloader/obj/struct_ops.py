@@ -18,6 +18,7 @@ allowed while zero; sizes and kinds must agree), and for each program its `attac
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -133,19 +134,27 @@ def _programs_by_offset(
     program_at: Callable[[int, int], str | None],
     where: str,
 ) -> dict[int, str]:
-    """Section offset of each function pointer -> the program it holds."""
+    """Section offset of each function pointer -> the program it holds. Linear in the
+    relocations and the members: each variable's members indexed by offset once, the variable
+    of a relocation found by bisection."""
+    ordered = sorted(variables, key=lambda v: v[1])
+    starts = [v[1] for v in ordered]
+    members: dict[int, dict[int, Member]] = {}  # by variable (its offset): by bit offset
     found: dict[int, str] = {}
     for reloc in relocations:
         symbol = reloc.symbol
-        owner = next(
-            (v for v in variables if v[1] <= reloc.offset < v[1] + v[2].size_or_type), None
-        )
-        if owner is None:
+        at = bisect.bisect_right(starts, reloc.offset) - 1
+        owner = ordered[at] if at >= 0 else None
+        if owner is None or reloc.offset >= owner[1] + owner[2].size_or_type:
             raise ObjectFormatError(
                 f"a relocation at byte {reloc.offset} is in no struct_ops variable", section=where
             )
         name, start, struct = owner
-        member = _member_at(struct, (reloc.offset - start) * 8)
+        if start not in members:
+            members[start] = {}
+            for m in struct.members:
+                members[start].setdefault(_bitfield(struct, m.bit_offset)[1], m)
+        member = members[start].get((reloc.offset - start) * 8)
         if member is None or not _is_function_pointer(btf, member.type):
             raise ObjectFormatError(
                 f"'{name}': a relocation at byte {reloc.offset - start} is not at a function "
@@ -214,13 +223,6 @@ def _map_spec(
         btf_value_type_id=struct.id,
         struct_ops=ops,
     )
-
-
-def _member_at(struct: BtfType, bit_offset: int) -> Member | None:
-    for member in struct.members:
-        if _bitfield(struct, member.bit_offset)[1] == bit_offset:
-            return member
-    return None
 
 
 def _bitfield(struct: BtfType, raw: int) -> tuple[int, int]:
