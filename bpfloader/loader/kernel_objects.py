@@ -232,10 +232,13 @@ class KernelObjects:
 
     def _map(self, plan: MapPlan, pinned: Pinned, mode: LoadMode) -> LiveMap:
         """The pinned map where the plan found one that still fits the declaration; else a
-        new one (where a reload may recreate an incompatible one)."""
-        if plan.spec.struct_ops is not None:
-            return self._struct_ops_map(plan, pinned, mode)
-        spec = self._filled(plan.spec)
+        new one (where a reload may recreate an incompatible one). A struct_ops map holds no
+        data, only its programs: a reload's new programs always get a new one."""
+        kernel = self._struct_ops.get(plan.spec.name)  # a struct_ops map as this kernel takes it
+        if kernel is None:
+            spec = self._filled(plan.spec)
+        else:
+            spec = dataclasses.replace(plan.spec, value_size=kernel.value_size)
         existing = None if plan.action is Action.CREATE else pinned(plan.pin_path, PinKind.MAP)
         note = ""
         if existing is not None:
@@ -247,22 +250,33 @@ class KernelObjects:
             except BaseException:
                 existing.close()
                 raise
-            if not note:
+            renewed = kernel is not None and mode.replace
+            if not note and not renewed:
                 return LiveMap(plan, existing, info, created=False)
             existing.close()
+            if renewed:
+                note = note or "made anew with the new programs"
             # Read-only data holds nothing of the map's users: a new version simply replaces it.
-            if not (mode.replace and (mode.recreate or spec.frozen)):
+            elif not (mode.replace and (mode.recreate or spec.frozen)):
                 hint = " (--recreate-incompatible-maps replaces it, losing its contents)"
                 raise PlanError(
                     note + (hint if mode.replace else ""), section=self.obj.maps_section
                 )
-        fd = self.create_map(spec)
+        fd = self.create_map(spec) if kernel is None else self._create_struct_ops(spec, kernel)
         try:
             info = kmaps.map_info(fd.number)
         except BaseException:
             fd.close()
             raise
-        return LiveMap(plan, fd, info, created=True, replaces=existing is not None, note=note)
+        return LiveMap(
+            plan,
+            fd,
+            info,
+            created=True,
+            replaces=existing is not None,
+            note=note,
+            struct_ops=kernel,
+        )
 
     def _filled(self, spec: MapSpec) -> MapSpec:
         """The `.kconfig` map with its value for this kernel (the config read only for an
@@ -414,42 +428,6 @@ class KernelObjects:
             if member is not None:
                 return f"fills member '{member}', which this kernel's struct lacks"
         return None
-
-    def _struct_ops_map(self, plan: MapPlan, pinned: Pinned, mode: LoadMode) -> LiveMap:
-        """A struct_ops map holds no data, only its programs: a pinned one is kept where its
-        programs are kept (`load`), and made anew with new programs (a reload)."""
-        kernel = self._struct_ops[plan.spec.name]
-        spec = dataclasses.replace(plan.spec, value_size=kernel.value_size)
-        existing = None if plan.action is Action.CREATE else pinned(plan.pin_path, PinKind.MAP)
-        note = ""
-        if existing is not None:
-            try:
-                info = kmaps.map_info(existing.number)
-                note = incompatibility(plan.pin_path, spec, info)
-            except BaseException:
-                existing.close()
-                raise
-            if not note and not mode.replace:
-                return LiveMap(plan, existing, info, created=False)
-            existing.close()
-            if not mode.replace:
-                raise PlanError(note, section=self.obj.maps_section)
-            note = note or "made anew with the new programs"
-        fd = self._create_struct_ops(spec, kernel)
-        try:
-            info = kmaps.map_info(fd.number)
-        except BaseException:
-            fd.close()
-            raise
-        return LiveMap(
-            plan,
-            fd,
-            info,
-            created=True,
-            replaces=existing is not None,
-            note=note,
-            struct_ops=kernel,
-        )
 
     def _create_struct_ops(self, spec: MapSpec, kernel: KernelStructOps) -> Fd:
         where = struct_ops.section_of(spec)
