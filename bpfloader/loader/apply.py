@@ -43,8 +43,6 @@ from bpfloader.loader.source import PlannedObject
 from bpfloader.obj.bpftypes import PinKind
 from bpfloader.obj.ownership import Ownership
 from bpfloader.obj.spec import ObjectStyle, ProgramSpec
-from bpfloader.obj.struct_ops import section_of as struct_ops_section
-from bpfloader.obj.struct_ops import target_of as struct_ops_target
 
 
 class Applier:
@@ -192,7 +190,7 @@ class _ObjectWork:
 
     def _map(self, live: LiveMap) -> Pin:
         spec, path = live.plan.spec, live.plan.pin_path
-        target = struct_ops_target(spec)
+        target = spec.struct_ops_target
         if not live.created:
             owner = self.applier.root.owner_of(path)
             if self.applier.mode.replace and owner != spec.owner:
@@ -410,7 +408,7 @@ class _ObjectWork:
         is never without an implementation), or, for a `.struct_ops` map, by writing its value
         (a reload then unregisters the old map just before: those cannot be swapped)."""
         spec, path = live.plan.spec, live.plan.pin_path
-        target = struct_ops_target(spec)
+        target = spec.struct_ops_target
         if not live.registered_by_link:
             if live.created:
                 old = self.unregistering.get(spec.name)
@@ -439,10 +437,12 @@ class _ObjectWork:
             link = Fd(klinks.create_link(live.fd.number, 0, klinks.BPF_STRUCT_OPS))
         except KernelError as e:
             assert spec.struct_ops is not None
+            from bpfloader.obj.struct_ops import section_of
+
             raise e.explained(
                 f"struct_ops map '{spec.name}': the kernel refused to register it as a struct "
                 f"{spec.struct_ops.type_name} ({e.reason}: a name already taken?)",
-                section=struct_ops_section(spec),
+                section=section_of(spec),
             ) from e
         with link:
             ident = klinks.link_info(link.number).id

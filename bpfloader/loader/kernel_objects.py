@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bpfloader.errors import KernelError, LoaderError, PlanError, VerifierError
 from bpfloader.kernel import btf as kbtf
@@ -34,8 +35,8 @@ from bpfloader.loader.plan import (
     variant_outcome,
 )
 from bpfloader.loader.results import Action, Skipped
-from bpfloader.obj import core, kconfig, ksyms, struct_ops
 from bpfloader.obj.bpftypes import (
+    BPF_F_LINK,
     BPF_F_MMAPABLE,
     BPF_F_SLEEPABLE,
     MapType,
@@ -44,13 +45,14 @@ from bpfloader.obj.bpftypes import (
     kernel_map_flags,
     map_facts,
 )
-from bpfloader.obj.core import Resolution
-from bpfloader.obj.global_data import KCONFIG_MAP
 from bpfloader.obj.insn import calls_subprograms
-from bpfloader.obj.ksyms import KsymPatch, Ksyms
 from bpfloader.obj.relocate import relocate
 from bpfloader.obj.spec import MapSpec, ObjectSpec, ProgramSpec
-from bpfloader.obj.struct_ops import BPF_F_LINK, KernelStructOps
+
+if TYPE_CHECKING:
+    from bpfloader.obj.core import Resolution
+    from bpfloader.obj.ksyms import KsymPatch, Ksyms
+    from bpfloader.obj.struct_ops import KernelStructOps
 
 U32_MAX = 0xFFFFFFFF
 OPTIONAL_FAILED = "optional program failed to load: "
@@ -282,7 +284,12 @@ class KernelObjects:
         """The `.kconfig` map with its value for this kernel (the config read only for an
         object that has `CONFIG_*` externs); any other map as it is."""
         layout = self.obj.kconfig
-        if layout is None or spec.initial_data is not None or spec.name != KCONFIG_MAP:
+        if layout is None or spec.initial_data is not None:
+            return spec
+        from bpfloader.obj import kconfig
+        from bpfloader.obj.global_data import KCONFIG_MAP
+
+        if spec.name != KCONFIG_MAP:
             return spec
         config = None
         if layout.needs_config:
@@ -407,6 +414,8 @@ class KernelObjects:
         }
         if not specs:
             return
+        from bpfloader.obj import struct_ops
+
         try:
             kernel = kbtf.kernel_target().vmlinux
             for name, spec in specs.items():
@@ -430,6 +439,8 @@ class KernelObjects:
         return None
 
     def _create_struct_ops(self, spec: MapSpec, kernel: KernelStructOps) -> Fd:
+        from bpfloader.obj import struct_ops
+
         where = struct_ops.section_of(spec)
         if not self._btf_fd:
             raise LoaderError(
@@ -473,9 +484,11 @@ class KernelObjects:
             name = live.plan.spec.name
             missing = sorted({p for _, p in kernel.slots} - set(prog_fds))
             if missing:
+                from bpfloader.obj.struct_ops import section_of
+
                 raise LoaderError(
                     f"struct_ops map '{name}': program '{missing[0]}' is not loaded here",
-                    section=struct_ops.section_of(live.plan.spec),
+                    section=section_of(live.plan.spec),
                 )
             live.struct_ops_value = kernel.value(prog_fds)
             if live.registered_by_link:
@@ -535,6 +548,8 @@ class KernelObjects:
         has any); None where it has none."""
         if not spec.core_relos or self.obj.core is None:
             return None
+        from bpfloader.obj import core
+
         try:
             if self._core is None:
                 self._core = core.resolve(self.obj.core, kbtf.kernel_target())
@@ -621,7 +636,12 @@ class KernelObjects:
         this kernel lacks ('' for any other refusal)."""
         if not isinstance(error, VerifierError) or self.obj.core is None:
             return ""
-        found = _POISONED.findall(error.log)
+        from bpfloader.obj import core
+
+        # The verifier at an instruction CO-RE poisoned (`call 0xbad2310`): `N: (85) call
+        # unknown#...` (re keeps the compiled pattern).
+        poisoned = re.compile(rb"^(\d+): \(85\) call unknown#%d\b" % core.POISON_HELPER, re.M)
+        found = poisoned.findall(error.log)
         if not found:
             return ""
         return core.poisoned_relocation(self.obj.core, spec.core_relos, int(found[-1]))
@@ -636,6 +656,8 @@ class KernelObjects:
         found = _UNRESOLVED_CALL.findall(error.log)
         if not found:
             return ""
+        from bpfloader.obj import ksyms
+
         return ksyms.unresolved_call(spec.extern_refs, externs.patches, int(found[-1]))
 
     def _untyped_map_in_use(self, error: KernelError) -> str:
@@ -659,9 +681,7 @@ class KernelObjects:
         return f"map '{name}' holds a {needs}, which needs the map's BTF types, and {cause}"
 
 
-# The verifier at an instruction CO-RE poisoned (`call 0xbad2310`): `N: (85) call unknown#...`.
-_POISONED = re.compile(rb"^(\d+): \(85\) call unknown#%d\b" % core.POISON_HELPER, re.MULTILINE)
-# ... at a call of a __weak kfunc this kernel lacks (imm 0), which the verifier reached.
+# The verifier at a call of a __weak kfunc this kernel lacks (imm 0), which it reached.
 _UNRESOLVED_CALL = re.compile(rb"^(\d+): \(85\) call #0\b", re.MULTILINE)
 # ... at a typed `__ksym` variable whose address the kernel's kallsyms lacks.
 _NO_ADDRESS = re.compile(rb"ldimm64 failed to find the address for kernel symbol '([^']*)'")
@@ -693,6 +713,8 @@ NO_EXTERNS = ResolvedExterns({}, (), ())
 def resolve_externs(ksyms_: Ksyms) -> ResolvedExterns:
     """Resolve `ksyms_` against the running kernel: typed variables and kfuncs in its BTF
     (vmlinux's, then the modules'), typeless symbols in /proc/kallsyms."""
+    from bpfloader.obj import ksyms
+
     target = kbtf.kernel_target() if ksyms_.needs_btf else None
     addresses = None
     if ksyms_.needs_kallsyms:
@@ -724,8 +746,10 @@ def _no_address(error: KernelError) -> str:
     if found is None:
         return ""
     name = found.group(1).decode(errors="replace")
+    from bpfloader.obj.ksyms import KSYMS_SECTION
+
     return (
-        f"extern '{name}' ({ksyms.KSYMS_SECTION}): the kernel cannot find its address (a kernel "
+        f"extern '{name}' ({KSYMS_SECTION}): the kernel cannot find its address (a kernel "
         "built without CONFIG_KALLSYMS_ALL knows only the addresses of functions)"
     )
 
@@ -740,11 +764,13 @@ def write_struct_ops(live: LiveMap) -> None:
     except KernelError as e:
         ops = spec.struct_ops
         assert ops is not None
+        from bpfloader.obj.struct_ops import section_of
+
         raise e.explained(
             f"struct_ops map '{spec.name}': the kernel refused it as a struct {ops.type_name} "
             f"({e.reason}: a callback the kernel requires is missing, or a value it checks is "
             "wrong or taken, such as the name; the kernel's log says which)",
-            section=struct_ops.section_of(spec),
+            section=section_of(spec),
         ) from e
 
 

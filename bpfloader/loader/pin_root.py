@@ -425,8 +425,8 @@ class PinRoot:
         `.struct_ops` map: it holds itself registered, pinned or not, until then); one a link
         registers goes with its link's pin."""
         from bpfloader.kernel import maps as kmaps
-        from bpfloader.obj.bpftypes import MapType
-        from bpfloader.obj.struct_ops import BPF_F_LINK, KEY_SIZE
+        from bpfloader.obj.bpftypes import BPF_F_LINK, MapType
+        from bpfloader.obj.struct_ops import KEY_SIZE
 
         with (
             self.parent_of(path) as (directory, name),

@@ -146,12 +146,15 @@ BPF_PSEUDO_MAP_FD = 1  # an ld_imm64's src_reg: imm is a map's fd
 BPF_PSEUDO_MAP_VALUE = 2  # ... imm a map's fd, the second half's imm an offset in its value
 BPF_PSEUDO_CALL = 1  # a call's src_reg: bpf-to-bpf
 BPF_PSEUDO_FUNC = 4  # an ld_imm64's src_reg: the address of a function (callbacks)
+BPF_PSEUDO_BTF_ID = 3  # an ld_imm64's src_reg: imm is a kernel BTF id (a VAR or a FUNC)
+BPF_PSEUDO_KFUNC_CALL = 2  # a call's src_reg: imm is a kernel FUNC's BTF id
 R_BPF_64_64 = 1  # ld_imm64 of a symbol's address: a map reference
 R_BPF_64_32 = 10  # call to a bpf-to-bpf function
 
 # Flags the loader derives itself: from a section name (sleepable), for global data (mmapable).
 BPF_F_SLEEPABLE = 1 << 4
 BPF_F_MMAPABLE = 1 << 10
+BPF_F_LINK = 1 << 13  # a struct_ops map registered by a link, not by its update
 
 # Map flags the kernel itself changes, which a pinned map's info then shows differently from
 # the flags it was created with.

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bpfloader.errors import ObjectFormatError
+from bpfloader.obj.bpftypes import BPF_PSEUDO_BTF_ID
 from bpfloader.obj.btf import (
     BTF_VAR_GLOBAL_ALLOCATED,
     MAX_RESOLVE_DEPTH,
@@ -43,8 +44,6 @@ from bpfloader.obj.core import Budget, CoreError, TargetBtf, types_are_compat
 from bpfloader.obj.spec import ExternReference
 
 KSYMS_SECTION = ".ksyms"
-BPF_PSEUDO_BTF_ID = 3  # an ld_imm64's src_reg: imm is a kernel BTF id (a VAR or a FUNC)
-BPF_PSEUDO_KFUNC_CALL = 2  # a call's src_reg: imm is a kernel FUNC's BTF id
 BTF_FUNC_GLOBAL = 1
 DUMMY_VAR = "dummy_ksym"  # the variable libbpf adds to stand for kfuncs in `.ksyms`
 EXTERN_SLOT = 4  # bytes each extern takes in the `.ksyms` DATASEC the kernel is given

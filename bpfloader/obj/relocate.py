@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from bpfloader.errors import ObjectFormatError, PlanError
-from bpfloader.obj.bpftypes import BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, INSN_SIZE
+from bpfloader.obj.bpftypes import (
+    BPF_PSEUDO_KFUNC_CALL,
+    BPF_PSEUDO_MAP_FD,
+    BPF_PSEUDO_MAP_VALUE,
+    INSN_SIZE,
+)
 from bpfloader.obj.insn import patch
-from bpfloader.obj.ksyms import BPF_PSEUDO_KFUNC_CALL, KsymPatch
 from bpfloader.obj.spec import ProgramSpec
+
+if TYPE_CHECKING:
+    from bpfloader.obj.ksyms import KsymPatch
 
 
 def relocate(

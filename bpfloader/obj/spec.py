@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from bpfloader.obj.bpftypes import MapType, ProgType
+from bpfloader.obj.bpftypes import STRUCT_OPS_TARGET, MapType, ProgType
 from bpfloader.obj.kver import KVER_INF
 from bpfloader.obj.ownership import Ownership
 
@@ -79,6 +79,12 @@ class MapSpec:
     map_extra: int = 0
     pin_path: str = ""  # under the pin root, where the object says it whole (2026 format)
     struct_ops: StructOps | None = None  # a struct_ops map: what it implements (obj/struct_ops.py)
+
+    @property
+    def struct_ops_target(self) -> str:
+        """What a struct_ops map's pins record as their target: `struct_ops:TYPE` ('' for
+        other maps)."""
+        return STRUCT_OPS_TARGET + self.struct_ops.type_name if self.struct_ops is not None else ""
 
 
 @dataclass(frozen=True, slots=True)

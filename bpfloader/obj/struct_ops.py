@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from bpfloader.errors import LoaderError, ObjectFormatError
-from bpfloader.obj.bpftypes import STRUCT_OPS_TARGET, MapType
+from bpfloader.obj.bpftypes import BPF_F_LINK, MapType
 from bpfloader.obj.btf import Btf, BtfError, BtfType, Kind, Member
 from bpfloader.obj.elf import STT_OBJECT, Relocation, Section, Symbol
 from bpfloader.obj.ownership import Ownership
@@ -32,7 +32,6 @@ from bpfloader.obj.spec import MapSpec
 STRUCT_OPS_SECTION = ".struct_ops"
 STRUCT_OPS_LINK_SECTION = ".struct_ops.link"
 SECTIONS = (STRUCT_OPS_SECTION, STRUCT_OPS_LINK_SECTION)
-BPF_F_LINK = 1 << 13  # a struct_ops map registered by a link, not by its update
 VALUE_PREFIX = "bpf_struct_ops_"  # the kernel's map value type: bpf_struct_ops_tcp_congestion_ops
 KEY_SIZE = 4
 POINTER_SIZE = 8  # BPF's pointers are 64 bits whatever the host's
@@ -376,12 +375,6 @@ def program_attach(
 
 def _section(ops: StructOps | None) -> str:
     return STRUCT_OPS_LINK_SECTION if ops is not None and ops.link else STRUCT_OPS_SECTION
-
-
-def target_of(spec: MapSpec) -> str:
-    """What a struct_ops map's pins record as their target: `struct_ops:TYPE` ('' for other
-    maps)."""
-    return STRUCT_OPS_TARGET + spec.struct_ops.type_name if spec.struct_ops is not None else ""
 
 
 def section_of(spec: MapSpec) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 from bpfloader.errors import LoaderError, ObjectFormatError
 from bpfloader.obj import struct_ops
-from bpfloader.obj.bpftypes import MapType, ProgType
+from bpfloader.obj.bpftypes import BPF_F_LINK, MapType, ProgType
 from bpfloader.obj.btf import Btf, Kind
 from bpfloader.obj.elf import ElfObject
 from bpfloader.obj.object_btf import read_object_btf
@@ -128,7 +128,7 @@ def test_a_variable_of_the_section_is_a_map_of_its_struct(compile_bpf, section):
     spec = read(build(compile_bpf, section=section))
     (ops,) = [m for m in spec.maps if m.struct_ops is not None]
     assert (ops.name, ops.type, ops.key_size, ops.max_entries) == ("ops", MapType.STRUCT_OPS, 4, 1)
-    assert ops.flags == (struct_ops.BPF_F_LINK if section.endswith(".link") else 0)
+    assert ops.flags == (BPF_F_LINK if section.endswith(".link") else 0)
     assert ops.struct_ops is not None
     assert ops.struct_ops.type_name == "my_ops"
     assert ops.struct_ops.link is section.endswith(".link")
