@@ -235,9 +235,12 @@ def install_loader(tree: Path, venv: Path) -> Loader:
     if not (venv / "bin" / "pip").exists():
         _quiet(["/usr/bin/python3", "-m", "venv", str(venv)])
     with tempfile.TemporaryDirectory(prefix="bpfloader-bench-src-") as copy:
-        # From a copy: a build in the tree would leave build/ and *.egg-info behind.
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy(tree / name, copy)
+        # From a copy: a build in the tree would leave build/ and *.egg-info behind. What the
+        # build reads: setup.py and LICENSE where the tree has them (setup.py gives the license
+        # since the package has one; an older tree has neither).
+        for name in ("pyproject.toml", "README.md", "setup.py", "LICENSE"):
+            if name in ("pyproject.toml", "README.md") or (tree / name).exists():
+                shutil.copy(tree / name, copy)
         shutil.copytree(
             tree / "bpfloader",
             Path(copy) / "bpfloader",
