@@ -68,8 +68,10 @@ fuzz-symbols: setup
 		-runs=$(FUZZ_RUNS) -print_final_stats=1 $(FUZZ_ARGS)
 
 # `make bench [BENCH_ARGS="--rounds 11 --json build/bench/result.json --profile"]`: bpfloader
-# against a loop of `bpftool prog loadall` on a generated corpus (bench/README.md); root, a
-# minute or two. `--no-floor` measures a loader without `load --stats-json`.
+# against a one-process C loader on libbpf (bench/libbpf_loader.c, built by the bench; needs
+# libbpf-dev) and a loop of `bpftool prog loadall`, on a generated corpus, with the issue's
+# targets (bench/README.md); root, a minute or two. `--no-floor` measures a loader without
+# `load --stats-json`.
 BENCH_ARGS ?=
 bench: setup
 	.venv/bin/python bench/load_bench.py $(BENCH_ARGS)

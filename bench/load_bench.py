@@ -1,37 +1,40 @@
 #!/usr/bin/env python3
-"""bpfloader against a loop of `bpftool prog loadall`, on the same corpus, in one run.
+"""bpfloader against a one-process libbpf loader and a loop of `bpftool prog loadall`.
 
     sudo .venv/bin/python bench/load_bench.py [--rounds 7] [--no-floor] [--json PATH] [--profile]
     make bench [BENCH_ARGS="--rounds 11 --json build/bench/result.json"]
 
 Builds the corpus (bench/corpus.py: libbpf-style objects, half tiny and half verifier-heavy,
-plus the etc/bpf examples), checks that both loaders load every object, then for --rounds
-rounds, alternating which runner goes first, measures in fresh private bpffs mounts (under a
-temporary directory, unmounted after; the host's /sys/fs/bpf, /etc/bpf and /run/bpfloader are
-never touched):
+plus the etc/bpf examples), checks that bpftool and bpfloader load every object, then for
+--rounds rounds, rotating which runner goes first, measures in fresh private bpffs mounts
+(under a temporary directory, unmounted after; the host's /sys/fs/bpf, /etc/bpf and
+/run/bpfloader are never touched):
 
   bpfloader   one cold `bpfloader load --dir SET` process, the way boot runs it (a private
               --state-dir, --log-target console, output captured to files)
+  libbpf      one process of bench/libbpf_loader.c (built into build/bench/) over all the
+              set's objects, with as many threads as bpfloader loads objects at once
   bpftool     one `bpftool prog loadall OBJ PINDIR pinmaps MAPDIR` process per object, in turn
 
 for the whole corpus (`all`) and each half alone, the etc/bpf examples (bpfloader only: libbpf
 1.1 refuses Android's legacy `maps` section), unchanged `bpfloader reload`s after the `all`
-load (three, the median kept), and `python -c pass` (the interpreter's own start). The loader
-is the tree installed with pip into a venv of its own (--editable: the development venv's
-editable install). Every process is started through a
-small C launcher (bench/rusage_exec.c) that times it from fork to reaping and reports its
-rusage from wait4: user+sys CPU and peak RSS (the bpftool loop sums wall and CPU over its
-processes and takes the largest RSS). The kernel floor is the time the loader spent inside
-BPF_MAP_CREATE/BPF_PROG_LOAD/BPF_BTF_LOAD, from `bpfloader load --stats-json`; --no-floor
-measures a loader without that option (the "before" figures).
+load (three, the median kept), and `python -c pass` (the interpreter's own start, in every
+round: the targets set the loader against it round by round). The loader is the tree
+installed with pip into a venv of its own (--editable: the development venv's editable
+install). Every process is started through a small C launcher (bench/rusage_exec.c) that
+times it from fork to reaping and reports its rusage from wait4: user+sys CPU and peak RSS
+(the bpftool loop sums wall and CPU over its processes and takes the largest RSS). The
+kernel floor is the time the loader spent inside BPF_MAP_CREATE/BPF_PROG_LOAD/BPF_BTF_LOAD,
+from `bpfloader load --stats-json`; --no-floor measures a loader without that option.
 
 Then, outside the timed rounds: --trace-runs runs under `strace -f --seccomp-bpf -ttt -T -e
 trace=execve,bpf` (only those two syscalls stop the tracee, so the rest runs at full speed)
-give the time from the process's execve to its first bpf() call, the bpf() calls by command,
-an outside measure of the same floor, and any child process the loader spawns; one
-`python -X importtime -m bpfloader load` gives the import breakdown; --profile adds a cProfile
-of one load. Python children run with a bytecode cache of their own (build/bench/pycache), as
-an installed package has its .pyc files.
+of each runner give the time from the process's execve to its first bpf() call, the bpf()
+calls by command, an outside measure of the same floor, and any child process the loader
+spawns; one `python -X importtime -m bpfloader load` gives the import breakdown; --profile
+adds a cProfile of one load. Python children run with a bytecode cache of their own
+(build/bench/pycache), as an installed package has its .pyc files. Last, the issue's targets,
+measured.
 """
 
 from __future__ import annotations
@@ -73,12 +76,6 @@ from corpus import (
 
 PYTHON = REPO / ".venv" / "bin" / "python"
 FLOOR_COMMANDS = ("BPF_MAP_CREATE", "BPF_PROG_LOAD", "BPF_BTF_LOAD")
-TARGETS = {  # what the lead chases (issue 9)
-    "wall bpfloader/bpftool, all": 1.0,
-    "wall/floor bpfloader, heavy": 1.3,
-    "unchanged reload / full load": 0.10,
-    "peak RSS MB, full load": 60.0,
-}
 
 # ---- processes ------------------------------------------------------------------------------
 
@@ -106,6 +103,18 @@ class Child:
 
 
 LAUNCHER_SOURCE = Path(__file__).resolve().with_name("rusage_exec.c")
+PEER_SOURCE = Path(__file__).resolve().with_name("libbpf_loader.c")
+PEER_LIBRARIES = ("-lbpf", "-lpthread")
+
+
+def build_c(source: Path, binary: Path, libraries: Sequence[str] = ()) -> Path:
+    """BINARY compiled from SOURCE, again only when the source is newer."""
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    cc = shutil.which("cc") or shutil.which("clang") or "cc"
+    subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), str(source), *libraries], check=True)
+    return binary
 
 
 class Launcher:
@@ -113,16 +122,8 @@ class Launcher:
     command's own wall time (fork to reaping), CPU and peak RSS."""
 
     def __init__(self, binary: Path, work: Path) -> None:
-        self.binary = binary
+        self.binary = build_c(LAUNCHER_SOURCE, binary)
         self.result = work / "rusage.txt"
-        self._build()
-
-    def _build(self) -> None:
-        if self.binary.exists() and self.binary.stat().st_mtime >= LAUNCHER_SOURCE.stat().st_mtime:
-            return
-        cc = shutil.which("cc") or shutil.which("clang") or "cc"
-        argv = [cc, "-O2", "-Wall", "-o", str(self.binary), str(LAUNCHER_SOURCE)]
-        subprocess.run(argv, check=True)
 
     def run(
         self,
@@ -185,9 +186,10 @@ class Mounts:
             self.release(point)
 
 
-def count_pins(pin_root: Path, bpftool: bool) -> int:
-    """Programs pinned: bpfloader's `prog_*` pins, or the files in bpftool's `p_*` dirs."""
-    if bpftool:
+def count_pins(pin_root: Path, runner: str) -> int:
+    """Programs pinned: the files in bpftool's `p_*` dirs, or the `prog_*` pins of bpfloader
+    (in any subdirectory but its staging one) and of the libbpf peer (all at the top)."""
+    if runner == "bpftool":
         return sum(len(os.listdir(d)) for d in pin_root.glob("p_*"))
     found = 0
     for _, dirs, files in os.walk(pin_root):
@@ -212,7 +214,7 @@ class Set:
     directory: Path
     objects: list[Path]
     programs: int
-    bpftool: bool = True  # bpftool can load it
+    libbpf: bool = True  # libbpf 1.1 loads it: the bpftool loop and the C peer run on it too
 
 
 @dataclass(frozen=True)
@@ -235,9 +237,12 @@ def install_loader(tree: Path, venv: Path) -> Loader:
     if not (venv / "bin" / "pip").exists():
         _quiet(["/usr/bin/python3", "-m", "venv", str(venv)])
     with tempfile.TemporaryDirectory(prefix="bpfloader-bench-src-") as copy:
-        # From a copy: a build in the tree would leave build/ and *.egg-info behind.
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy(tree / name, copy)
+        # From a copy: a build in the tree would leave build/ and *.egg-info behind. What the
+        # build reads: setup.py and LICENSE where the tree has them (setup.py gives the license
+        # since the package has one; an older tree has neither).
+        for name in ("pyproject.toml", "README.md", "setup.py", "LICENSE"):
+            if name in ("pyproject.toml", "README.md") or (tree / name).exists():
+                shutil.copy(tree / name, copy)
         shutil.copytree(
             tree / "bpfloader",
             Path(copy) / "bpfloader",
@@ -265,9 +270,12 @@ class Harness:
         launcher: Launcher,
         floor: bool,
         loader: Loader,
+        peer: Path,
         load_args: Sequence[str] = (),
     ) -> None:
         self.work = work
+        self.peer = peer  # bench/libbpf_loader, built
+        self.peer_threads: dict[str, int] = {}  # set -> its -j (choose_peer_threads)
         self.loader = loader
         self.mounts = mounts
         self.spawn = launcher.run
@@ -311,7 +319,7 @@ class Harness:
         self._check_summary(s, summary, out, err)
         if command == "load":
             sample.prog_load = _prog_load_seconds(summary)
-            if count_pins(pin_root, bpftool=False) != s.programs:
+            if count_pins(pin_root, "bpfloader") != s.programs:
                 self._fail(f"bpfloader: {s.name}: not {s.programs} programs pinned", out, err)
         if floor:
             read_stats(stats, sample)
@@ -335,13 +343,48 @@ class Harness:
             if child.status != 0:
                 self._fail(f"bpftool {obj} exited {child.status}", out)
             children.append(child)
-        if count_pins(pin_root, bpftool=True) != s.programs:
+        if count_pins(pin_root, "bpftool") != s.programs:
             self._fail(f"bpftool: {s.name}: not {s.programs} programs pinned", out)
         return Sample(
             sum(c.wall for c in children),
             sum(c.cpu for c in children),
             max(c.rss_mb for c in children),
         )
+
+    def peer_argv(self, s: Set, pin_root: Path) -> list[str]:
+        return [str(self.peer), "-j", str(self.peer_threads[s.name]), str(pin_root)] + [
+            str(o) for o in s.objects
+        ]
+
+    def libbpf(self, s: Set, pin_root: Path) -> Sample:
+        """One libbpf peer process over all the set's objects, checked as bpfloader is: exit 0
+        and every program pinned."""
+        out, err = self.work / "libbpf.out", self.work / "libbpf.err"
+        child = self.spawn(self.peer_argv(s, pin_root), out, err)
+        if child.status != 0:
+            self._fail(f"libbpf peer: {s.name}: exited {child.status}", out, err)
+        if count_pins(pin_root, "libbpf") != s.programs:
+            self._fail(f"libbpf peer: {s.name}: not {s.programs} programs pinned", out, err)
+        return Sample(child.wall, child.cpu, child.rss_mb)
+
+    def choose_peer_threads(self, sets: Sequence[Set]) -> str:
+        """The peer's threads per set: as many as bpfloader loads objects at once, from the
+        `total.jobs` of an untimed bpfloader load of the set with --stats-json (the rounds'
+        runs come in any order, so it is learnt before them); without it, os.cpu_count().
+        Returns how they were chosen, for the header."""
+        learnt: dict[str, int | None] = {}
+        for s in sets if self.floor else ():
+            with self.mounts.one(f"jobs_{s.name}") as pin_root:
+                learnt[s.name] = self.bpfloader(s, pin_root, self.state_dir()).jobs
+        jobs = {name: n for name, n in learnt.items() if n is not None}
+        if len(jobs) == len(sets):
+            how = "bpfloader's jobs (total.jobs of an untimed load with --stats-json)"
+        else:
+            jobs = {s.name: os.cpu_count() or 1 for s in sets}
+            why = "its --stats-json has no total.jobs" if self.floor else "--no-floor"
+            how = f"os.cpu_count() ({why})"
+        self.peer_threads = jobs
+        return ", ".join(f"{name} -j {n}" for name, n in jobs.items()) + f": {how}"
 
     def python_start(self) -> Sample:
         child = self.spawn([str(self.loader.python), "-c", "pass"], self.work / "python.out")
@@ -383,28 +426,43 @@ Samples = dict[str, list[Sample]]  # "set/runner" -> one sample per round
 class Results:
     rounds: int
     samples: Samples = field(default_factory=dict)
+    peer_threads: dict[str, int] = field(default_factory=dict)  # set -> the libbpf peer's -j
 
     def add(self, key: str, sample: Sample) -> None:
         self.samples.setdefault(key, []).append(sample)
 
 
+RUNNERS = ("bpfloader", "libbpf", "bpftool")
+PYTHON_KEY = "python -c pass/python"  # the samples of `python -c pass`, one per round
+
+
+def runner_order(s: Set, shift: int) -> list[str]:
+    """The set's runners, the list rotated by SHIFT. With shift = round + set index, the three
+    sets libbpf loads (consecutive) take the three rotations in every round: each runner goes
+    first (and second, and last) once a round, and on each set in turn from round to round."""
+    runners = list(RUNNERS) if s.libbpf else ["bpfloader"]
+    k = shift % len(runners)
+    return runners[k:] + runners[:k]
+
+
 def one_round(h: Harness, sets: list[Set], r: int, results: Results) -> None:
-    """Every set with both runners, the first runner alternating with the round and the set."""
+    """Every set with each of its runners in the order of runner_order, then `python -c pass`
+    (its per-round sample is what the interpreter's start costs in that round)."""
     for i, s in enumerate(sets):
-        runners: list[str] = ["bpfloader", "bpftool"] if s.bpftool else ["bpfloader"]
-        if (r + i) % 2:
-            runners.reverse()
-        for runner in runners:
+        for runner in runner_order(s, r + i):
             with h.mounts.one(f"{s.name}_{runner}") as pin_root:
                 if runner == "bpftool":
                     results.add(f"{s.name}/bpftool", h.bpftool_loop(s, pin_root))
+                    continue
+                if runner == "libbpf":
+                    results.add(f"{s.name}/libbpf", h.libbpf(s, pin_root))
                     continue
                 state = h.state_dir()
                 results.add(f"{s.name}/bpfloader", h.bpfloader(s, pin_root, state))
                 if s.name == "all":
                     reloads = [h.bpfloader(s, pin_root, state, "reload") for _ in range(RELOADS)]
                     results.add("reload/bpfloader", median_sample(reloads))
-    results.add("python -c pass/python", h.python_start())
+    results.add(PYTHON_KEY, h.python_start())
 
 
 # An unchanged reload is a tenth of a full load: a busy spell of the machine shows in a tenth of
@@ -418,7 +476,7 @@ def median_sample(samples: list[Sample]) -> Sample:
 
 
 def run_rounds(h: Harness, sets: list[Set], rounds: int) -> Results:
-    results = Results(rounds)
+    results = Results(rounds, peer_threads=dict(h.peer_threads))
     for r in range(rounds):
         started = time.perf_counter()
         one_round(h, sets, r, results)
@@ -525,9 +583,13 @@ def merge(traces: list[Trace]) -> Trace:
 def traced(h: Harness, s: Set, runner: str) -> Trace:
     log = h.work / "strace.txt"
     with h.mounts.one(f"trace_{runner}") as pin_root:
-        if runner == "bpfloader":
-            argv = strace_argv(log, h.load_argv(s, pin_root, h.state_dir()))
-            _traced_run(h, argv)
+        if runner != "bpftool":
+            argv = (
+                h.load_argv(s, pin_root, h.state_dir())
+                if runner == "bpfloader"
+                else h.peer_argv(s, pin_root)
+            )
+            _traced_run(h, strace_argv(log, argv))
             return parse_strace(log.read_text())
         traces = []
         for obj in s.objects:
@@ -542,13 +604,17 @@ def _traced_run(h: Harness, argv: Sequence[str]) -> None:
         raise SystemExit(f"bench: {' '.join(argv)} exited {child.status}")
 
 
+TRACED_SETS = ("all", "heavy")
+
+
 def trace_all(h: Harness, sets: dict[str, Set], runs: int) -> dict[str, list[Trace]]:
-    traces: dict[str, list[Trace]] = {}
+    """RUNS traced runs of each runner on each of TRACED_SETS, in the rounds' rotating order;
+    keyed "set/runner" in the table's order."""
+    traces: dict[str, list[Trace]] = {f"{n}/{r}": [] for n in TRACED_SETS for r in RUNNERS}
     for r in range(runs):
-        for name in ("all", "heavy"):
-            runners = ["bpfloader", "bpftool"] if r % 2 == 0 else ["bpftool", "bpfloader"]
-            for runner in runners:
-                traces.setdefault(f"{name}/{runner}", []).append(traced(h, sets[name], runner))
+        for i, name in enumerate(TRACED_SETS):
+            for runner in runner_order(sets[name], r + i):
+                traces[f"{name}/{runner}"].append(traced(h, sets[name], runner))
     return traces
 
 
@@ -662,15 +728,22 @@ def med(samples: list[Sample], get: Callable[[Sample], float | None]) -> float |
     return statistics.median(values) if values else None
 
 
+def per_round(
+    value: Callable[[tuple[Sample, ...]], float | None], *columns: list[Sample]
+) -> float | None:
+    """The median over rounds of VALUE of each round's samples, one from each column (the runs
+    of one round are close in time, so a slow spell on the machine touches all of them)."""
+    values = [v for row in zip(*columns, strict=True) if (v := value(row)) is not None]
+    return statistics.median(values) if values else None
+
+
+def _ratio(x: float | None, y: float | None) -> float | None:
+    return x / y if x is not None and y else None
+
+
 def paired(a: list[Sample], b: list[Sample], get: Callable[[Sample], float | None]) -> float | None:
-    """The median over rounds of a/b within each round (the runs of one round are adjacent, so
-    a slow spell on the machine touches both sides)."""
-    ratios = []
-    for x, y in zip(a, b, strict=True):
-        vx, vy = get(x), get(y)
-        if vx is not None and vy:
-            ratios.append(vx / vy)
-    return statistics.median(ratios) if ratios else None
+    """The median over rounds of a/b within each round."""
+    return per_round(lambda row: _ratio(get(row[0]), get(row[1])), a, b)
 
 
 def _wall_over_floor(s: Sample) -> float | None:
@@ -729,14 +802,20 @@ def table(results: Results, sets: dict[str, Set]) -> list[str]:
     for name, s in sets.items():
         loader = results.samples[f"{name}/bpfloader"]
         lines.append(_row(name, "bpfloader", loader))
-        if s.bpftool:
-            tool = results.samples[f"{name}/bpftool"]
+        if s.libbpf:
+            peer, tool = results.samples[f"{name}/libbpf"], results.samples[f"{name}/bpftool"]
+            lines.append(_row(name, f"libbpf C, 1 proc, -j{results.peer_threads[name]}", peer))
             lines.append(_row(name, f"bpftool x{len(s.objects)}", tool))
+            lines.append(_ratio_row(name, "bpfloader/libbpf", loader, peer, rss=True))
             lines.append(_ratio_row(name, "bpfloader/bpftool", loader, tool, rss=True))
     reload, full = results.samples["reload/bpfloader"], results.samples["all/bpfloader"]
     lines.append(_row("reload", "unchanged, after all", reload))
     lines.append(_ratio_row("reload", "reload/full load", reload, full, rss=False))
-    lines.append(_row("python", "-c pass", results.samples["python -c pass/python"]))
+    lines.append(_row("python", "-c pass", results.samples[PYTHON_KEY]))
+    lines.append(
+        "libbpf C: bench/libbpf_loader.c, one process that opens, loads and pins every object "
+        "of the set with libbpf, -jN threads taking the next object (N: see the header)"
+    )
     jobs = {x.jobs for x in full if x.jobs is not None}
     if jobs and max(jobs) > 1:
         lines.append(
@@ -782,7 +861,7 @@ def trace_table(traces: dict[str, list[Trace]], runs: int) -> list[str]:
                 ", ".join(children) or "-",
             )
         )
-    for key in ("all/bpfloader", "all/bpftool"):
+    for key in (f"all/{runner}" for runner in RUNNERS):
         calls = sorted(traces[key][0].calls.items())
         lines.append(f"bpf() calls, {key}: " + ", ".join(f"{c[4:]} {n}" for c, n in calls))
     return lines
@@ -802,26 +881,100 @@ def import_table(imports: Imports) -> list[str]:
     return lines
 
 
-def targets(results: Results, traces: dict[str, list[Trace]]) -> list[str]:
-    """The issue's targets, measured: value, target, met or not (`?` without the floor)."""
-    full, tool = results.samples["all/bpfloader"], results.samples["all/bpftool"]
-    heavy = results.samples["heavy/bpfloader"]
-    strace_floor = statistics.median(t.floor for t in traces["heavy/bpfloader"])
-    values: dict[str, float | None] = {
-        "wall bpfloader/bpftool, all": paired(full, tool, lambda x: x.wall),
-        "wall/floor bpfloader, heavy": med(heavy, _wall_over_floor),
-        "unchanged reload / full load": paired(
-            results.samples["reload/bpfloader"], full, lambda x: x.wall
+@dataclass(frozen=True)
+class Target:
+    """A target of the issue, measured."""
+
+    name: str
+    value: float | None  # None: this run could not measure it (a loader without the floor)
+    limit: float  # met when value <= limit
+
+    @property
+    def verdict(self) -> str:
+        if self.value is None:
+            return "?"
+        return "met" if self.value <= self.limit else "NOT met"
+
+
+def _wall(x: Sample) -> float:
+    return x.wall
+
+
+def issue_targets(samples: Samples, traces: dict[str, list[Trace]]) -> list[Target]:
+    """Issue 21's targets: against the libbpf peer and the interpreter's bare start, each a
+    median of per-round ratios (the start to the first bpf() call: median of the traced runs).
+    On the tiny set, what bpfloader spends beyond `python -c pass` of the same round, against
+    the peer's whole run: the interpreter's start is a floor no Python loader goes under."""
+    python = samples[PYTHON_KEY]
+
+    def wall_ratio(a: str, b: str) -> float | None:
+        return paired(samples[a], samples[b], _wall)
+
+    beyond_start = per_round(
+        lambda row: _ratio(row[0].wall - row[1].wall, row[2].wall),
+        samples["tiny/bpfloader"],
+        python,
+        samples["tiny/libbpf"],
+    )
+    first_bpf = statistics.median(t.start_to_first_bpf for t in traces["all/bpfloader"])
+    return [
+        Target(
+            "heavy: wall bpfloader / libbpf", wall_ratio("heavy/bpfloader", "heavy/libbpf"), 1.1
         ),
-        "peak RSS MB, full load": med(full, lambda x: x.rss_mb),
-    }
-    lines = ["targets"]
-    for name, limit in TARGETS.items():
-        value = values[name]
-        verdict = "?" if value is None else ("met" if value <= limit else "NOT met")
-        lines.append(f"  {name:32} {_f(value, digits=2)}  <= {limit:<6} {verdict}")
-    heavy_wall = med(heavy, lambda x: x.wall)
-    if values["wall/floor bpfloader, heavy"] is None and heavy_wall is not None:
+        Target("all: wall bpfloader / libbpf", wall_ratio("all/bpfloader", "all/libbpf"), 1.1),
+        Target("tiny: (bpfloader - python) / libbpf", beyond_start, 3.0),
+        Target("etc_bpf: bpfloader / python", wall_ratio("etc_bpf/bpfloader", PYTHON_KEY), 3.0),
+        Target("unchanged reload / python", wall_ratio("reload/bpfloader", PYTHON_KEY), 2.0),
+        Target("start to first bpf(), all, ms", first_bpf * MS, 25.0),
+    ]
+
+
+def earlier_targets(samples: Samples) -> list[Target]:
+    """Issue 9's targets, against the bpftool loop and the kernel floor."""
+    full, heavy = samples["all/bpfloader"], samples["heavy/bpfloader"]
+    return [
+        Target(
+            "all: wall bpfloader / bpftool loop", paired(full, samples["all/bpftool"], _wall), 1.0
+        ),
+        Target("heavy: wall / floor", med(heavy, _wall_over_floor), 1.3),
+        Target(
+            "unchanged reload / full load", paired(samples["reload/bpfloader"], full, _wall), 0.10
+        ),
+        Target("peak RSS MB, all", med(full, lambda x: x.rss_mb), 60.0),
+    ]
+
+
+def peak_rss(samples: Samples) -> dict[str, float | None]:
+    """Peak RSS (MB, median over the rounds) of a load of the whole corpus, per runner."""
+    return {runner: med(samples[f"all/{runner}"], lambda x: x.rss_mb) for runner in RUNNERS}
+
+
+TARGET_ROW = "  {:38} {:>8}  <= {:<6} {}"
+
+
+def targets(results: Results, traces: dict[str, list[Trace]]) -> list[str]:
+    """The targets, measured: value, limit, met or not (`?` without the floor)."""
+
+    def rows(measured: list[Target]) -> list[str]:
+        return [
+            TARGET_ROW.format(t.name, _f(t.value, digits=3, width=8), t.limit, t.verdict)
+            for t in measured
+        ]
+
+    samples = results.samples
+    rss = peak_rss(samples)
+    lines = [
+        "targets (issue 21; medians of per-round ratios of wall times; python: `python -c pass`)",
+        *rows(issue_targets(samples, traces)),
+        "  peak RSS MB, all (no limit): "
+        + ", ".join(f"{runner} {_f(mb, width=1)}" for runner, mb in rss.items()),
+        "earlier targets (issue 9: against the bpftool loop and the kernel floor)",
+        *rows(earlier_targets(samples)),
+    ]
+    heavy = samples["heavy/bpfloader"]
+    heavy_wall = med(heavy, _wall)
+    if med(heavy, _wall_over_floor) is None and heavy_wall is not None:
+        strace_floor = statistics.median(t.floor for t in traces["heavy/bpfloader"])
         lines.append(
             f"  (no --stats floor: heavy wall / strace floor = {heavy_wall / strace_floor:.2f}, "
             "an outside estimate)"
@@ -846,12 +999,14 @@ def make_sets(corpus: Corpus, checked: CheckResult) -> dict[str, Set]:
 
 
 def header(
-    rounds: int, floor: bool, checked: CheckResult, busy: str | None, loader: str
+    rounds: int, floor: bool, checked: CheckResult, busy: str | None, loader: str, peer: str
 ) -> list[str]:
     lines = [
         f"bpfloader bench: kernel {platform.release()}, {os.cpu_count()} CPUs, "
-        f"bpftool {_bpftool_version()}; median of {rounds} rounds, order alternating",
+        f"bpftool {_bpftool_version()}; median of {rounds} rounds, the runner going first "
+        "rotating with the round and the set",
         f"loader: {loader}",
+        f"libbpf peer: {peer}",
         "floor: "
         + (
             "bpfloader --stats-json (kernel_seconds)"
@@ -862,6 +1017,15 @@ def header(
     if busy:
         lines.append(f"note: {busy}")
     return lines + format_check(checked).splitlines()
+
+
+def describe_peer(binary: Path, threads: str) -> str:
+    done = subprocess.run(["pkg-config", "--modversion", "libbpf"], capture_output=True, text=True)
+    version = done.stdout.strip() if done.returncode == 0 else "?"
+    return (
+        f"{binary} (bench/{PEER_SOURCE.name} on libbpf {version}), one process over all of a "
+        f"set's objects; {threads}"
+    )
 
 
 def _bpftool_version() -> str:
@@ -975,7 +1139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         sets = make_sets(corpus, checked)
         launcher = Launcher(corpus_dir.parent / "rusage_exec", work)
-        h = Harness(work, mounts, launcher, floor, loader, args.load_arg)
+        peer = build_c(PEER_SOURCE, corpus_dir.parent / "libbpf_loader", PEER_LIBRARIES)
+        h = Harness(work, mounts, launcher, floor, loader, peer, args.load_arg)
+        threads = h.choose_peer_threads([s for s in sets.values() if s.libbpf])
         results = run_rounds(h, list(sets.values()), args.rounds)
         print("bench: traced runs and imports", file=sys.stderr)
         traces = trace_all(h, sets, args.trace_runs)
@@ -994,6 +1160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             checked,
             busy,
             describe_loader(loader_tree or REPO, loader, args.load_arg),
+            describe_peer(peer, threads),
         ),
         "",
         *table(results, sets),
@@ -1027,6 +1194,14 @@ def write_json(
         "floor": floor,
         "corpus": checked.figures,
         "samples": {k: [asdict(s) for s in v] for k, v in results.samples.items()},
+        "peer_threads": results.peer_threads,
+        "targets": [
+            {**asdict(t), "verdict": t.verdict} for t in issue_targets(results.samples, traces)
+        ],
+        "earlier_targets": [
+            {**asdict(t), "verdict": t.verdict} for t in earlier_targets(results.samples)
+        ],
+        "peak_rss_mb": peak_rss(results.samples),
         "traces": {
             k: [{**asdict(t), "calls": dict(t.calls)} for t in v] for k, v in traces.items()
         },
