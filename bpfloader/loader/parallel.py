@@ -10,15 +10,13 @@ share) are applied one after the other, in that order, as a single-threaded run 
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from bpfloader.journal import Event, Reporter
 from bpfloader.loader.results import ObjectResult
 from bpfloader.loader.source import PlannedObject
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
 
 DEFAULT_MAX_JOBS = 4  # beyond this, boot gains little and the verifiers' memory adds up
 
@@ -33,9 +31,6 @@ class EventBuffer:
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
-
-
-Done = tuple[ObjectResult, EventBuffer]
 
 
 def default_jobs() -> int:
@@ -60,36 +55,109 @@ def apply_all(
         if all_planned is not None:
             all_planned(plans)
         return [apply_one(plan, reporter) for plan in plans]
-    from concurrent.futures import ThreadPoolExecutor  # only when there is something to share
-
-    def run(plan: PlannedObject, after: list[Future[Done]]) -> Done:
-        for earlier in after:
-            earlier.exception()  # wait; its failure is its own, reported with its result
-        events = EventBuffer()
-        return apply_one(plan, events), events
-
-    last_user: dict[str, Future[Done]] = {}
-    futures = []
-    planned = []
-    # Tasks start in submission order, so an object only ever waits for one already running.
-    with ThreadPoolExecutor(jobs, thread_name_prefix="bpfloader-load") as pool:
-        for plan in plans:
-            paths = pin_paths(plan)
-            after = list({id(f): f for p in paths if (f := last_user.get(p))}.values())
-            future = pool.submit(run, plan, after)
-            for path in paths:
-                last_user[path] = future
-            futures.append(future)
-            planned.append(plan)
+    queue = _Queue()
+    workers = [
+        threading.Thread(target=_work, args=(queue, apply_one), name=f"bpfloader-load-{n}")
+        for n in range(jobs)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        tasks = _submitted(plans, queue)
         if all_planned is not None:
-            all_planned(planned)
+            all_planned([task.plan for task in tasks])
         results = []
-        for future in futures:
-            result, events = future.result()
-            for event in events.events:
+        for task in tasks:
+            result = task.outcome()
+            for event in task.events.events:
                 reporter.emit(event)
             results.append(result)
-    return results
+        return results
+    finally:
+        # Whatever happened (planning failed, an object raised), every object queued is
+        # applied to its end before this returns: none is left half done by the run's exit.
+        queue.close()
+        for worker in workers:
+            worker.join()
+
+
+def _submitted(plans: Iterable[PlannedObject], queue: _Queue) -> list[_Task]:
+    """Each plan as a task on the queue as soon as it is made, after the earlier tasks that
+    touch one of its pins."""
+    tasks: list[_Task] = []
+    last_user: dict[str, _Task] = {}
+    for plan in plans:
+        paths = pin_paths(plan)
+        after = list({id(t): t for p in paths if (t := last_user.get(p))}.values())
+        task = _Task(plan, after)
+        for path in paths:
+            last_user[path] = task
+        tasks.append(task)
+        queue.put(task)
+    queue.close()  # the workers end once every task is taken
+    return tasks
+
+
+class _Task:
+    """One object to apply, after the earlier ones it shares a pin with; its result or error,
+    and the events it made, for the thread that reports them in order."""
+
+    def __init__(self, plan: PlannedObject, after: list[_Task]):
+        self.plan = plan
+        self.after = after
+        self.events = EventBuffer()
+        self.done = threading.Event()
+        self.result: ObjectResult | None = None
+        self.error: BaseException | None = None
+
+    def run(self, apply_one: ApplyOne) -> None:
+        try:
+            for earlier in self.after:
+                earlier.done.wait()  # its failure is its own, reported with its result
+            self.result = apply_one(self.plan, self.events)
+        except BaseException as e:  # raised in the reporting thread, as it would be alone
+            self.error = e
+        finally:
+            self.done.set()
+
+    def outcome(self) -> ObjectResult:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class _Queue:
+    """Tasks in submission order, taken by the workers; a task only ever waits for one taken
+    before it, so no worker waits for a task nobody runs."""
+
+    def __init__(self) -> None:
+        self._tasks: deque[_Task] = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def put(self, task: _Task) -> None:
+        with self._ready:
+            self._tasks.append(task)
+            self._ready.notify()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def take(self) -> _Task | None:
+        """The next task; None once the queue is closed and empty."""
+        with self._ready:
+            while not self._tasks and not self._closed:
+                self._ready.wait()
+            return self._tasks.popleft() if self._tasks else None
+
+
+def _work(queue: _Queue, apply_one: ApplyOne) -> None:
+    while (task := queue.take()) is not None:
+        task.run(apply_one)
 
 
 def pin_paths(planned: PlannedObject) -> set[str]:
