@@ -711,7 +711,9 @@ def userspace_boot() -> float:
 
 def critical_chain(*units: str) -> str:
     """systemd-analyze critical-chain (of the default target, or of `units`) on one line: the
-    chain's units from the last one back, ' | ' between them."""
+    chain's units from the last one back, ' | ' between them. It follows only units that became
+    active within the boot: the chain of a unit started after it goes back to the boot's units
+    (the peer's names basic.target, not bpfloader-boot-same.service, which it runs after)."""
     out = run("systemd-analyze", "critical-chain", "--no-pager", *units)
     chain = [x.strip() for x in out.splitlines() if x.strip() and not x.startswith("The time ")]
     if not chain or not all(chain[0].startswith(f"{u} ") for u in units):
