@@ -1,11 +1,14 @@
 """The boot test's Debian image, built once and cached outside the repository in two layers.
 
 - base (slow, ~2 min): debootstrap bookworm minbase with systemd, Python and the Debian packages
-  bpfloader needs, plus the Debian kernel; keyed by the recipe below.
+  bpfloader needs (and libbpf1, for the C peer), plus the Debian kernel; keyed by the recipe
+  below.
 - project (fast, ~30 s): a copy of the base with bpfloader's Debian package installed (built by
   scripts/build-deb, what `make deb` runs; its maintainer scripts enable bpfloader.service and
   update the journal catalog), the guest side of the test, and /etc/bpf filled with objects
-  compiled on the host with our header; made into an ext4 image; keyed by the base, the package's
+  compiled on the host with our header; beside them the reference set (libbpf-style objects of
+  the benchmark corpus) and the C peer that loads it (bench/libbpf_loader.c, compiled on the host
+  against libbpf 1.1, the guest's); made into an ext4 image; keyed by the base, the package's
   bytes (the build is reproducible: the same tree gives the same .deb) and every other input.
 
 Both live under BPFLOADER_BOOT_CACHE (default /var/cache/bpfloader-boot); a changed project
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from bench.corpus import heavy_source, tiny_source
 from bpfloader.build import build
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +46,7 @@ BASE_PACKAGES = [
     "udev",
     "python3",
     "kmod",
+    "libbpf1",  # the C peer's library (bench/libbpf_loader.c): bookworm's 1.1, as on the host
 ]
 KERNEL_PACKAGES = ["linux-image-amd64", "initramfs-tools"]
 # A second kernel, older than 5.19: there kernel.unprivileged_bpf_disabled refuses every bpf()
@@ -72,12 +77,24 @@ LIBBPF_OBJECTS = [
         "usr/share/bpfloader-boot-test/ksyms/ksyms_module.o",
     ),
 ]
+# The reference set: libbpf-style objects of the benchmark corpus, from its generator
+# (bench/corpus.py): small ones (8 programs of distinct types, BTF-defined maps and global data
+# each) and verifier-heavier ones (bounded loops, 10^4..10^5 instructions verified each). Once the
+# boot has finished, the checker has bpfloader and the C peer load exactly this set, one after
+# the other (bpfloader-boot-same.service, bpfloader-boot-peer.service).
+REFERENCE_TINY, REFERENCE_HEAVY = 4, 2
+REFERENCE_DIR = "usr/share/bpfloader-boot-test/reference"
+REFERENCE_LIST = "usr/share/bpfloader-boot-test/reference.env"  # the peer's OBJECTS
+PEER_SOURCE = REPO / "bench/libbpf_loader.c"
+PEER = "usr/share/bpfloader-boot-test/libbpf_loader"
 GUEST_UNITS = [
     "bpfloader-boot-reader.service",
     "bpfloader-boot-bpfprogram.service",
     "bpfloader-boot-check.service",
     "bpfloader-boot-critical.service",
 ]
+# Installed, not enabled: the checker starts them after the boot.
+REFERENCE_UNITS = ["bpfloader-boot-same.service", "bpfloader-boot-peer.service"]
 # The old-kernel policy, opted into as an administrator would.
 DEFAULTS = 'BPFLOADER_OPTIONS="--lower-unprivileged-bpf-disabled"\n'
 
@@ -136,7 +153,7 @@ def base_key() -> str:
 def project_key(base: Path, deb: Path) -> str:
     digest = hashlib.sha256(base.name.encode())
     digest.update(hashlib.sha256(deb.read_bytes()).digest())
-    files = [GUEST, Path(__file__)]
+    files = [GUEST, Path(__file__), REPO / "bench/corpus.py", PEER_SOURCE]
     files += [source for source, _ in (*OBJECTS, *LIBBPF_OBJECTS)]
     for path in sorted(_files_under(files)):
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
@@ -287,14 +304,37 @@ def _install_project(root: Path, deb: Path, objects: Path, steps: Steps) -> None
         (built,) = build([str(source)], str(objects), flags)
         (root / target).parent.mkdir(parents=True, exist_ok=True)
         shutil.move(built, root / target)
+    _install_reference(root, objects / "reference", steps)
     for script in ("check.py", "reader.py"):
         shutil.copy(GUEST / script, root / "usr/share/bpfloader-boot-test" / script)
     shutil.copy(GUEST / "boot_attached.policy", root / "etc/bpf/boot_attached.policy")
-    for unit in GUEST_UNITS:
+    for unit in (*GUEST_UNITS, *REFERENCE_UNITS):
         shutil.copy(GUEST / unit, root / "etc/systemd/system" / unit)
     steps.run("systemctl", f"--root={root}", "enable", *GUEST_UNITS)
     _write(root / "etc/fstab", "/dev/vda / ext4 rw 0 1\n")
     _write(root / "etc/hostname", "bpfloader-boot\n")
+
+
+def _install_reference(root: Path, work: Path, steps: Steps) -> None:
+    """The reference set, generated and compiled as the benchmark's corpus is (with BTF), the
+    list of its objects for the peer's unit, and the peer itself, linked against the host's
+    libbpf 1.1 (the guest's libbpf1 is the same release)."""
+    sources = []
+    for name, count, make in (
+        ("tiny", REFERENCE_TINY, tiny_source),
+        ("heavy", REFERENCE_HEAVY, heavy_source),
+    ):
+        for index in range(count):
+            source = work / f"{name}_{index:02d}.c"
+            _write(source, make(index)[0])
+            sources.append(str(source))
+    target = root / REFERENCE_DIR
+    target.mkdir(parents=True)
+    for built in build(sources, str(work / "objects")):
+        shutil.move(built, target)
+    guest = sorted(f"/{REFERENCE_DIR}/{obj.name}" for obj in target.glob("*.o"))
+    _write(root / REFERENCE_LIST, f'OBJECTS="{" ".join(guest)}"\n')
+    steps.run("cc", "-O2", "-Wall", "-o", str(root / PEER), str(PEER_SOURCE), "-lbpf", "-lpthread")
 
 
 def install_deb(root: Path, deb: Path, steps: Steps) -> None:

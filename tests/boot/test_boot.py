@@ -8,6 +8,13 @@ lines. A second boot adds a failing critical object; a third boots the same imag
 5.10 kernel, where the old-kernel policy has to lower kernel.unprivileged_bpf_disabled for the
 consumer to read its map. The boots run side by side. The image is cached outside the repository
 (tests/boot/image.py); a warm run takes a few minutes, a cold one a few more.
+
+The main boot also measures bpfloader at boot against the strongest peer: once the boot has
+finished, bpfloader and a one-process C loader on libbpf (bench/libbpf_loader.c) load the same
+libbpf-style objects, one after the other, each from a unit of its own; the checker reports the
+critical chains and blame times of bpfloader.service and of those units, bpfloader's time over the
+peer's on that set, and bpfloader.service's share of the userspace boot. _record prints them (run
+pytest with -s) beside every finding; they are figures for the note, not bounds.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ MAIN_CHECKS = [
     "units_verify",  # systemd-analyze verify is clean for our units
     "security",  # systemd-analyze security's exposure stays in bounds
     "blame",  # bpfloader.service appears in systemd-analyze blame
+    "peer_reference",  # the C peer loaded the set bpfloader did (pins counted); figures collected
     "reload",  # `systemctl reload bpfloader` pins an added object
     "path_unit",  # bpfloader.path off by default; on, it reloads on a change in /etc/bpf
     "remount",  # with /sys/fs/bpf unmounted, a restart mounts it again and pins
@@ -143,8 +151,9 @@ def _tail(path: Path, lines: int) -> str:
 
 
 def _record(boots: dict[str, Boot]) -> None:
-    """What the note quotes (wall times, blame, exposure) and every finding; printed (pytest -s)
-    and kept in the cache directory as last-boot.txt."""
+    """What the note quotes (wall times, blame, exposure, critical chains, bpfloader over the C
+    peer, the loader's share of the userspace boot) and every finding; printed (pytest -s) and
+    kept in the cache directory as last-boot.txt."""
     lines = []
     for name, result in boots.items():
         lines.append(f"{name} boot: {result.seconds:.0f} s wall")

@@ -74,8 +74,8 @@ class Failed(Exception):
     pass
 
 
-def run(*cmd: str, ok: tuple[int, ...] = (0,)) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+def run(*cmd: str, ok: tuple[int, ...] = (0,), timeout: float = 120) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if done.returncode not in ok:
         raise Failed(f"`{' '.join(cmd)}` exited {done.returncode}: {done.stderr.strip()[-500:]}")
     return done.stdout + done.stderr
@@ -185,12 +185,12 @@ def check_loader_unit() -> str:
             ExecMainStatus="0",
         )
     except Failed as e:
-        raise Failed(f"{e}; its journal: {loader_journal()}") from None
+        raise Failed(f"{e}; its journal: {unit_journal()}") from None
     return "bpfloader.service active (exited), status 0"
 
 
-def loader_journal(lines: int = 15) -> str:
-    out = run("journalctl", "-b", "-u", "bpfloader.service", "-o", "cat", "--no-pager")
+def unit_journal(name: str = "bpfloader.service", lines: int = 15) -> str:
+    out = run("journalctl", "-b", "-u", name, "-o", "cat", "--no-pager")
     return " | ".join(out.strip().splitlines()[-lines:])
 
 
@@ -199,7 +199,7 @@ def loader_run(verb: str) -> None:
     try:
         run("systemctl", verb, "bpfloader.service")
     except Failed as e:
-        raise Failed(f"{e}; its journal: {loader_journal()}") from None
+        raise Failed(f"{e}; its journal: {unit_journal()}") from None
 
 
 def bpffs_problem() -> str | None:
@@ -376,7 +376,7 @@ def check_declared_attachments() -> str:
     checker's among them), and each link is pinned and logged."""
     problems = pin_problems([(name, 0, ADM, 0o440) for name in DECLARED_LINKS])
     if problems:
-        raise Failed("; ".join(problems) + f"; the loader said: {loader_journal()}")
+        raise Failed("; ".join(problems) + f"; the loader said: {unit_journal()}")
     logged = journal("SYSLOG_IDENTIFIER=bpfloader", f"MESSAGE_ID={PROGRAM_ATTACHED}")
     if len(logged) < len(DECLARED_LINKS):
         raise Failed(f"{len(logged)} attachments logged, want {len(DECLARED_LINKS)}")
@@ -586,15 +586,165 @@ def check_security() -> str:
 def check_blame() -> str:
     """Once the boot has finished (this unit is Type=exec: it does not hold it up)."""
     run("systemctl", "is-system-running", "--wait", ok=(0, 1))
-    out = run("systemd-analyze", "blame", "--no-pager")
-    line = next(
-        (x.strip() for x in out.splitlines() if x.strip().endswith(" bpfloader.service")), ""
-    )
-    if not line:
-        raise Failed("bpfloader.service not in systemd-analyze blame")
+    line = blame_line(run("systemd-analyze", "blame", "--no-pager"), "bpfloader.service")
     report("INFO", "blame", line)
     report("INFO", "boot", run("systemd-analyze", "time").splitlines()[0])
     return line
+
+
+def blame_line(blame: str, name: str) -> str:
+    line = next((x.strip() for x in blame.splitlines() if x.strip().endswith(f" {name}")), "")
+    if not line:
+        raise Failed(f"{name} not in systemd-analyze blame")
+    return line
+
+
+# -- bpfloader beside the C peer ------------------------------------------------------------
+
+REFERENCE = f"{DATA}/reference"  # libbpf-style objects of the benchmark corpus
+REFERENCE_LIST = f"{DATA}/reference.env"  # OBJECTS="...": the peer's, in bpfloader's order
+PEER = f"{DATA}/libbpf_loader"  # bench/libbpf_loader.c
+REFERENCE_ROOT = Path("/run/bpfloader-boot-reference")  # same/, peer/: a bpffs each
+SAME_UNIT, PEER_UNIT = "bpfloader-boot-same.service", "bpfloader-boot-peer.service"
+
+
+def check_peer_reference() -> str:
+    """bpfloader and the C peer (bench/libbpf_loader.c, one process on libbpf) load the same
+    libbpf-style objects, one after the other, each into a bpffs of its own, once the boot has
+    finished (the units say why then); the figures for the note: the critical chains and blame
+    times of bpfloader.service and of the two units, bpfloader's time over the peer's on that
+    set, and bpfloader.service's share of the userspace boot. It fails only if the peer did not
+    load every object as bpfloader did or a figure is missing: no performance bound here (the
+    benchmark has those)."""
+    from bpfloader.loader.parallel import default_jobs
+
+    run("systemctl", "is-system-running", "--wait", ok=(0, 1))
+    objects = sorted(str(p) for p in Path(REFERENCE).glob("*.o"))
+    listed = Path(REFERENCE_LIST).read_text().split("=", 1)[1].strip().strip('"').split()
+    if not objects or listed != objects:
+        raise Failed(f"the peer's list {listed} is not the set's objects {objects}")
+    command = unit(PEER_UNIT, "ExecStart")["ExecStart"]
+    threads = int(match.group(1)) if (match := re.search(r" -j (\d+) ", command)) else 0
+    if threads != default_jobs():
+        raise Failed(f"the peer runs {threads} thread(s), bpfloader {default_jobs()} job(s) here")
+    with reference_bpffs("same", "peer") as (same, peer):
+        warm_up(objects)
+        run("systemctl", "start", SAME_UNIT, PEER_UNIT, ok=(0, 1), timeout=900)
+        for name in (SAME_UNIT, PEER_UNIT):
+            try:
+                expect_unit(name, Result="success", ExecMainStatus="0")
+            except Failed as e:
+                raise Failed(f"{e}; its journal: {unit_journal(name)}") from None
+        made = pins_per_object(same)
+        # map_STEM_NAME and prog_STEM_NAME (a fresh bpffs may hold the kernel's own
+        # maps.debug and progs.debug: CONFIG_BPF_PRELOAD)
+        peer_pins = [pin for pin in os.listdir(peer) if pin.startswith(("map_", "prog_"))]
+    problems = []
+    for stem, want in made.items():
+        got = sum(pin.startswith((f"map_{stem}_", f"prog_{stem}_")) for pin in peer_pins)
+        if got != want:
+            problems.append(f"{stem}: the peer pinned {got}, bpfloader {want}")
+    if len(peer_pins) != sum(made.values()):
+        problems.append(f"the peer pinned {len(peer_pins)} in all, bpfloader {sum(made.values())}")
+    if problems:
+        raise Failed("; ".join(problems))
+    return reference_figures(len(objects), sum(made.values()), threads)
+
+
+@contextlib.contextmanager
+def reference_bpffs(*names: str) -> Iterator[list[Path]]:
+    """A bpffs at REFERENCE_ROOT/NAME for each name (the units' pin roots), unmounted after."""
+    mounted = []
+    try:
+        for name in names:
+            (REFERENCE_ROOT / name).mkdir(parents=True)
+            run("mount", "-t", "bpf", "bpf", str(REFERENCE_ROOT / name))
+            mounted.append(REFERENCE_ROOT / name)
+        yield mounted
+    finally:
+        for path in mounted:
+            run("umount", str(path))
+
+
+def warm_up(objects: list[str]) -> None:
+    """Both loads find what they read in the page cache, so that neither pays the other's cold
+    reads: the objects, and the peer's binary and libraries (run for its usage message: exit 2).
+    bpfloader's interpreter and modules are there already (bpfloader.service, this checker)."""
+    for obj in objects:
+        Path(obj).read_bytes()
+    run(PEER, ok=(2,))
+
+
+def pins_per_object(pin_root: Path) -> dict[str, int]:
+    """What bpfloader made of each object of the set (`bpfloader status`): its maps and programs,
+    one pin each. Every object must have loaded."""
+    where = ["--dir", REFERENCE, "--pin-root", str(pin_root)]
+    where += ["--state-dir", str(REFERENCE_ROOT / "same-state")]
+    objects = json.loads(run("bpfloader", "status", "--json", *where))["objects"]
+    failed = [f"{o['path']}: {o['status']}" for o in objects if o["status"] != "loaded"]
+    if failed or not objects:
+        raise Failed(f"bpfloader's load of the set: {failed or 'no objects'}")
+    return {Path(o["path"]).stem: len(o["maps"]) + len(o["programs"]) for o in objects}
+
+
+def activation(name: str) -> float:
+    """A unit's time from leaving inactive to active, in seconds: what systemd-analyze blame
+    shows, to the microsecond."""
+    stamps = unit(name, "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic")
+    start = int(stamps.get("InactiveExitTimestampMonotonic") or 0)
+    end = int(stamps.get("ActiveEnterTimestampMonotonic") or 0)
+    if not 0 < start <= end:
+        raise Failed(f"{name}: no activation times: {stamps}")
+    return (end - start) / 1e6
+
+
+def userspace_boot() -> float:
+    """systemd-analyze time's userspace figure, in seconds: from PID 1's start to the boot's end."""
+    out = run("systemctl", "show", "-p", "UserspaceTimestampMonotonic,FinishTimestampMonotonic")
+    stamps = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    start = int(stamps.get("UserspaceTimestampMonotonic") or 0)
+    end = int(stamps.get("FinishTimestampMonotonic") or 0)
+    if not 0 < start < end:
+        raise Failed(f"no userspace boot time: {stamps}")
+    return (end - start) / 1e6
+
+
+def critical_chain(*units: str) -> str:
+    """systemd-analyze critical-chain (of the default target, or of `units`) on one line: the
+    chain's units from the last one back, ' | ' between them. It follows only units that became
+    active within the boot: the chain of a unit started after it goes back to the boot's units
+    (the peer's names basic.target, not bpfloader-boot-same.service, which it runs after)."""
+    out = run("systemd-analyze", "critical-chain", "--no-pager", *units)
+    chain = [x.strip() for x in out.splitlines() if x.strip() and not x.startswith("The time ")]
+    if not chain or not all(chain[0].startswith(f"{u} ") for u in units):
+        raise Failed(f"systemd-analyze critical-chain {' '.join(units)} said: {out.strip()}")
+    return " | ".join(chain)
+
+
+def reference_figures(objects: int, pins: int, threads: int) -> str:
+    """The figures for the note, as INFO lines; the PASS line's summary."""
+    report("INFO", "critical_chain", critical_chain())
+    for key, name in (
+        ("critical_chain_bpfloader", "bpfloader.service"),
+        ("critical_chain_same_set", SAME_UNIT),
+        ("critical_chain_peer", PEER_UNIT),
+    ):
+        report("INFO", key, critical_chain(name))
+    blame = run("systemd-analyze", "blame", "--no-pager")
+    for key, name in (("blame_same_set", SAME_UNIT), ("blame_peer", PEER_UNIT)):
+        report("INFO", key, blame_line(blame, name))
+    same, peer = activation(SAME_UNIT), activation(PEER_UNIT)
+    loader, userspace = activation("bpfloader.service"), userspace_boot()
+    ratio = (
+        f"bpfloader {same:.3f} s / C peer {peer:.3f} s = {same / peer:.2f} "
+        f"({objects} objects, {pins} pins, {threads} thread(s) each)"
+    )
+    share = (
+        f"bpfloader.service {loader:.3f} s of {userspace:.3f} s userspace: {loader / userspace:.1%}"
+    )
+    report("INFO", "same_set_ratio", ratio)
+    report("INFO", "loader_share", share)
+    return f"the peer pinned all {pins}, as bpfloader; {ratio}; {share}"
 
 
 # -- the critical variant -------------------------------------------------------------------
@@ -658,6 +808,7 @@ MAIN = [
     check_units_verify,
     check_security,
     check_blame,  # before the checks below change the unit (the restart would be blamed)
+    check_peer_reference,  # after only_rejected_failed, which counts this boot's `loaded` events
     check_reload,
     check_path_unit,
     check_remount,
