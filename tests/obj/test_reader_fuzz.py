@@ -164,6 +164,9 @@ def test_the_per_input_budget_is_cpu_time():
     with pytest.raises(InputTimeout), time_limit(0.2):
         while True:
             pass
-    assert 0.2 <= time.process_time() - started < 1.0
+    # About the budget: the kernel checks process CPU timers at its ticks, against the runtime
+    # it last accounted, so the signal may come a few ms before clock_gettime's 0.2 s (a CI
+    # run saw 0.1977 s): not early by more than a tick or two, nor late.
+    assert 0.15 <= time.process_time() - started < 1.0
     with time_limit(0.2):
         time.sleep(0.4)
