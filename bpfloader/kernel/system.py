@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import gzip
 import os
 import re
 import resource
@@ -64,6 +63,8 @@ def kernel_config() -> str:
     for path in kernel_config_paths():
         try:
             if path.endswith(".gz"):
+                import gzip  # only for `__kconfig` externs: not on every boot's path
+
                 with gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape") as f:
                     return f.read()
             with open(path, encoding="utf-8", errors="surrogateescape") as f:
