@@ -475,6 +475,7 @@ def _options(args: argparse.Namespace) -> LoadOptions:
         max_map_memory=getattr(args, "max_map_memory", None),
         max_run_map_memory=getattr(args, "max_run_map_memory", None),
         jobs=getattr(args, "jobs", 0),
+        # load and reload's object cache; none for the commands that take no --cache-dir
         cache_dir=None if getattr(args, "no_cache", True) else args.cache_dir,
     )
 
