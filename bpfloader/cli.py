@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bpfloader.errors import LoaderError, one_line
 from bpfloader.journal import Priority, open_reporter
+from bpfloader.locations import DEFAULT_CACHE_DIR
 from bpfloader.version import ANDROID_API_LEVEL, ANDROID_API_LEVELS, __version__
 
 if TYPE_CHECKING:
@@ -391,6 +392,7 @@ def _define_load(parser: _ArgumentParser, *, reloading: bool = False) -> None:
         metavar="N",
         help="objects loaded at once (default: one per CPU, at most 4; 1: one by one)",
     )
+    _add_cache(parser)
     _add_access(parser)
     _add_platform(parser)
     out = parser.add_argument_group("output")
@@ -419,6 +421,23 @@ def _define_load(parser: _ArgumentParser, *, reloading: bool = False) -> None:
             help="replace a pinned map whose definition changed (its contents are lost) "
             "instead of failing its object",
         )
+
+
+def _add_cache(parser: _ArgumentParser) -> None:
+    cache = parser.add_argument_group("the object cache")
+    cache.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        default=DEFAULT_CACHE_DIR,
+        help="where each object's parsed form is kept between runs, so that unchanged objects "
+        "are not parsed again (default %(default)s; used only when root's and writable by no "
+        "one else; deleting it is always safe)",
+    )
+    cache.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="parse every object; the object cache is neither read nor written",
+    )
 
 
 def _define_reload(parser: _ArgumentParser) -> None:
@@ -456,6 +475,8 @@ def _options(args: argparse.Namespace) -> LoadOptions:
         max_map_memory=getattr(args, "max_map_memory", None),
         max_run_map_memory=getattr(args, "max_run_map_memory", None),
         jobs=getattr(args, "jobs", 0),
+        # load and reload's object cache; none for the commands that take no --cache-dir
+        cache_dir=None if getattr(args, "no_cache", True) else args.cache_dir,
     )
 
 

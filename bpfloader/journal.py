@@ -67,6 +67,7 @@ class MessageId(StrEnum):
     LINK_STALE = "821c6d536a8a4078ac64502f381d1e77"
     STRUCT_OPS_REGISTERED = "404788ec1f444b11a37619b5288a3235"
     PINS_STALE = "b9081dff4d324f9985b776b62b1d3024"
+    OBJECT_CACHE_UNUSED = "07f538f004ad476bb42eb9f88d67ca52"
 
 
 FieldValue = str | int | bytes

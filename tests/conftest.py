@@ -117,20 +117,37 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 RUN_COMMANDS = ("load", "reload", "unload")
+CACHING_COMMANDS = ("load", "reload")  # what takes --cache-dir and --no-cache
 
 
 @pytest.fixture
-def bpfloader_cli(state_dir: Path) -> Callable[..., Run]:
+def cache_dir(tmp_path: Path) -> Path:
+    """The test's own stand-in for /var/cache/bpfloader (the object cache; made by the loader)."""
+    return tmp_path / "cache-bpfloader"
+
+
+def with_cache_dir(argv: list[str], cache: Path) -> list[str]:
+    """`argv` of a bpfloader command, given the object cache `cache` where it runs a load or a
+    reload that names no cache of its own (--cache-dir, --no-cache): never the host's."""
+    named = any(arg == "--no-cache" or arg.startswith("--cache-dir") for arg in argv)
+    if argv[:1] and argv[0] in CACHING_COMMANDS and not named:
+        return [*argv, "--cache-dir", str(cache)]
+    return argv
+
+
+@pytest.fixture
+def bpfloader_cli(state_dir: Path, cache_dir: Path) -> Callable[..., Run]:
     """Run `python -m bpfloader ARGS` as a real process.
 
     Runs report on the console (stderr) unless the test names a --log-target: whether a
     journal happens to run on the machine must not change what a test reads. They keep their
     state in the test's `state_dir` unless the test names a --state-dir: never in the host's
-    /run/bpfloader.
+    /run/bpfloader; and their object cache in the test's `cache_dir` unless the test names
+    one (or --no-cache): never in the host's /var/cache/bpfloader.
     """
 
     def run(*args: str | Path, check: bool = False) -> Run:
-        argv = [str(a) for a in args]
+        argv = with_cache_dir([str(a) for a in args], cache_dir)
         if (
             argv[:1]
             and argv[0] in (*RUN_COMMANDS, "status", "attach")

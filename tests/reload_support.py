@@ -17,7 +17,7 @@ from typing import Any
 from bpfloader.kernel import maps as kmaps
 from bpfloader.kernel import pins as kpins
 from bpfloader.kernel import programs as kprogs
-from tests.conftest import REPO, Run
+from tests.conftest import REPO, Run, with_cache_dir
 
 HASH = 1  # enum bpf_map_type
 SWITCH = "tracepoint_sched_sched_switch"
@@ -107,8 +107,9 @@ def bpf_calls(trace: str) -> Counter[str]:
 def traced(trace_file: Path, state_dir: Path, *args: str | Path) -> tuple[Run, Counter[str]]:
     """Run `bpfloader ARGS` under `strace -f -e trace=bpf`: its result and its bpf(2) calls.
 
-    strace exits with the status of the program it traced."""
-    argv = [str(a) for a in args]
+    strace exits with the status of the program it traced. Its object cache is beside the state
+    directory (conftest's `cache_dir`, for the `state_dir` fixture)."""
+    argv = with_cache_dir([str(a) for a in args], state_dir.parent / "cache-bpfloader")
     done = subprocess.run(
         [
             "strace",

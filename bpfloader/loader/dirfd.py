@@ -45,14 +45,35 @@ class LinkRefused(UntrustedError):
 
 
 def open_directory(
-    path: str, check: DirectoryCheck | None, *, check_last: DirectoryCheck | None = None
+    path: str,
+    check: DirectoryCheck | None,
+    *,
+    check_last: DirectoryCheck | None = None,
+    make: int | None = None,
 ) -> tuple[Fd, str]:
     """Open the directory at `path` by a walk from `/`; its fd and the real path it was found
     at. `check` is applied to every directory on the way, `/` included, and to the last one
-    unless `check_last` is given for it. Raises UntrustedError for a directory a check refuses
-    or a link that may not be followed (LinkRefused), OSError (with the path) for one that
-    cannot be opened (ELOOP beyond MAX_LINKS links)."""
-    fd, real, _ = _walk(path, check, check if check_last is None else check_last, strict=True)
+    unless `check_last` is given for it. With `make`, a missing last directory is made with
+    that mode, in its parent as opened by the same walk (the parent must exist). Raises
+    UntrustedError for a directory a check refuses or a link that may not be followed
+    (LinkRefused), OSError (with the path) for one that cannot be opened or made (ELOOP beyond
+    MAX_LINKS links)."""
+    last = check if check_last is None else check_last
+    try:
+        fd, real, _ = _walk(path, check, last, strict=True)
+    except FileNotFoundError:
+        if make is None:
+            raise
+        above, name = os.path.split(os.path.abspath(path))
+        parent, where = open_directory(above, check)
+        with parent:
+            try:
+                os.mkdir(name, make, dir_fd=parent.number)
+            except FileExistsError:
+                pass  # made meanwhile: opened and checked as any other
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, join(where, name)) from e
+        fd, real, _ = _walk(path, check, last, strict=True)
     return fd, real
 
 

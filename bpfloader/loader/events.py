@@ -160,6 +160,18 @@ def unprivileged_bpf(priority: Priority, message: str, sysctl: str, value: str) 
     )
 
 
+def object_cache_unused(cache_dir: str, why: str, *, refused: bool) -> Event:
+    """`why`: `not used: <why>` or `not written: <why>`. `refused`: by the trust rule (a
+    warning); else the directory could not be opened, made or written (a notice). Either way
+    the run goes on without it."""
+    return _event(
+        MessageId.OBJECT_CACHE_UNUSED,
+        Priority.WARNING if refused else Priority.NOTICE,
+        f"object cache {cache_dir}: {why}; objects are read and parsed as without it",
+        BPF_CACHE_DIR=cache_dir,
+    )
+
+
 # -- an object ----------------------------------------------------------------------------------
 
 

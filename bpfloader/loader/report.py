@@ -130,8 +130,20 @@ def _status_line(obj: ObjectResult) -> str:
 def stats(run: RunResult) -> dict[str, object]:
     """`load --stats-json`: where the time went, per object and in total (format 1).
 
-    kernel_seconds is the time inside BPF_MAP_CREATE, BPF_PROG_LOAD and BPF_BTF_LOAD: the floor.
-    Objects load side by side, so their times can add up to more than wall_seconds."""
+        {"format": 1,
+         "objects": [{"path": str, "status": "loaded" | "skipped" | "failed",
+                      "parse_seconds": float, "kernel_seconds": float, "pin_seconds": float,
+                      "cache": "hit" | "miss" | null}],
+         "total": {"parse_seconds": float, "kernel_seconds": float, "pin_seconds": float,
+                   "wall_seconds": float, "jobs": int,
+                   "cache_hits": int, "cache_misses": int}}
+
+    parse_seconds is reading the object, taking its spec (from the object cache, or parsing
+    it) and planning it. kernel_seconds is the time inside BPF_MAP_CREATE, BPF_PROG_LOAD and
+    BPF_BTF_LOAD: the floor. Objects load side by side, so their times can add up to more than
+    wall_seconds. `cache`: the object's spec came from the object cache (hit), or was parsed
+    and stored there (miss); null when the cache was not asked (--no-cache, an object a reload
+    left alone, one that could not be read). cache_hits and cache_misses count them."""
     objects = [
         {
             "path": obj.path,
@@ -139,6 +151,7 @@ def stats(run: RunResult) -> dict[str, object]:
             "parse_seconds": obj.timings.parse,
             "kernel_seconds": obj.timings.kernel,
             "pin_seconds": obj.timings.pin,
+            "cache": _CACHE[obj.read.cached],
         }
         for obj in run.objects
     ]
@@ -151,8 +164,13 @@ def stats(run: RunResult) -> dict[str, object]:
             "pin_seconds": sum(o.timings.pin for o in run.objects),
             "wall_seconds": run.wall_seconds,
             "jobs": run.jobs,
+            "cache_hits": sum(o.read.cached is True for o in run.objects),
+            "cache_misses": sum(o.read.cached is False for o in run.objects),
         },
     }
+
+
+_CACHE = {True: "hit", False: "miss", None: None}  # SourceRead.cached, as stats() says it
 
 
 def format_stats(run: RunResult) -> str:
@@ -167,7 +185,12 @@ def format_stats(run: RunResult) -> str:
         lines.append(
             f"{name:{width}}  {t.parse * 1e3:9.2f}  {t.kernel * 1e3:9.2f}  {t.pin * 1e3:9.2f}"
         )
-    lines.append(f"wall {run.wall_seconds * 1e3:.2f} ms, {run.jobs} job(s)")
+    wall = f"wall {run.wall_seconds * 1e3:.2f} ms, {run.jobs} job(s)"
+    looked_up = [o.read.cached for o in run.objects if o.read.cached is not None]
+    if looked_up:
+        hits = sum(looked_up)
+        wall += f"; object cache: {hits} hits, {len(looked_up) - hits} misses"
+    lines.append(wall)
     return "\n".join(lines)
 
 

@@ -5,10 +5,11 @@ records the state (state.py) and, for a reload, removes the pins of objects no l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,7 @@ from bpfloader.version import ANDROID_API_LEVEL, LOADER_VERSION
 
 if TYPE_CHECKING:
     from bpfloader.loader.apply import Applier
+    from bpfloader.loader.object_cache import ObjectCache
 
 DEFAULT_SOURCE_DIR = "/etc/bpf"
 DEFAULT_LOCK_TIMEOUT = 120.0
@@ -79,6 +81,9 @@ class LoadOptions:
     max_map_memory: int | None = None  # bytes per map; None: DEFAULT_MAP_MEMORY; 0: no ceiling
     max_run_map_memory: int | None = None  # the run's maps; None: DEFAULT_RUN_MAP_MEMORY; 0: none
     jobs: int = 0  # objects loaded at once; 0: one per CPU, at most DEFAULT_MAX_JOBS
+    # The object cache of load and reload (--cache-dir); None: none (--no-cache). The command
+    # line's default is locations.DEFAULT_CACHE_DIR; a caller of this library names one.
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -164,6 +169,28 @@ def rebuilt_state(
     if problem or rebuilt.objects:
         reporter.emit(events.state_rebuilt(problem, len(rebuilt.pin_paths()), len(rebuilt.objects)))
     return rebuilt
+
+
+@contextlib.contextmanager
+def opened_cache(cache_dir: str | None, reporter: Reporter) -> Iterator[ObjectCache | None]:
+    """The object cache for a run, None without one: not asked for, or not usable (said once:
+    the run goes on without it). A run that did not write an entry says why at the end."""
+    if cache_dir is None:
+        yield None
+        return
+    from bpfloader.loader.object_cache import CacheUnusable, ObjectCache
+
+    try:
+        cache = ObjectCache.open(cache_dir)
+    except CacheUnusable as e:
+        why = f"not used: {e.reason}"
+        reporter.emit(events.object_cache_unused(cache_dir, why, refused=e.refused))
+        yield None
+        return
+    with cache:
+        yield cache
+    if cache.unwritten is not None:
+        reporter.emit(events.object_cache_unused(cache.path, cache.unwritten, refused=False))
 
 
 def load(options: LoadOptions, reporter: Reporter) -> RunResult:
@@ -253,21 +280,25 @@ class _Run:
         if recorded is not None:
             self.previous = self._checked(recorded)
         sources = scan(options.source_dir)
-        planned: Iterable[PlannedObject] = plan_sources(
-            sources,
-            planner(options, self.env, self._pin_exists, replace=self.reloading),
-            allow_untrusted=options.allow_untrusted,
-            recorded=self.previous if self.reloading else None,
-            max_object_bytes=max_object_bytes(options),
-        )
-        if self.reloading:
-            planned = list(planned)  # what changed decides what there is to do
-            self.kept = {obj.path for obj in planned if obj.plan.unchanged}
-        if len(self.kept) < len(sources):  # only the others have kernel work
-            self.applier = self._applier(root, state_dir)
-        jobs = min(options.jobs or default_jobs(), max(1, len(sources) - len(self.kept)))
-        result.objects = apply_all(planned, self._apply, self.reporter, jobs, self._all_planned)
-        result.jobs = jobs
+        with opened_cache(options.cache_dir, self.reporter) as cache:
+            planned: Iterable[PlannedObject] = plan_sources(
+                sources,
+                planner(options, self.env, self._pin_exists, replace=self.reloading),
+                allow_untrusted=options.allow_untrusted,
+                recorded=self.previous if self.reloading else None,
+                max_object_bytes=max_object_bytes(options),
+                cache=cache,
+            )
+            if self.reloading:
+                planned = list(planned)  # what changed decides what there is to do
+                self.kept = {obj.path for obj in planned if obj.plan.unchanged}
+            if len(self.kept) < len(sources):  # only the others have kernel work
+                self.applier = self._applier(root, state_dir)
+            jobs = min(options.jobs or default_jobs(), max(1, len(sources) - len(self.kept)))
+            result.objects = apply_all(planned, self._apply, self.reporter, jobs, self._all_planned)
+            result.jobs = jobs
+            if cache is not None:
+                cache.prune()
         assert self.previous is not None
         if not self.reloading:
             self._stale(result.objects, self.previous)

@@ -7,7 +7,9 @@ fd, and read from it: what is checked is what is read, and what is hashed. Its p
 likewise (policy.py).
 
 An object whose content matches what the recorded state says is loaded, with every pin in
-place, is not parsed at all: a reload that finds nothing changed costs a hash per file.
+place, is not parsed at all: a reload that finds nothing changed costs a hash per file. Any
+other object's spec is taken from the object cache when it holds one for this content (and
+this loader and kernel: object_cache.py), else parsed and stored there.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from bpfloader.loader.trust import open_checked, read_all, refused
 from bpfloader.loader.twins import twin_skip_reason
 
 if TYPE_CHECKING:
+    from bpfloader.loader.object_cache import ObjectCache
     from bpfloader.obj.libbpf_sections import SectionDef
     from bpfloader.obj.spec import ObjectSpec
 
@@ -48,6 +51,9 @@ class SourceRead:
     untrusted: str | None = None  # why the trust policy would refuse it (let through: insecure)
     parse_seconds: float = 0.0  # reading, parsing and planning it (`load --stats`)
     policy_ignored: str | None = None  # why its policy file was not applied (a warning)
+    # Its spec came from the object cache (True), or was parsed and stored there (False); None
+    # when the cache was not asked (no cache, an unchanged or unreadable object).
+    cached: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -76,19 +82,25 @@ def plan_sources(
     allow_untrusted: bool = False,
     recorded: LoaderState | None = None,
     max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+    cache: ObjectCache | None = None,
 ) -> Iterator[PlannedObject]:
     """The plan of each object of `tree` in turn, each read and parsed when it is its turn;
     the tree's fds are closed after the last one. With `recorded` (a reload), an object found
-    unchanged is planned as such, unparsed. An object over `max_object_bytes` fails unread."""
+    unchanged is planned as such, unparsed. An object over `max_object_bytes` fails unread.
+    With `cache`, specs are taken from it and stored in it."""
     with tree:
         siblings = {source.path for source in tree}
         for source in tree:
             started = time.perf_counter()
-            reading = _Reading(tree, source, allow_untrusted, max_object_bytes)
+            reading = _Reading(tree, source, allow_untrusted, max_object_bytes, cache)
             twin = twin_skip_reason(source.path, siblings, planner.env)
             plan = ObjectPlan(source, skip_reason=twin) if twin else reading.plan(planner, recorded)
             read = SourceRead(
-                reading.sha256, reading.untrusted, time.perf_counter() - started, reading.ignored
+                reading.sha256,
+                reading.untrusted,
+                time.perf_counter() - started,
+                reading.ignored,
+                reading.cached,
             )
             yield PlannedObject(plan, read)
 
@@ -96,15 +108,24 @@ def plan_sources(
 class _Reading:
     """One object read from its directory's fd: its bytes, its policy, what was found."""
 
-    def __init__(self, tree: SourceTree, source: SourceObject, insecure: bool, ceiling: int):
+    def __init__(
+        self,
+        tree: SourceTree,
+        source: SourceObject,
+        insecure: bool,
+        ceiling: int,
+        cache: ObjectCache | None,
+    ):
         self.tree = tree
         self.source = source
         self.insecure = insecure
         self.ceiling = ceiling
+        self.cache = cache
         self.data = b""
         self.sha256: str | None = None
         self.untrusted: str | None = None
         self.ignored: str | None = None
+        self.cached: bool | None = None
 
     def plan(self, planner: Planner, recorded: LoaderState | None) -> ObjectPlan:
         source = self.source
@@ -123,13 +144,27 @@ class _Reading:
             self.sha256 = _content_hash(data, found.policy) if data else None
             old = recorded.objects.get(source.path) if recorded is not None else None
             if old is not None and unchanged(old, self.sha256):
+                if self.cache is not None and self.sha256 is not None:
+                    self.cache.keep(source.path, self.sha256)
                 return planner.unchanged(source, [pin.path for pin in old.pins], old.critical)
-            spec = _parse(data, source.path, policy_types(found.policy))
+            spec = self._spec(data, found.policy)
             return planner.plan(source, apply_policy(spec, found.policy))
         except LoaderError as e:
             return planner.failed(source, e, _declares_critical(self.data))
         except OSError as e:
             return planner.failed(source, cannot_read(e), _declares_critical(self.data))
+
+    def _spec(self, data: bytes, policy: Policy | None) -> ObjectSpec:
+        """The object's spec: the cache's, else parsed (and stored there)."""
+        path, cache, sha256 = self.source.path, self.cache, self.sha256
+        if cache is None or sha256 is None:
+            return _parse(data, path, policy_types(policy))
+        spec = cache.get(path, sha256)
+        self.cached = spec is not None
+        if spec is None:
+            spec = _parse(data, path, policy_types(policy))
+            cache.put(path, sha256, spec)
+        return spec
 
     def _read(self) -> bytes | None:
         """The object's bytes, read from the fd it was checked on; None when refused."""

@@ -21,6 +21,7 @@ from bpfloader.loader.trust import directory_problem, root_only_problem
 
 O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 MAX_FILE = 64 << 20  # a state file of more is not one this loader wrote
+DIRECTORY_MODE = 0o755  # made so where missing: the client reads the loaded marker
 
 
 class StateDirError(LoaderError):
@@ -41,15 +42,12 @@ class StateDir:
         `create`, FileNotFoundError when it does not exist."""
         path = os.path.abspath(path)
         try:
-            try:
-                fd, _ = dirfd.open_directory(path, directory_problem, check_last=root_only_problem)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                parent, _ = dirfd.open_directory(os.path.dirname(path), directory_problem)
-                with parent, contextlib.suppress(FileExistsError):
-                    os.mkdir(os.path.basename(path), 0o755, dir_fd=parent.number)
-                fd, _ = dirfd.open_directory(path, directory_problem, check_last=root_only_problem)
+            fd, _ = dirfd.open_directory(
+                path,
+                directory_problem,
+                check_last=root_only_problem,
+                make=DIRECTORY_MODE if create else None,
+            )
         except LoaderError as e:
             raise StateDirError(f"state directory {path}: {e.reason}") from e
         except FileNotFoundError:

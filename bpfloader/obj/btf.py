@@ -178,7 +178,10 @@ class Btf:
 
     Split BTF (a kernel module's, /sys/kernel/btf/MODULE) continues a `base` (vmlinux's): its
     type ids start where the base's end, its string offsets where the base's string table
-    ends; a type or name of the base is the base's."""
+    ends; a type or name of the base is the base's.
+
+    It pickles with its index (the object cache keeps the BTF of an object's CO-RE relocations
+    and __ksym externs: loader/object_cache.py): loaded, it is not parsed again."""
 
     def __init__(
         self,
@@ -192,18 +195,30 @@ class Btf:
         self.raw = raw
         self.header_len = header_len
         self.type_off = type_off
+        self.type_len = type_len
         self.strings: bytes = strings
         self.base = base
         self.first_id = base.end_id if base is not None else 1  # the first type id of its own
         self.strings_base = len(base.strings) if base is not None else 0
-        # The type section, without a copy: every record offset below is relative to it.
-        self.type_section = memoryview(raw)[
-            header_len + type_off : header_len + type_off + type_len
-        ]
+        self.type_section = self._type_section()
         # By type id - first_id + 1 (the type id, but in split BTF); [0] (void) has no record.
         self.offsets: array[int] = array("I", [0])
         self.ids_by_kind: dict[Kind, array[int]] = {}
         self._named: dict[Kind, dict[str, int]] = {}
+
+    def _type_section(self) -> memoryview:
+        """The type section, without a copy: every record offset is relative to it."""
+        start = self.header_len + self.type_off
+        return memoryview(self.raw)[start : start + self.type_len]
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        del state["type_section"]  # a view (pickle refuses one): made again from `raw`
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.type_section = self._type_section()
 
     @property
     def types(self) -> BtfTypes:

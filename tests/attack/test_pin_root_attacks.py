@@ -88,6 +88,8 @@ def _quiet() -> ConsoleReporter:
 
 def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     argv = [str(a) for a in args]
+    if argv[0] in ("load", "reload"):
+        argv.append("--no-cache")  # never the host's object cache
     return subprocess.run(
         [sys.executable, "-m", "bpfloader", *argv, "--log-target", "console"]
         if argv[0] in ("load", "reload", "unload")

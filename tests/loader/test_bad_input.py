@@ -322,7 +322,7 @@ def test_map_pin_subdir_escapes(compile_bpf, good_objects, bpffs, bpfloader_cli,
         bpffs=bpffs,
     )
     assert_refused_by_plan(bpfloader_cli, good_objects, bpffs, line)
-    assert sorted(os.listdir(tmp_path)) == ["bpffs", "etc-bpf", "run-bpfloader"]
+    assert sorted(os.listdir(tmp_path)) == ["bpffs", "cache-bpfloader", "etc-bpf", "run-bpfloader"]
 
 
 def test_program_pin_subdir_escapes(compile_bpf, good_objects, bpffs, bpfloader_cli, tmp_path):
@@ -339,7 +339,7 @@ def test_program_pin_subdir_escapes(compile_bpf, good_objects, bpffs, bpfloader_
         bpffs=bpffs,
     )
     assert_refused_by_plan(bpfloader_cli, good_objects, bpffs, line)
-    assert sorted(os.listdir(tmp_path)) == ["bpffs", "etc-bpf", "run-bpfloader"]
+    assert sorted(os.listdir(tmp_path)) == ["bpffs", "cache-bpfloader", "etc-bpf", "run-bpfloader"]
 
 
 def test_location_directory_with_dot(compile_bpf, good_objects, bpffs, bpfloader_cli, tmp_path):
@@ -365,7 +365,7 @@ def test_location_directory_with_dot(compile_bpf, good_objects, bpffs, bpfloader
         bpffs=bpffs,
     )
     assert_refused_by_plan(bpfloader_cli, good_objects, bpffs, line)
-    assert sorted(os.listdir(tmp_path)) == ["bpffs", "etc-bpf", "run-bpfloader"]
+    assert sorted(os.listdir(tmp_path)) == ["bpffs", "cache-bpfloader", "etc-bpf", "run-bpfloader"]
 
 
 # -- critical objects ---------------------------------------------------------------------------

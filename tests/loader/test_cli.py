@@ -19,7 +19,7 @@ import pytest
 import bpfloader.loader.check as check_module
 import bpfloader.loader.report as report_module
 from bpfloader.loader.report import FORMAT
-from tests.conftest import REPO
+from tests.conftest import REPO, with_cache_dir
 from tests.reload_support import install, status_json, swap_pins, where
 
 MODE = re.compile(r"0[0-7]{3}")
@@ -340,12 +340,15 @@ def test_help_says_exit_codes_and_examples(bpfloader_cli):
 
 
 @pytest.mark.kernel
-def test_a_closed_pipe_ends_the_command_quietly(compile_bpf, source_dir, bpffs, state_dir):
+def test_a_closed_pipe_ends_the_command_quietly(
+    compile_bpf, source_dir, bpffs, state_dir, cache_dir
+):
     """Issue 20: `bpfloader status | true` printed `bpfloader: : Broken pipe` and exited 2."""
     install(compile_bpf("myschedtp.c"), source_dir)
     argv = [sys.executable, "-m", "bpfloader"]
+    first = ["load", *map(str, where(source_dir, bpffs)), "--state-dir", str(state_dir)]
     subprocess.run(
-        [*argv, "load", *map(str, where(source_dir, bpffs)), "--state-dir", str(state_dir)],
+        [*argv, *with_cache_dir(first, cache_dir)],
         check=True,
         capture_output=True,
         cwd=REPO,
@@ -353,8 +356,9 @@ def test_a_closed_pipe_ends_the_command_quietly(compile_bpf, source_dir, bpffs, 
     for command in (["status"], ["load", "--log-target", "console", "-q"]):
         read_end, write_end = os.pipe()
         os.close(read_end)  # the reader is gone before the first line is written
+        line = [*command, *map(str, where(source_dir, bpffs)), "--state-dir", str(state_dir)]
         done = subprocess.run(
-            [*argv, *command, *map(str, where(source_dir, bpffs)), "--state-dir", str(state_dir)],
+            [*argv, *with_cache_dir(line, cache_dir)],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,

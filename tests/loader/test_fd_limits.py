@@ -58,7 +58,7 @@ def run_limited(soft: int, hard: int, *args: str | Path) -> subprocess.Completed
 def where(source_dir: Path, bpffs: Path, state_dir: Path) -> tuple[str | Path, ...]:
     return (
         *("--dir", source_dir, "--pin-root", bpffs, "--state-dir", state_dir),
-        *("--log-target", "console"),
+        *("--cache-dir", state_dir.with_name("cache-bpfloader"), "--log-target", "console"),
     )
 
 

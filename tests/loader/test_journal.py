@@ -149,6 +149,8 @@ def load(
             str(bpffs),
             "--state-dir",
             str(bpffs.parent / "run-bpfloader"),
+            "--cache-dir",
+            str(bpffs.parent / "cache-bpfloader"),
             "--log-target",
             target,
             *options,
@@ -489,7 +491,7 @@ def without_journald(
             'mount -t tmpfs none /run && mount -t bpf -o mode=0700 bpf "$1" || exit 99\n'
             'if [ "$5" = stale ]; then mkdir -p "${6%/*}" && "$2" -c "$7" || exit 99; fi\n'
             '"$2" -m bpfloader load --dir "$3" --pin-root "$1" --state-dir "$1-state" '
-            '--log-target "$4"\n'
+            '--cache-dir "$1-cache" --log-target "$4"\n'
             'status=$?; ls -A "$1" > "$1.pins"; exit $status',
             "sh",
             str(pins),
@@ -595,7 +597,7 @@ def test_console_fallback_without_a_journal_socket(
             "-c",
             'mount -t tmpfs none /run/systemd/journal && mount -t bpf -o mode=0700 bpf "$1" && '
             'exec "$2" -m bpfloader load --dir "$3" --pin-root "$1" --log-target auto '
-            '--state-dir "$1-state"',
+            '--state-dir "$1-state" --cache-dir "$1-cache"',
             "sh",
             str(second),
             sys.executable,

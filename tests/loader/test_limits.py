@@ -317,7 +317,7 @@ def test_this_kernel_loads_with_memlock_at_zero(compile_bpf, source_dir, bpffs, 
         [
             *("prlimit", "--memlock=0:0", "--", sys.executable, "-m", "bpfloader", "load"),
             *("--dir", str(source_dir), "--pin-root", str(bpffs), "--state-dir", str(state_dir)),
-            *("--log-target", "console"),
+            *("--no-cache", "--log-target", "console"),
         ],
         capture_output=True,
         text=True,

@@ -47,6 +47,7 @@ IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", re.MULTILI
 
 def imported(command: str, source_dir: Path, bpffs: Path, state_dir: Path) -> set[str]:
     where = ["--dir", source_dir, "--pin-root", bpffs, "--state-dir", state_dir]
+    where += ["--cache-dir", state_dir.with_name("cache-bpfloader")]
     args = [command, *map(str, where), "--log-target", "console"]
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "bpfloader", *args],

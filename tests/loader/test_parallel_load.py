@@ -256,6 +256,8 @@ def load_into(source: Path, root: Path, state_dir: Path, jobs: int) -> LoadRun:
         root,
         "--state-dir",
         state_dir,
+        "--cache-dir",
+        state_dir.with_name(state_dir.name + "-cache"),  # its own: every run parses
         "--log-target",
         "console",
         "--jobs",
@@ -402,7 +404,10 @@ def test_stats_json_and_table(mixed_dir: Path, mixed_runs: list[LoadRun]) -> Non
         names = object_names(mixed_dir)
         assert [o["path"] for o in objects] == [str(mixed_dir / f"{n}.o") for n in names]
         for name, obj in zip(names, objects, strict=True):
-            assert set(obj) == {"path", "status", "parse_seconds", "kernel_seconds", "pin_seconds"}
+            assert set(obj) == {
+                *("path", "status", "parse_seconds", "kernel_seconds", "pin_seconds", "cache")
+            }
+            assert obj["cache"] == "miss", name  # every object read, in a cache of its run's
             expected = "failed" if name in FAILED else "skipped" if name in SKIPPED else "loaded"
             assert obj["status"] == expected, name
             assert obj["parse_seconds"] > 0, name  # every object was read
@@ -421,7 +426,10 @@ def test_stats_json_and_table(mixed_dir: Path, mixed_runs: list[LoadRun]) -> Non
             "pin_seconds",
             "wall_seconds",
             "jobs",
+            "cache_hits",
+            "cache_misses",
         }
+        assert (total["cache_hits"], total["cache_misses"]) == (0, len(objects))
         for key in ("parse_seconds", "kernel_seconds", "pin_seconds"):
             assert total[key] == pytest.approx(sum(o[key] for o in objects), rel=1e-9, abs=1e-12)
         assert total["wall_seconds"] > 0
@@ -438,7 +446,10 @@ def test_stats_json_and_table(mixed_dir: Path, mixed_runs: list[LoadRun]) -> Non
             keys = ("parse_seconds", "kernel_seconds", "pin_seconds")
             assert printed == [f"{obj[k] * 1e3:.2f}" for k in keys]
         jobs = load_run.jobs
-        assert last == f"wall {total['wall_seconds'] * 1e3:.2f} ms, {jobs} job(s)"
+        assert last == (
+            f"wall {total['wall_seconds'] * 1e3:.2f} ms, {jobs} job(s); "
+            f"object cache: 0 hits, {len(objects)} misses"
+        )
 
 
 # -- under strace: side by side, and the kernel floor cross-checked ---------------------------
@@ -549,6 +560,7 @@ def traced_runs(
                 *("strace", "-f", "-T", "-e", "trace=bpf", "-o", trace_file),
                 *(sys.executable, "-m", "bpfloader", "load", "--dir", side_dir),
                 *("--pin-root", root, "--state-dir", state_dir, "--log-target", "console"),
+                *("--cache-dir", base / f"cache-j{jobs}"),  # its own: every run parses
                 *("--jobs", jobs, "--stats-json", stats_file),
             ]
             done = subprocess.run(

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from bpfloader import cli
-from tests.conftest import REPO, Run, pins_in
+from tests.conftest import REPO, Run, pins_in, with_cache_dir
 from tests.reload_support import (
     MYSCHEDTP,
     SWITCH,
@@ -66,7 +66,7 @@ def tree(root: Path) -> tuple[set[str], set[str]]:
 
 
 def loader(*args: str | Path, state_dir: Path) -> subprocess.Popen[str]:
-    argv = [str(a) for a in args]
+    argv = with_cache_dir([str(a) for a in args], state_dir.parent / "cache-bpfloader")
     return subprocess.Popen(
         [sys.executable, "-m", "bpfloader", *argv, "--state-dir", str(state_dir), *CONSOLE],
         cwd=REPO,

@@ -116,12 +116,14 @@ def test_no_packet_and_no_event_goes_uncounted_across_reloads(
     source_dir,
     bpffs,
     state_dir,
+    cache_dir,
     veth,
 ):
     versions = [compile_bpf(COUNTERS, "counters.o", "-g", f"-DVERSION={v}") for v in (1, 2)]
     shutil.copy(versions[0], source_dir / "counters.o")
     (source_dir / "counters.policy").write_text(POLICY)
     where = ("--dir", source_dir, "--pin-root", bpffs, "--state-dir", state_dir)
+    where += ("--cache-dir", cache_dir)
     first = run_in(veth.receiver, "load", *where, "--log-target", "console")
     assert first.returncode == 0, first.stderr
     links = {

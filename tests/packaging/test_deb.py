@@ -2,8 +2,8 @@
 linted, and installed with apt into a fresh Debian root, where its command runs, its files are
 where Debian puts them, bpfloader.service is enabled (bpfloader.path is not), systemd's trigger
 has indexed the journal catalog, and the installed loader loads an object into a private bpffs.
-Removing it keeps /etc/default/bpfloader (a conffile, an administrator's edit included); purging
-removes it and every trace in systemd's configuration.
+Removing it keeps /etc/default/bpfloader (a conffile, an administrator's edit included) and the
+object cache; purging removes them and every trace in systemd's configuration.
 
 The fresh root is an overlay on the boot test's debootstrap base (tests/boot/image.py: Debian
 bookworm with the package's dependencies, built once and cached), so nothing here writes to the
@@ -263,11 +263,16 @@ def test_remove_keeps_the_conffile_and_purge_leaves_nothing(
     shutil.copy(deb, root / "tmp" / deb.name)
     chroot(root, "dpkg", "--install", f"/tmp/{deb.name}")  # reinstalled: the edit stays
     assert defaults.read_text() == edited
+    cache = root / "var/cache/bpfloader"  # as the unit's CacheDirectory= makes it, filled
+    cache.mkdir(mode=0o700)
+    (cache / ("0" * 64)).write_bytes(b"an entry")
     chroot(root, "dpkg", "--remove", "bpfloader")
     assert not (root / "usr/bin/bpfloader").exists()
     assert not (root / UNIT_DIR / "bpfloader.service").exists()
     assert defaults.read_text() == edited
+    assert (cache / ("0" * 64)).exists()  # a remove keeps it, as the conffile
     chroot(root, "dpkg", "--purge", "bpfloader")
     assert not defaults.exists()
+    assert not cache.exists()
     assert [str(p) for p in (root / "etc/systemd").rglob("*bpfloader*")] == []
     assert not (root / "usr/lib/python3/dist-packages/bpfloader").exists()

@@ -164,7 +164,7 @@ def test_unit_capabilities_are_enough(
         "--state-dir",
         str(tmp_path / "st"),
     ]
-    where += ["--log-target", "console"]
+    where += ["--cache-dir", str(tmp_path / "cache"), "--log-target", "console"]
     caps = setpriv_caps(unit_capabilities())
     for command in ("load", "reload"):
         done = run_installed(installed, command, *where, caps=caps)
@@ -200,7 +200,7 @@ def test_unit_capabilities_are_needed(
         installed,
         "load",
         *["--dir", str(source_dir), "--pin-root", str(bpffs), "--state-dir", str(tmp_path / "st")],
-        *["--log-target", "console"],
+        *["--cache-dir", str(tmp_path / "cache"), "--log-target", "console"],
         caps=setpriv_caps(caps),
     )
     assert "0 loaded, 0 skipped, 1 failed" in done.stdout, done.stdout + done.stderr

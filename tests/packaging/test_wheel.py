@@ -111,10 +111,16 @@ def test_version_check_and_build_work_in_the_venv(
 
 @pytest.mark.kernel
 def test_the_venvs_command_loads(
-    venv: Path, compile_bpf: Compile, source_dir: Path, bpffs: Path, state_dir: Path
+    venv: Path,
+    compile_bpf: Compile,
+    source_dir: Path,
+    bpffs: Path,
+    state_dir: Path,
+    cache_dir: Path,
 ) -> None:
     os.link(compile_bpf("myschedtp.c"), source_dir / "myschedtp.o")
     where = ["--dir", source_dir, "--pin-root", bpffs, "--state-dir", state_dir]
+    where += ["--cache-dir", cache_dir]
     done = in_venv(venv, "load", *where, "--log-target", "console", cwd=source_dir)
     assert done.returncode == 0, done.stdout + done.stderr
     assert pins_in(bpffs) == {
@@ -131,11 +137,13 @@ def test_the_venvs_command_reaches_the_journal(
     source_dir: Path,
     bpffs: Path,
     state_dir: Path,
+    cache_dir: Path,
 ) -> None:
     """A plain pip install has no journal binding and needs none: the venv's bpfloader logs
     to a real journald (started by the test where none listens) and the entries arrive."""
     os.link(compile_bpf("myschedtp.c"), source_dir / "myschedtp.o")
     where = ["--dir", source_dir, "--pin-root", bpffs, "--state-dir", state_dir]
+    where += ["--cache-dir", cache_dir]
     done = in_venv(venv, "load", *where, "--log-target", "journal", cwd=source_dir)
     assert done.returncode == 0, done.stdout + done.stderr
     pin = str(bpffs / "map_myschedtp_cpu_pid_map")
