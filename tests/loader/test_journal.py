@@ -627,6 +627,8 @@ def test_console_fallback_without_a_journal_socket(
             str(bpffs),
             "--state-dir",
             str(tmp_path / "state"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
             "--log-target",
             "auto",
         ],

@@ -162,7 +162,8 @@ def test_kill_9_at_random_points_of_reloads_always_converges(
 
     def check_converged(version: str, context: str) -> None:
         state = ("--state-dir", state_dir)
-        run = in_process("reload", *where(source_dir, bpffs), *state, *CONSOLE)
+        cache = ("--cache-dir", state_dir.parent / "cache-bpfloader")  # as loader()'s
+        run = in_process("reload", *where(source_dir, bpffs), *state, *cache, *CONSOLE)
         assert run.returncode == 0, f"{context}: {run.stderr}"
         pins, dirs = expected[version]
         assert tree(bpffs) == (pins | {FOREIGN}, dirs), context  # no staging dir either
