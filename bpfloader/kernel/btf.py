@@ -21,9 +21,9 @@ from bpfloader.errors import KernelError, LoaderError
 from bpfloader.kernel.attrs import BtfInfoStruct, BtfLoadAttr, GetIdAttr, InfoAttr
 from bpfloader.kernel.fd import Fd
 from bpfloader.kernel.syscall import Cmd, bpf, objects_by_id
-from bpfloader.obj.btf import BtfError, Kind, type_ids_by_name
 
 if TYPE_CHECKING:
+    from bpfloader.obj.btf import Kind
     from bpfloader.obj.core import TargetBtf
 
 BTF_DIR = "/sys/kernel/btf"
@@ -93,6 +93,8 @@ def _vmlinux_index() -> dict[tuple[Kind, str], int]:
             f"cannot read the kernel's BTF ({VMLINUX_BTF}: {e.strerror}); tracing programs "
             "need a kernel built with CONFIG_DEBUG_INFO_BTF"
         ) from e
+    from bpfloader.obj.btf import BtfError, Kind, type_ids_by_name  # BTF's reader: only here
+
     try:
         return type_ids_by_name(data, (Kind.FUNC, Kind.TYPEDEF))
     except BtfError as e:
@@ -101,6 +103,8 @@ def _vmlinux_index() -> dict[tuple[Kind, str], int]:
 
 def vmlinux_type_id(name: str, kind: str) -> int:
     """The id of kernel BTF type `name` of `kind` ("FUNC" or "TYPEDEF")."""
+    from bpfloader.obj.btf import Kind
+
     found = _vmlinux_index().get((Kind[kind], name))
     if found is None:
         what = "function" if kind == "FUNC" else "type"
@@ -123,7 +127,7 @@ def kernel_target() -> TargetBtf:
 
 
 def _read_target() -> TargetBtf:
-    from bpfloader.obj.btf import parse_btf
+    from bpfloader.obj.btf import BtfError, parse_btf
     from bpfloader.obj.core import TargetBtf
 
     try:

@@ -36,7 +36,7 @@ TEST_RUN_CTX_SIZE = 256
 U32_MAX = 0xFFFFFFFF
 
 if TYPE_CHECKING:
-    from bpfloader.obj.btf import FuncInfo, LineInfo
+    from bpfloader.obj.spec import FuncInfo, LineInfo
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from bpfloader.errors import ObjectFormatError
 from bpfloader.obj.elf import LazySequence, first_bad_name, long_name_spans
+from bpfloader.obj.spec import FuncInfo, LineInfo
 
 BTF_MAGIC = 0xEB9F
 HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
@@ -585,20 +586,6 @@ def _string(table: bytes, offset: int, what: str) -> str:
 
 EXT_HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, func/line info off+len
 EXT_CORE = struct.Struct("<II")  # core_relo off+len, in headers of 40 bytes and more
-
-
-@dataclass(frozen=True, slots=True)
-class FuncInfo:
-    insn: int  # instruction index in its section
-    type_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class LineInfo:
-    insn: int
-    file_name_off: int
-    line_off: int
-    line_col: int
 
 
 CORE_KINDS = 13  # enum bpf_core_relo_kind: FIELD_BYTE_OFFSET (0) .. TYPE_MATCHES (12)

@@ -30,11 +30,11 @@ from typing import TypeVar
 
 from bpfloader.errors import ObjectFormatError
 from bpfloader.obj.bpftypes import BPF_PSEUDO_FUNC, INSN_SIZE, R_BPF_64_32, R_BPF_64_64
-from bpfloader.obj.btf import BtfExt, CoreReloRecord, FuncInfo, LineInfo
+from bpfloader.obj.btf import BtfExt, CoreReloRecord
 from bpfloader.obj.core import CoreRelocation
 from bpfloader.obj.elf import ElfObject, Relocation, Relocations, Section
 from bpfloader.obj.insn import Insn, insn_at, patch, pseudo_calls
-from bpfloader.obj.spec import ExternReference, MapReference
+from bpfloader.obj.spec import ExternReference, FuncInfo, LineInfo, MapReference
 
 MAX_PROGRAM_INSNS = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: the kernel loads none longer
 MAX_LINKED_INSNS = 1 << 22  # every program of an object, linked (32 MiB of instructions)

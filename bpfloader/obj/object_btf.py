@@ -15,15 +15,14 @@ from bpfloader.obj.btf import (
     BtfError,
     BtfExt,
     BtfType,
-    FuncInfo,
     Kind,
-    LineInfo,
     parse_btf,
     parse_btf_ext,
 )
 from bpfloader.obj.elf import SHN_UNDEF, STB_WEAK, STT_OBJECT, ElfObject
 from bpfloader.obj.kconfig import KCONFIG_SECTION, Kconfig, read_kconfig
 from bpfloader.obj.ksyms import KSYMS_SECTION, Ksyms, btf_rewrite, read_ksyms
+from bpfloader.obj.spec import FuncInfo, LineInfo
 
 KV_PAIR_PREFIX = "____btf_map_"  # BPF_ANNOTATE_KV_PAIR's struct: the types of an Android map
 

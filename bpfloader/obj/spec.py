@@ -11,7 +11,6 @@ from bpfloader.obj.kver import KVER_INF
 from bpfloader.obj.ownership import Ownership
 
 if TYPE_CHECKING:
-    from bpfloader.obj.btf import FuncInfo, LineInfo
     from bpfloader.obj.core import CoreRelocation, ObjectCore
     from bpfloader.obj.kconfig import Kconfig
     from bpfloader.obj.ksyms import Ksyms
@@ -85,6 +84,25 @@ class MapSpec:
         """What a struct_ops map's pins record as their target: `struct_ops:TYPE` ('' for
         other maps)."""
         return STRUCT_OPS_TARGET + self.struct_ops.type_name if self.struct_ops is not None else ""
+
+
+@dataclass(frozen=True, slots=True)
+class FuncInfo:
+    """A function's BTF type (`struct bpf_func_info`), by instruction index: in the object's
+    .BTF.ext, of its section; in a ProgramSpec, of its linked program."""
+
+    insn: int
+    type_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LineInfo:
+    """The source line of an instruction (`struct bpf_line_info`), indexed as FuncInfo."""
+
+    insn: int
+    file_name_off: int
+    line_off: int
+    line_col: int
 
 
 @dataclass(frozen=True, slots=True)
