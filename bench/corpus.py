@@ -461,7 +461,9 @@ def _why(stderr: str) -> str:
 
 
 def _bpfloader_status(source: Path, pin_root: Path, state: Path) -> dict[str, object]:
-    done = subprocess.run(bpfloader_load(source, pin_root, state), capture_output=True, text=True)
+    # The check parses every object: the development tree's loader, never the host's cache.
+    argv = [*bpfloader_load(source, pin_root, state), "--no-cache"]
+    done = subprocess.run(argv, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(
             f"corpus: bpfloader load {source} exited {done.returncode}:\n{done.stderr}"

@@ -89,6 +89,7 @@ class Bench:
     def process(self, command: str, pin_root: Path, state: Path) -> float:
         argv = [sys.executable, "-m", "bpfloader", command, "--dir", str(self.source)]
         argv += ["--pin-root", str(pin_root), "--state-dir", str(state), "--log-target", "console"]
+        argv.append("--no-cache")  # as the in-process runs (LoadOptions without a cache_dir)
         start = time.perf_counter()
         done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
         elapsed = time.perf_counter() - start
