@@ -1,10 +1,16 @@
 """Objects loaded side by side, with results and logs in directory order.
 
-Most of a load is the verifier, inside BPF_PROG_LOAD, where ctypes has released the GIL:
-objects given to different threads are verified on different CPUs. What a run reports must
-not depend on which finishes first, so each object's events are held and emitted, with its
-result, in the order the objects were planned. Objects that touch the same pin (a map they
-share) are applied one after the other, in that order, as a single-threaded run would.
+Most of a load of verifier-heavy objects is the verifier, inside BPF_PROG_LOAD, where ctypes
+has released the GIL: objects given to different threads are verified on different CPUs. Most
+of a load of small objects is Python, which one thread runs at a time: there, threads only
+fight over the GIL (24 small objects took a third longer in two threads than in one). So
+objects are applied one by one, in this thread, until one shows that the kernel's work
+dominates (VERIFIER_BOUND); the workers start then, for the objects after it.
+
+What a run reports must not depend on which finishes first, so each object's events are held
+and emitted, with its result, in the order the objects were planned. Objects that touch the
+same pin (a map they share) are applied one after the other, in that order, as a
+single-threaded run would.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from bpfloader.journal import Event, Reporter
 from bpfloader.loader.results import ObjectResult
@@ -37,6 +43,12 @@ def default_jobs() -> int:
     return max(1, min(len(os.sched_getaffinity(0)), DEFAULT_MAX_JOBS))
 
 
+# An object whose maps, BTF and programs kept the kernel this long (thread CPU time inside the
+# calls that make them: the verifier's, mostly) is verifier-bound: objects load in threads from
+# the next one on. A small object's kernel work is about a millisecond, Python's a few.
+VERIFIER_BOUND = 0.010
+
+
 def apply_all(
     plans: Iterable[PlannedObject],
     apply_one: ApplyOne,
@@ -44,9 +56,10 @@ def apply_all(
     jobs: int = 0,
     all_planned: Callable[[list[PlannedObject]], None] | None = None,
 ) -> list[ObjectResult]:
-    """`apply_one` on every plan, `jobs` at a time (0: default_jobs()); events to `reporter`.
+    """`apply_one` on every plan, `jobs` at a time (0: default_jobs()) once an object is seen
+    to be verifier-bound, one by one until then; events to `reporter`.
 
-    `plans` may be made as they are asked for: with several jobs, each is applied as soon as
+    `plans` may be made as they are asked for: in threads, each object is applied as soon as
     it is planned, while the next one is planned. `all_planned` is called with them all once
     the last is made, before any object's events are emitted."""
     jobs = jobs or default_jobs()
@@ -55,15 +68,19 @@ def apply_all(
         if all_planned is not None:
             all_planned(plans)
         return [apply_one(plan, reporter) for plan in plans]
+    remaining = iter(plans)
+    tasks = _one_by_one(remaining, apply_one)
     queue = _Queue()
-    workers = [
-        threading.Thread(target=_work, args=(queue, apply_one), name=f"bpfloader-load-{n}")
-        for n in range(jobs)
-    ]
-    for worker in workers:
-        worker.start()
+    workers = []
     try:
-        tasks = _submitted(plans, queue)
+        if tasks[-1:] and tasks[-1].verifier_bound:
+            workers = [
+                threading.Thread(target=_work, args=(queue, apply_one), name=f"bpfloader-load-{n}")
+                for n in range(jobs)
+            ]
+            for worker in workers:
+                worker.start()
+            tasks += _submitted(remaining, queue)
         if all_planned is not None:
             all_planned([task.plan for task in tasks])
         results = []
@@ -79,6 +96,20 @@ def apply_all(
         queue.close()
         for worker in workers:
             worker.join()
+
+
+def _one_by_one(plans: Iterator[PlannedObject], apply_one: ApplyOne) -> list[_Task]:
+    """Objects applied in this thread, as they are planned, up to the first verifier-bound
+    one (included) or the last; their events held, as the workers' are. One that raised ends
+    the run (its error raised in turn, as in a thread)."""
+    tasks = []
+    for plan in plans:
+        task = _Task(plan, [])
+        task.run(apply_one)
+        tasks.append(task)
+        if task.verifier_bound or task.error is not None:
+            break
+    return tasks
 
 
 def _submitted(plans: Iterable[PlannedObject], queue: _Queue) -> list[_Task]:
@@ -119,6 +150,10 @@ class _Task:
             self.error = e
         finally:
             self.done.set()
+
+    @property
+    def verifier_bound(self) -> bool:
+        return self.result is not None and self.result.timings.kernel >= VERIFIER_BOUND
 
     def outcome(self) -> ObjectResult:
         self.done.wait()

@@ -40,6 +40,7 @@ import pytest
 from bpfloader.errors import KernelError
 from bpfloader.journal import ConsoleReporter
 from bpfloader.kernel import pins as kpins
+from bpfloader.loader.parallel import VERIFIER_BOUND
 from bpfloader.loader.results import Status
 from bpfloader.loader.run import LoadOptions, load
 from tests.conftest import REPO, Compile, Run, mounted_bpffs, pins_in
@@ -600,8 +601,10 @@ def overlapping_program_loads(calls: list[Call]) -> list[tuple[Call, Call]]:
 def test_jobs_2_verifies_two_objects_at_once(
     side_dir: Path, traced_runs: dict[int, TracedRun]
 ) -> None:
-    """With --jobs 2 the programs are loaded from two threads other than the main one, and
-    the trace shows one thread's BPF_PROG_LOAD begun while another's was still running.
+    """With --jobs 2, objects load one by one in the main thread up to the first that is
+    verifier-bound (its kernel_seconds at least VERIFIER_BOUND: hv_1 here, about 20 ms, the
+    two before it fail), then in two threads other than the main one, and the trace shows one
+    thread's BPF_PROG_LOAD begun while another's was still running.
 
     Timing is not asserted (say, the objects' kernel_seconds adding up to more than the run's
     wall_seconds): this machine has 2 CPUs and other work, so the verifier may well get one CPU
@@ -622,8 +625,17 @@ def test_jobs_2_verifies_two_objects_at_once(
     assert overlapping_program_loads(one.calls) == []
     assert one.stats["total"]["jobs"] == 1
 
-    two_tids = {c.tid for c in two.calls if c.command == "BPF_PROG_LOAD"}
-    assert len(two_tids) == 2 and two.pid not in two_tids, (two_tids, two.pid)
+    def program_loads(calls: list[Call]) -> set[int]:
+        return {c.tid for c in calls if c.command == "BPF_PROG_LOAD"}
+
+    kernel = {Path(o["path"]).stem: o["kernel_seconds"] for o in two.stats["objects"]}
+    heavy = sorted(SIDE_HEAVY)
+    first = next(i for i, name in enumerate(heavy) if kernel[name] >= VERIFIER_BOUND)
+    assert first < len(heavy) - 2, kernel  # two objects left at least, for two threads
+    for name in heavy[: first + 1]:
+        assert program_loads(two.per_object[name]) == {two.pid}, name
+    workers = set().union(*(program_loads(two.per_object[n]) for n in heavy[first + 1 :]))
+    assert len(workers) == 2 and two.pid not in workers, (workers, two.pid)
     assert overlapping_program_loads(two.calls), "no two BPF_PROG_LOAD calls were in flight"
     assert two.stats["total"]["jobs"] == 2
     # Events still in directory order, as with one job.
