@@ -10,8 +10,10 @@ plus the etc/bpf examples), checks that bpftool and bpfloader load every object,
 (under a temporary directory, unmounted after; the host's /sys/fs/bpf, /etc/bpf and
 /run/bpfloader are never touched):
 
-  bpfloader   one cold `bpfloader load --dir SET` process, the way boot runs it (a private
-              --state-dir, --log-target console, output captured to files)
+  bpfloader   one new `bpfloader load --dir SET` process, the way boot runs it (a private
+              --state-dir, --log-target console, output captured to files), with the set's
+              object cache warmed before the rounds (and, for `all`, once more with an empty
+              one: the first boot after a change)
   libbpf      one process of bench/libbpf_loader.c (built into build/bench/) over all the
               set's objects, with as many threads as bpfloader loads objects at once
   bpftool     one `bpftool prog loadall OBJ PINDIR pinmaps MAPDIR` process per object, in turn
