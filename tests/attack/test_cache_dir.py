@@ -83,12 +83,19 @@ def root_source(open_dir: Path, compile_bpf: Compile) -> Path:
     return path
 
 
-def test_an_entry_planted_in_a_cache_directory_others_can_write_is_never_read(
-    root_source: Path, bpffs: Path, attack_state_dir: Path, open_dir: Path, victim: Path
-) -> None:
+@pytest.fixture
+def open_cache(open_dir: Path) -> Path:
+    """A cache directory every user can write (0777), as a careless `--cache-dir` could be."""
     cache = open_dir / "cache"
     cache.mkdir()
     cache.chmod(0o777)
+    return cache
+
+
+def test_an_entry_planted_in_a_cache_directory_others_can_write_is_never_read(
+    root_source: Path, bpffs: Path, attack_state_dir: Path, open_cache: Path, victim: Path
+) -> None:
+    cache = open_cache
     marker = victim / "pwned"
     name, entry = _planted(root_source / "myschedtp.o", marker)
 
@@ -110,11 +117,9 @@ def test_an_entry_planted_in_a_cache_directory_others_can_write_is_never_read(
 
 
 def test_a_file_or_link_another_uid_left_in_the_cache_directory_is_not_read(
-    root_source: Path, bpffs: Path, attack_state_dir: Path, open_dir: Path, victim: Path
+    root_source: Path, bpffs: Path, attack_state_dir: Path, open_cache: Path, victim: Path
 ) -> None:
-    cache = open_dir / "cache"
-    cache.mkdir()
-    cache.chmod(0o777)
+    cache = open_cache
     marker = victim / "pwned"
     file_name, file_entry = _planted(root_source / "myschedtp.o", marker)
     link_name, link_entry = _planted(root_source / "alpha.o", marker)
