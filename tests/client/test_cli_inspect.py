@@ -18,24 +18,12 @@ import bpfloader.client.elements as elements_module
 import bpfloader.client.show as show_module
 from bpfloader.client import BpfMap
 from bpfloader.kernel import system
+from tests.json_support import documented, keys
 from tests.kernel.test_bpftool import bpftool as bpftool_json
 
 pytestmark = pytest.mark.kernel
 
 U32_U64 = ("--key-type", "u32", "--value-type", "u64")
-
-
-def documented(module: Any) -> set[str]:
-    """The keys a module's docstring gives its JSON."""
-    return set(re.findall(r'"(\w+)":', module.__doc__))
-
-
-def keys(value: Any) -> set[str]:
-    if isinstance(value, dict):
-        return set(value) | {k for v in value.values() for k in keys(v)}
-    if isinstance(value, list):
-        return {k for v in value for k in keys(v)}
-    return set()
 
 
 def test_update_lookup_delete_round_trip(pins, bpfloader_cli):  # noqa: F811

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+import bpfloader.loader.status as status_module
 from bpfloader.client import BpfMap
 from tests.client.test_attach_cgroup import in_child, udp_traffic
 from tests.conftest import pins_in
+from tests.json_support import documented, keys
 from tests.libbpf_support import bpftool, libbpf_object
-from tests.loader.test_status_unload import check_schema, documented_keys, produced_keys
+from tests.loader.test_status_unload import check_schema
 
 pytestmark = pytest.mark.kernel
 
@@ -91,7 +93,7 @@ def test_an_auto_attachment_counts_events_and_its_link_is_pinned_beside_the_prog
     status = json.loads(bpfloader_cli("status", "--pin-root", bpffs, "--json").stdout)
     check_schema(status)
     # Nothing skipped here: only a skip's `kind` goes unproduced.
-    assert produced_keys(status) == documented_keys() - {"kind"}
+    assert keys(status) == documented(status_module) - {"kind"}
     (links,) = [o["links"] for o in status["objects"]]
     assert links == [
         {

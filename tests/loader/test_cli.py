@@ -20,23 +20,11 @@ import bpfloader.loader.check as check_module
 import bpfloader.loader.report as report_module
 from bpfloader.loader.report import FORMAT
 from tests.conftest import REPO, with_cache_dir
+from tests.json_support import documented, keys
 from tests.reload_support import install, status_json, swap_pins, where
 
 MODE = re.compile(r"0[0-7]{3}")
 ACTIONS = {"create", "load", "reuse", "replace", "keep", "update", "skip"}
-
-
-def documented(module: Any) -> set[str]:
-    """The keys a module's docstring gives its JSON forms."""
-    return set(re.findall(r'"(\w+)":', module.__doc__))
-
-
-def keys(value: Any) -> set[str]:
-    if isinstance(value, dict):
-        return set(value) | {k for v in value.values() for k in keys(v)}
-    if isinstance(value, list):
-        return {k for v in value for k in keys(v)}
-    return set()
 
 
 def check_run(report: Any, command: str, *, dry_run: bool) -> None:

@@ -19,6 +19,7 @@ import bpfloader.loader.status as status_module
 from bpfloader.client import wait_for_loaded
 from bpfloader.client.ready import loaded_marker
 from tests.conftest import REPO, pins_in
+from tests.json_support import documented, keys
 from tests.reload_support import (
     SWITCH,
     ids_of,
@@ -64,10 +65,10 @@ MODE = re.compile(r"0[0-7]{3}")
 
 
 def check_pin(pin: Any, kind: str) -> None:
-    keys = {"name", "pin", "present", "id", "uid", "gid", "mode"}
+    expected = {"name", "pin", "present", "id", "uid", "gid", "mode"}
     if kind == "programs":
-        keys |= {"section", "verified_insns", "load_usec"}
-    assert isinstance(pin, dict) and set(pin) == keys, pin
+        expected |= {"section", "verified_insns", "load_usec"}
+    assert isinstance(pin, dict) and set(pin) == expected, pin
     assert isinstance(pin["name"], str) and isinstance(pin["pin"], str)
     assert type(pin["present"]) is bool
     for key in ("id", "uid", "gid"):
@@ -138,19 +139,6 @@ def check_schema(report: Any) -> None:
 LINK_KEYS = ("target", "program_id", "map_id", "stale", "declared")
 
 
-def documented_keys() -> set[str]:
-    assert status_module.__doc__ is not None
-    return set(re.findall(r'"(\w+)":', status_module.__doc__))
-
-
-def produced_keys(value: Any) -> set[str]:
-    if isinstance(value, dict):
-        return set(value) | {k for v in value.values() for k in produced_keys(v)}
-    if isinstance(value, list):
-        return {k for v in value for k in produced_keys(v)}
-    return set()
-
-
 @pytest.fixture
 def three_kinds(compile_bpf, source_dir, bpffs, bpfloader_cli) -> dict[str, Any]:
     """A loaded object with a map and a program gated out, an object skipped whole, an object
@@ -173,7 +161,7 @@ def test_status_json_for_loaded_skipped_and_failed_objects(
     check_schema(report)
     # No link here: test_attachments.py checks the keys of a link against the documentation.
     # (an object's `stale` is one of a link's keys too)
-    assert produced_keys(report) == documented_keys() - (set(LINK_KEYS) - {"stale"})
+    assert keys(report) == documented(status_module) - (set(LINK_KEYS) - {"stale"})
     recorded = json.loads((state_dir / "state.json").read_text())
     (prog_record,) = [
         p
