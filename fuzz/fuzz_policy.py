@@ -5,14 +5,12 @@ tests/bpf/libbpf_maps.c: every input parses and applies, or is one line of error
     PYTHONPATH=. .venv/bin/python fuzz/fuzz_policy.py CORPUS_DIR SEED_DIR -max_total_time=600
 
 The seeds are policy files (fuzz/policy_seeds/); each input has the object reader's time and
-memory budgets (fuzz/fuzz_reader.py's FUZZ_TIMEOUT, FUZZ_INPUT_MEMORY_MB).
+memory budgets (fuzz/harness.py).
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,10 +21,10 @@ with atheris.instrument_imports(include=["bpfloader", "tomllib"]):
 
     from bpfloader.loader import attachments, policy  # noqa: F401 (instrumented)
     from bpfloader.obj.reader import read_object
-    from fuzz.contract import InputTimeout, check_policy, memory_budget, time_limit
+    from fuzz.contract import check_policy
 
-TIMEOUT = float(os.environ.get("FUZZ_TIMEOUT", "2"))
-INPUT_MEMORY_MB = float(os.environ.get("FUZZ_INPUT_MEMORY_MB", "64"))
+from fuzz.harness import budgeted, setup
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,18 +41,11 @@ SPEC = read_object(sample_object(), "/etc/bpf/libbpf_maps.o")
 
 
 def test_one(data: bytes) -> None:
-    try:
-        with memory_budget(INPUT_MEMORY_MB), time_limit(TIMEOUT):
-            check_policy(data, SPEC)
-    except InputTimeout as e:
-        raise AssertionError(f"hang: {e}") from None
+    budgeted(lambda policy: check_policy(policy, SPEC), data)
 
 
 def main() -> None:
-    args = list(sys.argv)
-    if not any(a.startswith("-max_len=") for a in args):
-        args.append("-max_len=4096")
-    atheris.Setup(args, test_one)
+    setup(test_one, max_len=4096)
     atheris.Fuzz()
 
 

@@ -3,10 +3,10 @@
     make fuzz [FUZZ_RUNS=1000000]
     .venv/bin/python fuzz/fuzz_reader.py CORPUS_DIR SEED_DIR -runs=N [libFuzzer flags]
 
-Each input has a time and a memory budget: a per-input alarm (FUZZ_TIMEOUT seconds, default 2;
-libFuzzer's own -timeout backs it up) and what it may add to the process's peak resident memory
-(FUZZ_INPUT_MEMORY_MB, default 64; inputs are at most 128 KiB, -max_len), the process as a whole
-under RLIMIT_AS (FUZZ_MEMORY_MB, default 2048); the kernel's BTF, which struct_ops maps are laid
+Each input has a time and a memory budget (fuzz/harness.py: FUZZ_TIMEOUT seconds of CPU time,
+default 2, libFuzzer's own -timeout backing it up; FUZZ_INPUT_MEMORY_MB it may add to the
+process's peak resident memory, default 64; inputs are at most 128 KiB, -max_len), the process
+as a whole under RLIMIT_AS (FUZZ_MEMORY_MB, default 2048); the kernel's BTF, which struct_ops maps are laid
 out against (fuzz/contract.py `check_struct_ops`), is parsed once before the first input. An
 input over either budget, and any other contract violation (an exception other than
 ObjectFormatError, an error that is not one line naming the file), crashes the run and
@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
-import resource
 import sys
 import time
 from collections import Counter
@@ -31,20 +29,11 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["bpfloader"]):
-    from fuzz.contract import (
-        MAX_LEN,
-        InputTimeout,
-        check,
-        kernel_btf,
-        memory_budget,
-        mutate,
-        time_limit,
-    )
+    from fuzz.contract import MAX_LEN, check, kernel_btf
+
+from fuzz.harness import budgeted, elf_mutator, setup
 
 FINDINGS = Path(os.environ.get("FUZZ_FINDINGS", Path(__file__).parent / "findings"))
-TIMEOUT = float(os.environ.get("FUZZ_TIMEOUT", "2"))
-INPUT_MEMORY_MB = float(os.environ.get("FUZZ_INPUT_MEMORY_MB", "64"))
-MEMORY_MB = int(os.environ.get("FUZZ_MEMORY_MB", "2048"))
 
 counts: Counter[str] = Counter()
 executions = 0
@@ -60,11 +49,7 @@ def dump_counts() -> None:
 def test_one(data: bytes) -> None:
     global executions, last_dump
     executions += 1
-    try:
-        with memory_budget(INPUT_MEMORY_MB), time_limit(TIMEOUT):
-            finding = check(data)
-    except InputTimeout as e:
-        raise AssertionError(f"hang: {e}") from None  # libFuzzer saves the input as a crash
+    finding = budgeted(check, data)
     if finding is not None:
         if finding not in counts:
             FINDINGS.mkdir(parents=True, exist_ok=True)
@@ -79,24 +64,9 @@ def test_one(data: bytes) -> None:
         dump_counts()
 
 
-def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
-    """Half libFuzzer's own byte mutations, half ELF-aware ones (fuzz/contract.py)."""
-    rng = random.Random(seed)
-    if rng.random() < 0.5:
-        return bytes(atheris.Mutate(data, max_size))
-    return mutate(data, rng)[:max_size]
-
-
 def main() -> None:
-    limit = MEMORY_MB * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    args = list(sys.argv)
-    if not any(a.startswith("-max_len=") for a in args):
-        args.append(f"-max_len={MAX_LEN}")
-    if not any(a.startswith("-timeout=") for a in args):
-        args.append(f"-timeout={int(TIMEOUT) * 2 + 1}")
     kernel_btf()  # once, outside every input's budgets
-    atheris.Setup(args, test_one, custom_mutator=custom_mutator)
+    setup(test_one, max_len=MAX_LEN, mutator=elf_mutator)
     try:
         atheris.Fuzz()
     finally:
