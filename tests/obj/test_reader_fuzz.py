@@ -19,7 +19,14 @@ import pytest
 from bpfloader.obj.btf import parse_btf
 from bpfloader.obj.elf import ElfObject
 from bpfloader.obj.struct_ops import SECTIONS as STRUCT_OPS_SECTIONS
-from fuzz.contract import InputTimeout, check, kernel_btf, mutate, time_limit
+from fuzz.contract import (
+    InputTimeout,
+    check,
+    findings_of_mutations,
+    kernel_btf,
+    mutate,
+    time_limit,
+)
 from tests.core_support import core_flags, generate_vmlinux_h
 from tests.libbpf_support import libbpf_object
 
@@ -89,17 +96,15 @@ def test_the_struct_ops_seeds_lay_out_against_this_kernel(struct_ops_seeds):
 
 
 def test_mutated_struct_ops_objects_keep_the_contract(struct_ops_seeds):
-    """As findings_of_mutations, every other input by `_struct_ops_word`."""
+    """Every other input mutated by `_struct_ops_word`, in the struct_ops sections' BTF."""
     kernel_btf()  # parsed once, before the first input's time limit
-    rng = random.Random(STRUCT_OPS_SEED)
-    findings: dict[str, int] = {}
-    for i in range(STRUCT_OPS_MUTATIONS):
-        base = rng.choice(struct_ops_seeds)
-        data = _struct_ops_word(base, rng) if i % 2 else mutate(base, rng)
-        with time_limit(PER_INPUT_SECONDS):
-            finding = check(data)
-        if finding is not None:
-            findings[finding] = findings.get(finding, 0) + 1
+    findings = findings_of_mutations(
+        struct_ops_seeds,
+        _struct_ops_word,
+        STRUCT_OPS_MUTATIONS,
+        STRUCT_OPS_SEED,
+        PER_INPUT_SECONDS,
+    )
     assert findings == {}, "inputs that only the catch-all turned into ObjectFormatError"
 
 
