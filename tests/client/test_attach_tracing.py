@@ -19,23 +19,12 @@ from bpfloader.client.symbols import function_offset
 from bpfloader.errors import AttachError, KernelError, PinError
 from bpfloader.kernel import links as klinks
 from bpfloader.kernel import system
+from tests.binary_support import PROBED_C
 
 pytestmark = pytest.mark.kernel
 
 TRACEPOINT, UPROBE, URETPROBE, PERF_EVENT, KPROBE = range(5)  # client_tracing.c's slots
 PROG = "prog_client_tracing_"
-PROBED_C = """
-#include <stdlib.h>
-__attribute__((noinline)) int bpfloader_probed(int x) {
-    __asm__ volatile("" ::: "memory");
-    return x * 2;
-}
-int main(int argc, char **argv) {
-    int total = 0;
-    for (int i = 0; i < atoi(argv[1]); i++) total += bpfloader_probed(i);
-    return total == -1;
-}
-"""
 
 
 @pytest.fixture(scope="session")
