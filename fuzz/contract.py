@@ -114,25 +114,41 @@ def _frame(frame: traceback.FrameSummary) -> str:
     return f"{name}:{frame.lineno} ({frame.name})"
 
 
+@contextmanager
+def only_refusals(what: str) -> Iterator[None]:
+    """Around a call whose refusals (the one-line errors it may raise) are caught inside: any
+    other exception breaks the contract, but the input's time budget, an interrupt, or a
+    violation already found, which go on as they are."""
+    try:
+        yield
+    except (InputTimeout, KeyboardInterrupt, ContractViolation):
+        raise
+    except BaseException as e:
+        raise ContractViolation(f"{what} raised {where_raised(e)}: {e!r}") from e
+
+
+def one_line(error: BaseException, what: str) -> None:
+    """A refusal must be one line: ContractViolation otherwise."""
+    if "\n" in str(error):
+        raise ContractViolation(f"{what} is not one line: {error!r}") from error
+
+
 def check(data: bytes) -> str | None:
     """Run the reader on `data`; raise ContractViolation if it breaks the contract. Returns
     a finding (where the original exception was raised) when the catch-all was needed. An
     object with CO-RE relocations is relocated too (`check_core`), its externs resolved
     (`check_kconfig`, `check_ksyms`) and its struct_ops maps laid out (`check_struct_ops`)."""
-    try:
-        spec = read_object(data, PATH)
-    except ObjectFormatError as e:
-        text = str(e)
-        if "\n" in text or not text.startswith(PATH + ": "):
-            raise ContractViolation(f"error is not one line naming the file: {text!r}") from e
-        if e.reason.startswith(CATCH_ALL):
-            original = e.__context__
-            return where_raised(original) if original is not None else e.reason
-        return None
-    except (InputTimeout, KeyboardInterrupt):
-        raise
-    except BaseException as e:
-        raise ContractViolation(f"read_object raised {where_raised(e)}: {e!r}") from e
+    with only_refusals("read_object"):
+        try:
+            spec = read_object(data, PATH)
+        except ObjectFormatError as e:
+            text = str(e)
+            if "\n" in text or not text.startswith(PATH + ": "):
+                raise ContractViolation(f"error is not one line naming the file: {text!r}") from e
+            if e.reason.startswith(CATCH_ALL):
+                original = e.__context__
+                return where_raised(original) if original is not None else e.reason
+            return None
     check_core(spec)
     check_map_layouts(spec)
     if spec.kconfig is not None:
@@ -149,17 +165,14 @@ def check_core(spec: ObjectSpec) -> None:
     mutated types) and patching its programs either succeed or raise a one-line CoreError."""
     if spec.core is None:
         return
-    try:
-        results = core.resolve(spec.core, core.TargetBtf("self", spec.core.btf))
-        for program in spec.programs:
-            core.apply(program.instructions, program.core_relos, results)
-    except ObjectFormatError as e:
-        if "\n" in str(e) or not isinstance(e, core.CoreError):
-            raise ContractViolation(f"CO-RE error is not a one-line CoreError: {e!r}") from e
-    except (InputTimeout, KeyboardInterrupt):
-        raise
-    except BaseException as e:
-        raise ContractViolation(f"CO-RE relocation raised {where_raised(e)}: {e!r}") from e
+    with only_refusals("CO-RE relocation"):
+        try:
+            results = core.resolve(spec.core, core.TargetBtf("self", spec.core.btf))
+            for program in spec.programs:
+                core.apply(program.instructions, program.core_relos, results)
+        except ObjectFormatError as e:
+            if "\n" in str(e) or not isinstance(e, core.CoreError):
+                raise ContractViolation(f"CO-RE error is not a one-line CoreError: {e!r}") from e
 
 
 LAYOUT_SAMPLE_LIMIT = 1 << 16  # decode sample values of types no larger, nor decoding into more
@@ -179,43 +192,34 @@ def check_map_layouts(spec: ObjectSpec) -> None:
     from bpfloader.obj.btf import parse_btf
 
     found: list[tuple[Layout, int]] = []
-    try:
-        btf = parse_btf(spec.btf)
-        for m in typed:
-            for what, type_id, size in (
-                ("key", m.btf_key_type_id, m.key_size),
-                ("value", m.btf_value_type_id, m.value_size),
-            ):
-                if type_id:
-                    try:
-                        found.append((layout(btf, type_id, size, what), size))
-                    except LoaderError as e:
-                        if "\n" in str(e):
-                            raise ContractViolation(f"layout error is not one line: {e!r}") from e
-    except LoaderError as e:  # the BTF itself (the reader took it whole)
-        if "\n" in str(e):
-            raise ContractViolation(f"BTF error is not one line: {e!r}") from e
-    except (InputTimeout, KeyboardInterrupt, ContractViolation):
-        raise
-    except BaseException as e:
-        raise ContractViolation(f"map layout raised {where_raised(e)}: {e!r}") from e
+    with only_refusals("map layout"):
+        try:
+            btf = parse_btf(spec.btf)
+            for m in typed:
+                for what, type_id, size in (
+                    ("key", m.btf_key_type_id, m.key_size),
+                    ("value", m.btf_value_type_id, m.value_size),
+                ):
+                    if type_id:
+                        try:
+                            found.append((layout(btf, type_id, size, what), size))
+                        except LoaderError as e:
+                            one_line(e, "layout error")
+        except LoaderError as e:  # the BTF itself (the reader took it whole)
+            one_line(e, "BTF error")
     for each, size in found:
         if size <= LAYOUT_SAMPLE_LIMIT and each.items <= LAYOUT_SAMPLE_LIMIT:
             _round_trip(each, size)
 
 
 def _round_trip(found: Layout, size: int) -> None:
-    try:
+    with only_refusals("a decoded value"):
         for sample in (bytes(size), b"\xa5" * size):
             decoded = found.unpack(sample, 0)
             out = bytearray(size)
             found.pack(decoded, out, 0, "value")
             if len(out) != size or (not any(sample) and found.unpack(bytes(out), 0) != decoded):
                 raise ContractViolation(f"a decoded value does not encode back: {decoded!r}")
-    except (InputTimeout, KeyboardInterrupt, ContractViolation):
-        raise
-    except BaseException as e:
-        raise ContractViolation(f"a decoded value raised {where_raised(e)}: {e!r}") from e
 
 
 SAMPLE_KALLSYMS = "ffffffff81000000 T _text\nffffffff81000010 t bpfloader_fuzz [mod]\n"
@@ -227,21 +231,17 @@ def check_ksyms(spec: ObjectSpec, kallsyms: str) -> None:
     mutated types) and a kallsyms text, then giving every program its externs, succeed or
     raise a one-line ObjectFormatError naming an extern."""
     assert spec.ksyms is not None
-    try:
-        wanted = {k.name for k in spec.ksyms.externs}
-        addresses = ksyms.kallsyms_addresses(kallsyms, wanted)
-        values = ksyms.resolve(spec.ksyms, core.TargetBtf("self", spec.ksyms.btf), addresses)
-        patches = ksyms.patches(spec.ksyms, values, {})
-        fds = {m.name: 0 for m in spec.maps}
-        for program in spec.programs:
-            relocate(program, fds, None, patches)
-    except ObjectFormatError as e:
-        if "\n" in str(e):
-            raise ContractViolation(f"ksyms error is not one line: {e!r}") from e
-    except (InputTimeout, KeyboardInterrupt):
-        raise
-    except BaseException as e:
-        raise ContractViolation(f"ksyms resolution raised {where_raised(e)}: {e!r}") from e
+    with only_refusals("ksyms resolution"):
+        try:
+            wanted = {k.name for k in spec.ksyms.externs}
+            addresses = ksyms.kallsyms_addresses(kallsyms, wanted)
+            values = ksyms.resolve(spec.ksyms, core.TargetBtf("self", spec.ksyms.btf), addresses)
+            patches = ksyms.patches(spec.ksyms, values, {})
+            fds = {m.name: 0 for m in spec.maps}
+            for program in spec.programs:
+                relocate(program, fds, None, patches)
+        except ObjectFormatError as e:
+            one_line(e, "ksyms error")
 
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
@@ -280,25 +280,21 @@ def check_struct_ops(spec: ObjectSpec) -> None:
             kernel = parse_btf(spec.btf)
         except BtfError:
             return  # no BTF to lay the maps out against
-    try:
-        resolved: dict[str, struct_ops.KernelStructOps] = {}
-        for name, map_spec in specs.items():
-            assert map_spec.struct_ops is not None
-            resolved[name] = struct_ops.resolve(name, map_spec.struct_ops, kernel)
-        attach = struct_ops.program_attach(resolved, specs)
-        fds = {p.name: FAKE_PROG_FD for p in spec.programs}
-        values = {name: layout.value(fds) for name, layout in resolved.items()}
-        value_sizes = {
-            name: kernel.type(r.value_type_id).size_or_type for name, r in resolved.items()
-        }
-    except LoaderError as e:
-        if "\n" in str(e):
-            raise ContractViolation(f"struct_ops error is not one line: {e!r}") from e
-        return
-    except (InputTimeout, KeyboardInterrupt):
-        raise
-    except BaseException as e:
-        raise ContractViolation(f"struct_ops layout raised {where_raised(e)}: {e!r}") from e
+    with only_refusals("struct_ops layout"):
+        try:
+            resolved: dict[str, struct_ops.KernelStructOps] = {}
+            for name, map_spec in specs.items():
+                assert map_spec.struct_ops is not None
+                resolved[name] = struct_ops.resolve(name, map_spec.struct_ops, kernel)
+            attach = struct_ops.program_attach(resolved, specs)
+            fds = {p.name: FAKE_PROG_FD for p in spec.programs}
+            values = {name: layout.value(fds) for name, layout in resolved.items()}
+            value_sizes = {
+                name: kernel.type(r.value_type_id).size_or_type for name, r in resolved.items()
+            }
+        except LoaderError as e:
+            one_line(e, "struct_ops error")
+            return
     fd = FAKE_PROG_FD.to_bytes(struct_ops.POINTER_SIZE, "little")
     for name, layout in resolved.items():
         value = values[name]
@@ -327,15 +323,11 @@ def check_policy(text: bytes, spec: ObjectSpec) -> None:
     from bpfloader.errors import LoaderError
     from bpfloader.loader.policy import apply_policy, parse_policy
 
-    try:
-        apply_policy(spec, parse_policy(text, POLICY_PATH))
-    except LoaderError as e:
-        if "\n" in str(e):
-            raise ContractViolation(f"policy error is not one line: {e!r}") from e
-    except (InputTimeout, KeyboardInterrupt):
-        raise
-    except BaseException as e:
-        raise ContractViolation(f"policy file raised {where_raised(e)}: {e!r}") from e
+    with only_refusals("policy file"):
+        try:
+            apply_policy(spec, parse_policy(text, POLICY_PATH))
+        except LoaderError as e:
+            one_line(e, "policy error")
 
 
 # Functions of the symbol reader's seeds (tests/binary_support.py), and one none has.
@@ -351,16 +343,12 @@ def check_symbols(data: bytes, names: Sequence[str] = SYMBOL_NAMES) -> None:
         return data[offset : offset + count]
 
     for name in names:
-        try:
-            offset = find_function(read, len(data), name)
-        except AttachError as e:
-            if "\n" in str(e):
-                raise ContractViolation(f"symbol reader error is not one line: {e!r}") from e
-            continue
-        except (InputTimeout, KeyboardInterrupt):
-            raise
-        except BaseException as e:
-            raise ContractViolation(f"find_function raised {where_raised(e)}: {e!r}") from e
+        with only_refusals("find_function"):
+            try:
+                offset = find_function(read, len(data), name)
+            except AttachError as e:
+                one_line(e, "symbol reader error")
+                continue
         if not 0 <= offset < len(data):
             raise ContractViolation(f"{name!r} at {offset}, outside the file's {len(data)} bytes")
 
@@ -373,24 +361,20 @@ def check_kconfig(layout: kconfig.Kconfig, text: str) -> None:
     """The `.kconfig` contract on a config text (a mutated one, or SAMPLE_CONFIG for a
     mutated object's layout): parsing raises only ValueError; the values are the layout's
     size or a one-line ObjectFormatError naming an extern."""
-    try:
-        config = kconfig.parse_config(text)
-    except ValueError:
-        return
-    except (InputTimeout, KeyboardInterrupt):
-        raise
-    except BaseException as e:
-        raise ContractViolation(f"parse_config raised {where_raised(e)}: {e!r}") from e
-    try:
-        data = kconfig.values(layout, config, FACTS)
-    except ObjectFormatError as e:
-        if "\n" in str(e) or not e.reason.startswith("extern '"):
-            raise ContractViolation(f"kconfig error is not one line naming an extern: {e!r}") from e
-        return
-    except (InputTimeout, KeyboardInterrupt):
-        raise
-    except BaseException as e:
-        raise ContractViolation(f"kconfig values raised {where_raised(e)}: {e!r}") from e
+    with only_refusals("parse_config"):
+        try:
+            config = kconfig.parse_config(text)
+        except ValueError:
+            return
+    with only_refusals("kconfig values"):
+        try:
+            data = kconfig.values(layout, config, FACTS)
+        except ObjectFormatError as e:
+            if "\n" in str(e) or not e.reason.startswith("extern '"):
+                raise ContractViolation(
+                    f"kconfig error is not one line naming an extern: {e!r}"
+                ) from e
+            return
     if len(data) != layout.size:
         raise ContractViolation(f"kconfig values are {len(data)} bytes, not {layout.size}")
 

@@ -6,14 +6,14 @@
 Each input has a time and a memory budget (fuzz/harness.py: FUZZ_TIMEOUT seconds of CPU time,
 default 2, libFuzzer's own -timeout backing it up; FUZZ_INPUT_MEMORY_MB it may add to the
 process's peak resident memory, default 64; inputs are at most 128 KiB, -max_len), the process
-as a whole under RLIMIT_AS (FUZZ_MEMORY_MB, default 2048); the kernel's BTF, which struct_ops maps are laid
-out against (fuzz/contract.py `check_struct_ops`), is parsed once before the first input. An
-input over either budget, and any other contract violation (an exception other than
-ObjectFormatError, an error that is not one line naming the file), crashes the run and
-libFuzzer saves the input. Inputs that only read_object's catch-all turned into
-ObjectFormatError are findings, not crashes: each distinct place is logged once to stderr, with
-the input saved under FUZZ_FINDINGS (default fuzz/findings/), and the counts per place are
-rewritten to FUZZ_FINDINGS/counts.json.
+as a whole under RLIMIT_AS (FUZZ_MEMORY_MB, default 2048); the kernel's BTF, which struct_ops
+maps are laid out against (fuzz/contract.py `check_struct_ops`), is parsed once before the first
+input. An input over either budget, and any other contract violation (an exception other than
+ObjectFormatError, an error that is not one line naming the file), crashes the run and libFuzzer
+saves the input. Inputs that only read_object's catch-all turned into ObjectFormatError are
+findings, not crashes: each distinct place is logged once to stderr, with the input saved under
+FUZZ_FINDINGS (default fuzz/findings/), and the counts per place are rewritten to
+FUZZ_FINDINGS/counts.json.
 """
 
 from __future__ import annotations
